@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Train a CTC acoustic model (teacher or student) on a speechkd corpus.
+
+Builds the embedded corpus if needed, trains the model named in the YAML,
+keeps the checkpoint with the best dev WER, then writes ``wer_<set>.txt``
+and ``results.json`` for every test set.
+
+    python recipes/ctc/train.py hparams/ctc/conformer.yaml
+    python recipes/ctc/train.py hparams/ctc/student.yaml --data_folder=data/numbers-small --seed=2
+
+A killed run resumes from its last checkpoint when rerun with the same command.
+"""
+
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.brains.ctc import prepare_data, train_ctc
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    prepare_data(hparams)
+    train_ctc(hparams, run_opts)

@@ -1,0 +1,92 @@
+"""The ``speechkd`` command.
+
+    speechkd corpus build --task numbers --size small --out data/numbers-small
+    speechkd run hparams/pipelines/quickstart.yaml [--from STAGE] [--to STAGE] [--force STAGE]
+    speechkd transcribe --model results/ctc/student/1234 a.wav b.flac
+    speechkd teachers agreement results/quickstart/1234/cache
+"""
+
+import argparse
+import logging
+import sys
+
+
+def add_transcribe(subparsers):
+    parser = subparsers.add_parser("transcribe", help="print transcripts of audio files")
+    parser.add_argument("--model", required=True, help="experiment folder of a trained model")
+    parser.add_argument("--beam", type=int, default=0, help="prefix beam width (0 = greedy)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("files", nargs="+")
+    parser.set_defaults(func=run_transcribe)
+
+
+def run_transcribe(args):
+    from speechkd.inference import transcribe_files
+
+    for path, text in transcribe_files(args.model, args.files, beam=args.beam, device=args.device):
+        print(f"{path}\t{text}")
+
+
+def add_run(subparsers):
+    parser = subparsers.add_parser("run", help="run a pipeline of stages (the main job)")
+    parser.add_argument("pipeline", help="hparams/pipelines/<name>.yaml")
+    parser.add_argument("--from", dest="start", help="first stage to run")
+    parser.add_argument("--to", dest="stop", help="last stage to run")
+    parser.add_argument("--force", action="append", default=[], help="redo STAGE and what depends on it")
+    parser.add_argument("overrides", nargs="*", help="YAML overrides as --key=value")
+    parser.set_defaults(func=run_pipeline)
+
+
+def run_pipeline(args):
+    from speechkd.pipeline import run
+
+    run(args.pipeline, overrides=args.overrides, start=args.start, stop=args.stop, force=args.force)
+
+
+def add_teachers(subparsers):
+    parser = subparsers.add_parser("teachers", help="diagnostics of a teacher ensemble")
+    sub = parser.add_subparsers(dest="teachers_command", required=True)
+    agreement = sub.add_parser("agreement", help="spike-timing agreement and fused-posterior WER")
+    agreement.add_argument("cache", help="posterior cache folder")
+    agreement.add_argument("--manifest", help="manifest with transcripts (default: the cache's own)")
+    agreement.set_defaults(func=run_agreement)
+
+
+def run_agreement(args):
+    from speechkd.distill.agreement import agreement_for_cache_folder
+
+    print(agreement_for_cache_folder(args.cache, manifest=args.manifest))
+
+
+def main(argv=None):
+    """Entry point of the ``speechkd`` console script."""
+    from speechkd.data.corpus import add_cli as add_corpus
+
+    parser = argparse.ArgumentParser(prog="speechkd", description=__doc__.split("\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_corpus(subparsers)
+    add_run(subparsers)
+    add_transcribe(subparsers)
+    add_teachers(subparsers)
+    try:
+        from speechkd.export.cli import add_cli as add_export
+    except ImportError:
+        pass
+    else:
+        add_export(subparsers)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command == "run":
+        args.overrides = list(args.overrides) + unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"speechkd: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

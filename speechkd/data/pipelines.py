@@ -1,0 +1,256 @@
+"""Dataset pipelines: manifest rows -> checked items -> SpeechBrain datasets.
+
+Every recipe reads its data through :func:`make_dataset`: the manifest is
+checked once up front (audio present and readable, 16 kHz mono, non-empty
+transcript where one is needed), bad rows are skipped and counted in the
+log with the file and line that caused them (or raise, with ``strict``),
+so training never crashes mid-epoch on one broken file.
+"""
+
+import collections
+import logging
+import os
+
+import numpy as np
+import soundfile as sf
+import speechbrain as sb
+import torch
+
+from speechkd.data.manifest import read_manifest
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+class BadInputError(ValueError):
+    """An input file or manifest row that cannot be used, with its culprit named."""
+
+
+def resolve_path(wav, data_root):
+    """Substitute SpeechBrain's ``$data_root`` in a manifest path."""
+    return wav.replace("$data_root", str(data_root))
+
+
+def load_audio(path, sample_rate=SAMPLE_RATE):
+    """Read a mono waveform with soundfile.
+
+    Arguments
+    ---------
+    path : str
+        Audio file (any format soundfile reads: wav, flac, ogg).
+    sample_rate : int
+        Required sample rate; another rate is an error naming the file.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(samples,)`` float32 in [-1, 1].
+    """
+    try:
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several types for corrupt files
+        raise BadInputError(f"{path}: cannot read audio ({err})") from err
+    if sr != sample_rate:
+        raise BadInputError(
+            f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz "
+            f"(resample it, e.g. librosa.resample, before use)"
+        )
+    if audio.shape[1] != 1:
+        raise BadInputError(f"{path}: {audio.shape[1]} channels, expected mono")
+    if audio.shape[0] == 0:
+        raise BadInputError(f"{path}: empty audio")
+    return torch.from_numpy(np.ascontiguousarray(audio[:, 0]))
+
+
+def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
+    """Return the reason a manifest row is unusable, or ``None`` when it is fine."""
+    path = resolve_path(row["wav"], data_root)
+    if need_text and not row["wrd"].strip():
+        return "empty transcript"
+    if not os.path.isfile(path):
+        return "missing audio"
+    try:
+        info = sf.info(path)
+    except Exception:
+        return "corrupt audio"
+    if info.samplerate != sample_rate:
+        return f"sample rate {info.samplerate} Hz"
+    if info.channels != 1:
+        return f"{info.channels} channels"
+    if info.frames == 0:
+        return "empty audio"
+    return None
+
+
+def checked_rows(manifest, data_root, need_text=True, strict=False):
+    """Read a manifest and drop (or refuse) unusable rows.
+
+    Arguments
+    ---------
+    manifest : str
+        Path of a SpeechBrain CSV manifest.
+    data_root : str
+        Replacement for ``$data_root`` in the ``wav`` column.
+    need_text : bool
+        Whether an empty ``wrd`` makes a row unusable.
+    strict : bool
+        Raise :class:`BadInputError` on the first bad row instead of skipping.
+
+    Returns
+    -------
+    rows : list of dict
+        The usable rows, in manifest order.
+    skipped : collections.Counter
+        Reason -> number of rows skipped.
+    """
+    rows = read_manifest(manifest)
+    good, skipped = [], collections.Counter()
+    for line, row in enumerate(rows, start=2):
+        reason = check_row(row, data_root, need_text)
+        if reason is None:
+            good.append(row)
+            continue
+        culprit = f"{manifest}:{line} ({row['ID']}, {resolve_path(row['wav'], data_root)})"
+        if strict:
+            raise BadInputError(f"{culprit}: {reason}")
+        logger.warning("skipping %s: %s", culprit, reason)
+        skipped[reason] += 1
+    if skipped:
+        logger.warning(
+            "%s: skipped %d of %d rows (%s)",
+            manifest,
+            sum(skipped.values()),
+            len(rows),
+            ", ".join(f"{n} {why}" for why, n in skipped.items()),
+        )
+    return good, skipped
+
+
+def make_dataset(
+    manifest,
+    data_root,
+    inventory=None,
+    need_text=True,
+    parallel_manifest=None,
+    sort="ascending",
+    strict=False,
+):
+    """Build a ``DynamicItemDataset`` giving audio, tokens and metadata.
+
+    Arguments
+    ---------
+    manifest : str
+        CSV manifest (``ID,duration,wav,spk_id,lang,domain,wrd``).
+    data_root : str
+        Replacement for ``$data_root``.
+    inventory : speechkd.text.TokenInventory, optional
+        When given (and ``need_text``), the ``tokens`` item holds the
+        encoded transcript.
+    need_text : bool
+        False for unlabelled audio (alpha = 0 distillation): no ``tokens``.
+    parallel_manifest : str, optional
+        Manifest of the same utterances in another domain (same IDs): adds
+        ``sig_parallel``, the other version of the audio, for teacher-student
+        domain adaptation. A pair whose lengths differ is an error naming
+        the utterance.
+    sort : str
+        ``ascending``, ``descending`` or ``none`` (by duration).
+    strict : bool
+        Raise on the first bad row instead of skipping it.
+
+    Returns
+    -------
+    speechbrain.dataio.dataset.DynamicItemDataset
+        Output keys: ``id, sig, wrd, lang, domain, duration`` (+ ``tokens``,
+        ``sig_parallel``). ``sig`` is ``(samples,)``.
+    """
+    rows, _ = checked_rows(manifest, data_root, need_text=need_text, strict=strict)
+    data = {
+        row["ID"]: {
+            "wav": resolve_path(row["wav"], data_root),
+            "duration": float(row["duration"]),
+            "wrd": row["wrd"],
+            "lang": row["lang"],
+            "domain": row["domain"],
+            "spk_id": row["spk_id"],
+        }
+        for row in rows
+    }
+    if parallel_manifest is not None:
+        attach_parallel(data, parallel_manifest, data_root)
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return load_audio(wav)
+
+    items = [audio_pipeline]
+    keys = ["id", "sig", "wrd", "lang", "domain", "duration"]
+
+    if parallel_manifest is not None:
+
+        @sb.utils.data_pipeline.takes("wav_parallel", "wav", "id")
+        @sb.utils.data_pipeline.provides("sig_parallel")
+        def parallel_pipeline(wav_parallel, wav, utt_id):
+            other = load_audio(wav_parallel)
+            if other.shape[0] != sf.info(wav).frames:
+                raise BadInputError(
+                    f"utterance {utt_id}: parallel audio {wav_parallel} has "
+                    f"{other.shape[0]} samples, {wav} has {sf.info(wav).frames}; "
+                    "teacher-student adaptation needs frame-aligned pairs"
+                )
+            return other
+
+        items.append(parallel_pipeline)
+        keys.append("sig_parallel")
+
+    if inventory is not None and need_text:
+
+        @sb.utils.data_pipeline.takes("wrd")
+        @sb.utils.data_pipeline.provides("tokens")
+        def text_pipeline(wrd):
+            return torch.LongTensor(inventory.encode(wrd))
+
+        items.append(text_pipeline)
+        keys.append("tokens")
+
+    sb.dataio.dataset.add_dynamic_item([dataset], items)
+    sb.dataio.dataset.set_output_keys([dataset], keys)
+    if sort in ("ascending", "descending"):
+        dataset = dataset.filtered_sorted(sort_key="duration", reverse=sort == "descending")
+    return dataset
+
+
+def attach_parallel(data, parallel_manifest, data_root):
+    """Add ``wav_parallel`` to each item of ``data`` from a parallel manifest.
+
+    Items without a partner are dropped and counted; partners whose
+    durations differ are refused, naming the utterance.
+    """
+    partners = {row["ID"]: row for row in read_manifest(parallel_manifest)}
+    missing = [utt_id for utt_id in data if utt_id not in partners]
+    for utt_id in missing:
+        del data[utt_id]
+    if missing:
+        logger.warning(
+            "%d utterances have no partner in %s (skipped), e.g. %s",
+            len(missing),
+            parallel_manifest,
+            missing[0],
+        )
+    for utt_id, item in data.items():
+        partner = partners[utt_id]
+        if abs(float(partner["duration"]) - item["duration"]) > 1e-3:
+            raise BadInputError(
+                f"utterance {utt_id}: {parallel_manifest} says {partner['duration']} s, "
+                f"the primary manifest says {item['duration']} s; parallel pairs "
+                "must have equal lengths"
+            )
+        item["wav_parallel"] = resolve_path(partner["wav"], data_root)
+
+
+def dataloader_options(batch_size, shuffle=False):
+    """Loader options used by every recipe (PaddedBatch, no worker processes)."""
+    return {"batch_size": batch_size, "shuffle": shuffle, "num_workers": 0}

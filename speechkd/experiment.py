@@ -1,0 +1,131 @@
+"""Experiment folders: token inventory, model construction, reloading a trained model.
+
+An experiment folder (``results/<name>/<seed>/``) holds, besides SpeechBrain's
+``hyperparams.yaml``, ``log.txt``, ``train_log.txt`` and ``save/CKPT+*``:
+
+- ``tokens.txt``: the token inventory the model was trained with;
+- ``model.json``: the model class and its constructor arguments, so any
+  tool (transcribe, cache, export) can rebuild the model without the YAML.
+"""
+
+import functools
+import importlib
+import json
+import os
+
+import speechbrain as sb
+import torch
+
+from speechkd.data.manifest import read_manifest
+from speechkd.text import TokenInventory
+
+MODEL_CARD = "model.json"
+TOKENS_FILE = "tokens.txt"
+
+
+def inventory_for(manifests, tokens_path):
+    """Load the experiment's inventory, or build it from the manifests' text.
+
+    Arguments
+    ---------
+    manifests : list of str
+        Manifests whose transcripts the inventory must cover.
+    tokens_path : str
+        Where the inventory is saved; an existing file is reused, and a
+        character it lacks is an error naming it.
+
+    Returns
+    -------
+    speechkd.text.TokenInventory
+    """
+    texts = [row["wrd"] for path in manifests for row in read_manifest(path)]
+    if os.path.exists(tokens_path):
+        inventory = TokenInventory.load(tokens_path)
+        missing = sorted({ch for text in texts for ch in text} - set(inventory.symbols) - {" "})
+        if missing:
+            raise ValueError(
+                f"{tokens_path} lacks characters {missing} found in {manifests}; "
+                "delete it to rebuild, or extend the inventory"
+            )
+        return inventory
+    inventory = TokenInventory.from_texts(texts)
+    os.makedirs(os.path.dirname(tokens_path) or ".", exist_ok=True)
+    inventory.save(tokens_path)
+    return inventory
+
+
+def build_model(model_factory, inventory, folder):
+    """Instantiate the YAML's ``model`` (a ``!name:`` partial) and write ``model.json``.
+
+    Arguments
+    ---------
+    model_factory : functools.partial
+        ``!name:speechkd.models.<Class>`` with its size arguments.
+    inventory : speechkd.text.TokenInventory
+        Sets the number of output tokens.
+    folder : str
+        Experiment folder receiving ``model.json``.
+
+    Returns
+    -------
+    speechkd.models.AcousticModel
+    """
+    if not isinstance(model_factory, functools.partial):
+        raise TypeError("hparams 'model' must be a !name: partial, e.g. !name:speechkd.models.TDNNCTC")
+    kwargs = dict(model_factory.keywords)
+    model = model_factory(n_tokens=len(inventory))
+    card = {
+        "class": f"{model_factory.func.__module__}.{model_factory.func.__qualname__}",
+        "kwargs": kwargs,
+        "n_tokens": len(inventory),
+        "tokens_fingerprint": inventory.fingerprint,
+        "frame_shift_ms": model.frame_shift_ms,
+    }
+    write_json(os.path.join(folder, MODEL_CARD), card)
+    return model
+
+
+def load_model(folder, device="cpu", min_key="WER"):
+    """Rebuild a trained model from its experiment folder, best checkpoint loaded.
+
+    Arguments
+    ---------
+    folder : str
+        Experiment folder written by a speechkd recipe.
+    device : str
+        Torch device for the model.
+    min_key : str
+        Checkpoint meta key to minimise when choosing the checkpoint.
+
+    Returns
+    -------
+    model : speechkd.models.AcousticModel
+        In eval mode.
+    inventory : speechkd.text.TokenInventory
+    """
+    card_path = os.path.join(folder, MODEL_CARD)
+    if not os.path.exists(card_path):
+        raise FileNotFoundError(f"{folder} is not a speechkd experiment folder (no {MODEL_CARD})")
+    with open(card_path) as fin:
+        card = json.load(fin)
+    module_name, _, class_name = card["class"].rpartition(".")
+    model_class = getattr(importlib.import_module(module_name), class_name)
+    inventory = TokenInventory.load(os.path.join(folder, TOKENS_FILE))
+    if inventory.fingerprint != card["tokens_fingerprint"]:
+        raise ValueError(f"{folder}: tokens.txt does not match the inventory the model was built with")
+    model = model_class(n_tokens=len(inventory), **card["kwargs"])
+    checkpointer = sb.utils.checkpoints.Checkpointer(
+        os.path.join(folder, "save"), recoverables={"model": model}
+    )
+    if checkpointer.find_checkpoint(min_key=min_key) is None:
+        raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")
+    checkpointer.recover_if_possible(min_key=min_key, device=torch.device(device))
+    return model.to(device).eval(), inventory
+
+
+def write_json(path, payload):
+    """Write ``payload`` as indented, key-sorted JSON (stable across runs)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fout:
+        json.dump(payload, fout, indent=2, sort_keys=True)
+        fout.write("\n")

@@ -1,0 +1,97 @@
+"""Running trained models: posteriors over a dataset, evaluation, transcription."""
+
+import time
+
+import speechbrain as sb
+import torch
+
+from speechkd.data.pipelines import load_audio
+from speechkd.decoding import ctc_greedy, ctc_prefix_beam
+from speechkd.metrics import ErrorRates
+
+
+@torch.no_grad()
+def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"):
+    """Run ``model`` over a dataset, one batch at a time.
+
+    Arguments
+    ---------
+    model : speechkd.models.AcousticModel
+    dataset : DynamicItemDataset
+        Provides ``id``, ``wrd``, ``lang``, ``domain`` and ``signal``.
+    batch_size : int
+    device : str
+    signal : str
+        Which audio item to feed (``sig``, or ``sig_parallel`` for the other
+        half of a parallel pair).
+
+    Yields
+    ------
+    batch : PaddedBatch
+    log_probs : torch.Tensor
+        ``(batch, frames, vocab)`` on the CPU.
+    frames : torch.Tensor
+        ``(batch,)`` number of valid output frames of each utterance.
+    """
+    model = model.to(device).eval()
+    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
+    for batch in loader:
+        wavs, wav_lens = getattr(batch, signal)
+        log_probs = model(wavs.to(device), wav_lens.to(device)).cpu()
+        frames = (wav_lens * log_probs.shape[1]).round().long()
+        yield batch, log_probs, frames
+
+
+def evaluate_model(model, dataset, inventory, batch_size=16, device="cpu"):
+    """Greedy-decode a dataset and time it.
+
+    Returns
+    -------
+    error_rates : speechkd.metrics.ErrorRates
+    timing : dict
+        ``audio_seconds``, ``compute_seconds`` and ``rtf`` (compute / audio).
+    """
+    error_rates = ErrorRates()
+    audio_seconds = compute_seconds = 0.0
+    start = time.perf_counter()
+    for batch, log_probs, frames in iterate_posteriors(model, dataset, batch_size, device):
+        hyps = [inventory.decode(ids) for ids in ctc_greedy(log_probs, frames)]
+        error_rates.append(batch.id, batch.wrd, hyps, langs=batch.lang, domains=batch.domain)
+        audio_seconds += float(sum(batch.duration))
+    compute_seconds = time.perf_counter() - start
+    timing = {
+        "audio_seconds": audio_seconds,
+        "compute_seconds": compute_seconds,
+        "rtf": compute_seconds / max(audio_seconds, 1e-9),
+    }
+    return error_rates, timing
+
+
+@torch.no_grad()
+def transcribe_files(model_folder, paths, beam=0, device="cpu"):
+    """Transcribe audio files with a trained model.
+
+    Arguments
+    ---------
+    model_folder : str
+        Experiment folder of a speechkd recipe.
+    paths : list of str
+        16 kHz mono audio files.
+    beam : int
+        Prefix beam width; 0 decodes greedily.
+
+    Yields
+    ------
+    (path, text)
+    """
+    from speechkd.experiment import load_model
+
+    model, inventory = load_model(model_folder, device=device)
+    for path in paths:
+        wav = load_audio(path).unsqueeze(0).to(device)
+        log_probs = model(wav, torch.ones(1, device=device))[0].cpu()
+        if beam > 0:
+            ids = ctc_prefix_beam(log_probs.numpy(), beam=beam)
+        else:
+            ids = ctc_greedy(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0]
+        yield path, inventory.decode(ids)

@@ -1,0 +1,132 @@
+"""A small stage runner: ordered stages, fingerprints of their inputs, resumable runs.
+
+Each stage owns a folder. When it finishes, a ``.done`` file in that folder
+records the fingerprint of what it was run from (its configuration and the
+fingerprints of the stages it depends on). A rerun skips a stage whose
+``.done`` matches; a changed input, or ``force``, reruns it and, through the
+fingerprints, everything downstream.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+
+logger = logging.getLogger(__name__)
+
+DONE_FILE = ".done"
+
+
+@dataclasses.dataclass
+class Stage:
+    """One step of a pipeline.
+
+    Attributes
+    ----------
+    name : str
+        Used by ``--from``, ``--to`` and ``--force``.
+    folder : str
+        Where the stage writes; holds its ``.done`` marker and ``log.txt``.
+    run : callable
+        ``run()`` does the work.
+    config : object
+        JSON-serialisable description of the stage's inputs (hparams file
+        text, overrides, sizes...), part of its fingerprint.
+    after : tuple of str
+        Stages whose outputs this one reads.
+    """
+
+    name: str
+    folder: str
+    run: object
+    config: object
+    after: tuple = ()
+
+
+class StageFailed(RuntimeError):
+    """A stage raised; the message names the stage and its log."""
+
+
+def fingerprint(payload):
+    """Short, stable hash of a JSON-serialisable payload."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_done(folder):
+    path = os.path.join(folder, DONE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fin:
+        return fin.read().strip()
+
+
+def run_stages(stages, start=None, stop=None, force=(), echo=print):
+    """Run ``stages`` in order, skipping those already done with the same inputs.
+
+    Arguments
+    ---------
+    stages : list of Stage
+        In execution order; ``after`` may only name earlier stages.
+    start, stop : str, optional
+        First and last stage to consider (``--from`` / ``--to``); stages
+        before ``start`` must already be done.
+    force : iterable of str
+        Stages to redo even when done; their dependents follow.
+    echo : callable
+        Receives one progress line per stage.
+
+    Returns
+    -------
+    dict
+        Stage name -> ``"done"``, ``"skipped"`` or ``"not run"``.
+    """
+    names = [stage.name for stage in stages]
+    for name in [start, stop, *force]:
+        if name is not None and name not in names:
+            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(names)}")
+    first = names.index(start) if start else 0
+    last = names.index(stop) if stop else len(stages) - 1
+    prints, status, ran = {}, {}, set()
+    for index, stage in enumerate(stages):
+        upstream = {dep: prints[dep] for dep in stage.after}
+        prints[stage.name] = fingerprint({"config": stage.config, "upstream": upstream})
+        done = read_done(stage.folder) == prints[stage.name]
+        if index < first or index > last:
+            status[stage.name] = "not run"
+            if index < first and not done:
+                raise StageFailed(
+                    f"stage '{stage.name}' is not done (or its inputs changed) but --from "
+                    f"starts at '{start}'; run it first"
+                )
+            continue
+        forced = stage.name in force or any(dep in ran for dep in stage.after)
+        if done and not forced:
+            echo(f"[{stage.name}] up to date, skipped")
+            status[stage.name] = "skipped"
+            continue
+        begin = time.perf_counter()
+        echo(f"[{stage.name}] running ...")
+        os.makedirs(stage.folder, exist_ok=True)
+        marker = os.path.join(stage.folder, DONE_FILE)
+        if os.path.exists(marker):
+            os.remove(marker)
+        try:
+            stage.run()
+        except Exception as err:
+            log_path = os.path.join(stage.folder, "error.txt")
+            with open(log_path, "w") as fout:
+                traceback.print_exc(file=fout)
+            raise StageFailed(
+                f"stage '{stage.name}' failed: {err} (traceback in {log_path}; "
+                "rerun the same command to continue from this stage)"
+            ) from err
+        with open(marker, "w") as fout:
+            fout.write(prints[stage.name] + "\n")
+        echo(f"[{stage.name}] done in {time.perf_counter() - begin:.1f} s")
+        status[stage.name] = "done"
+        ran.add(stage.name)
+    return status
