@@ -54,7 +54,7 @@ def inventory_for(manifests, tokens_path):
     return inventory
 
 
-def build_model(model_factory, inventory, folder):
+def build_model(model_factory, inventory, folder, name=None):
     """Instantiate the YAML's ``model`` (a ``!name:`` partial) and write ``model.json``.
 
     Arguments
@@ -65,6 +65,8 @@ def build_model(model_factory, inventory, folder):
         Sets the number of output tokens.
     folder : str
         Experiment folder receiving ``model.json``.
+    name : str, optional
+        The model's name in reports and caches (default: the folder's).
 
     Returns
     -------
@@ -75,6 +77,7 @@ def build_model(model_factory, inventory, folder):
     kwargs = dict(model_factory.keywords)
     model = model_factory(n_tokens=len(inventory))
     card = {
+        "name": name or os.path.basename(os.path.normpath(folder)),
         "class": f"{model_factory.func.__module__}.{model_factory.func.__qualname__}",
         "kwargs": kwargs,
         "n_tokens": len(inventory),
@@ -83,6 +86,12 @@ def build_model(model_factory, inventory, folder):
     }
     write_json(os.path.join(folder, MODEL_CARD), card)
     return model
+
+
+def model_name(folder):
+    """The name a model was trained under (``name`` in its ``model.json``)."""
+    with open(os.path.join(folder, MODEL_CARD)) as fin:
+        return json.load(fin).get("name") or os.path.basename(os.path.normpath(folder))
 
 
 def load_model(folder, device="cpu", min_key="WER"):
@@ -119,7 +128,7 @@ def load_model(folder, device="cpu", min_key="WER"):
     )
     if checkpointer.find_checkpoint(min_key=min_key) is None:
         raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")
-    checkpointer.recover_if_possible(min_key=min_key, device=torch.device(device))
+    checkpointer.recover_if_possible(min_key=min_key)
     return model.to(device).eval(), inventory
 
 

@@ -165,8 +165,7 @@ def fit_normalizer(model, dataset, batch_size=16, max_batches=50):
         for index, batch in enumerate(loader):
             if index == max_batches:
                 break
-            wavs, lens = batch.sig
-            yield model.featurize(wavs, lens, normalize=False), lens
+            yield batch.sig  # raw (wavs, rel_lens): the model computes its own log-mels
 
     model.fit_normalizer(feature_batches())
 
@@ -214,7 +213,7 @@ def train_ctc(hparams, run_opts=None):
         [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]],
         os.path.join(folder, "tokens.txt"),
     )
-    model = build_model(hparams["model"], inventory, folder)
+    model = build_model(hparams["model"], inventory, folder, hparams["name"])
     datasets = {
         "train": make_dataset(hparams["train_csv"], hparams["data_folder"], inventory, sort=hparams["sorting"]),
         "valid": make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory),

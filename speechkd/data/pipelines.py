@@ -216,8 +216,9 @@ def make_dataset(
         items.append(text_pipeline)
         keys.append("tokens")
 
-    sb.dataio.dataset.add_dynamic_item([dataset], items)
-    sb.dataio.dataset.set_output_keys([dataset], keys)
+    for item in items:
+        dataset.add_dynamic_item(item)
+    dataset.set_output_keys(keys)
     if sort in ("ascending", "descending"):
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=sort == "descending")
     return dataset

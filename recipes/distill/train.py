@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Distil a teacher ensemble into a student by frame-level posterior matching.
+
+    L = alpha * CTC + (1 - alpha) * tau^2 * mean_t KL(teachers^tau || student^tau)
+
+Teachers come from the posterior cache (recipes/distill/cache_teachers.py)
+or, with ``--online=True``, run inside the training step. ``--alpha=0``
+needs no transcripts.
+
+    python recipes/distill/train.py hparams/distill/student.yaml
+    python recipes/distill/train.py hparams/distill/student.yaml --strategy=best --temperature=2
+"""
+
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.brains.ctc import prepare_data
+from speechkd.brains.distill import train_distill
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    prepare_data(hparams)
+    train_distill(hparams, run_opts)

@@ -1,0 +1,1 @@
+"""Corpus building, manifests and domain transforms for speechkd."""

@@ -1,0 +1,572 @@
+"""Build the embedded offline multilingual speech corpus with espeak-ng.
+
+Two tasks: ``numbers`` (spoken numbers, digit strings and dates in en de es
+it fr ru uk) and ``sentences`` (real sentences from Debian's fortune cookie
+packages in en de es it ru cs pl eo bg). Three sizes: ``tiny`` (tests, a few
+seconds), ``small`` (quickstart, tens of minutes, under a minute on two
+cores) and ``full`` (tens of hours, parallel, progress bar).
+
+Pseudo-speakers are espeak-ng voice variants with a speaking rate and pitch;
+train, dev and test use disjoint variants, so test speakers are unseen.
+Every utterance depends only on ``(task, size, seed, language, split,
+index)``: the builder synthesizes a deterministic stream per language and
+split and keeps its shortest prefix reaching the requested minutes. Equal
+options give byte-identical manifests and audio; a rebuild skips files that
+exist, so a killed build resumes.
+
+Layout of ``out``::
+
+    corpus.json                           summary (see build_corpus)
+    audio/<domain>/<lang>/<ID>.flac       16 kHz mono FLAC, PCM_16
+    train.csv dev.csv test.csv            clean, labelled
+    unlabelled.csv                        when unlabelled minutes are requested
+    <split>_<domain>.csv                  same IDs and order as <split>.csv
+
+Command line (registered by :func:`add_cli`)::
+
+    speechkd corpus build --task numbers --size small --out data/numbers_small \\
+        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speechkd.data.domains import DEFAULT_OPTIONS, apply_domain, parse_domain
+from speechkd.data.espeak import SAMPLE_RATE, Voice
+from speechkd.data.manifest import write_manifest
+
+BUILDER_VERSION = 1
+"""Bumped whenever the same options would give different audio or text."""
+
+SPLITS = ("train", "dev", "test")
+ID_BASES = {"train": 0, "unlabelled": 50000, "dev": 80000, "test": 90000}
+"""Offset of each split's utterance numbers, so IDs never collide between splits."""
+
+SPLIT_VARIANTS = {
+    "train": ("m1", "f1", "m2", "Annie", "m3", "linda", "m4", "steph", "m5", "m8"),
+    "dev": ("m6", "f4"),
+    "test": ("m7", "aunty"),
+}
+"""espeak-ng voice variants of each split; disjoint, so test speakers are unseen.
+
+Variants with breath noise (f2, f3, f5, ...) are left out: espeak-ng's breath
+generator does not give the same samples twice, which would break the
+byte-identical rebuilds."""
+
+RATES = tuple(range(130, 215, 5))
+PITCHES = tuple(range(25, 80, 5))
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Per-language minutes of audio per split and speakers per split."""
+
+    train_minutes: float
+    dev_minutes: float
+    test_minutes: float
+    speakers: dict
+
+
+SIZES = {
+    "tiny": SizeSpec(0.4, 0.1, 0.1, {"train": 3, "dev": 2, "test": 2}),
+    "small": SizeSpec(5.0, 1.0, 1.0, {"train": 8, "dev": 2, "test": 2}),
+    "full": SizeSpec(180.0, 10.0, 10.0, {"train": 45, "dev": 8, "test": 8}),
+}
+
+EXPECTED_SECONDS = {"numbers": 1.9, "sentences": 3.5}
+"""Mean utterance duration guessed before anything is synthesized (first round only)."""
+
+
+def task_languages(task: str) -> tuple[str, ...]:
+    """Languages a task supports, in their canonical order."""
+    if task == "numbers":
+        from speechkd.data.numbers import NUMBER_LANGUAGES
+        return NUMBER_LANGUAGES
+    if task == "sentences":
+        from speechkd.data.sentences import SENTENCE_LANGUAGES
+        return SENTENCE_LANGUAGES
+    raise ValueError(f"unknown corpus task {task!r}; tasks are numbers, sentences")
+
+
+def stable_rng(*parts) -> np.random.Generator:
+    """Generator seeded by a SHA-256 of ``parts`` (never Python's salted ``hash``)."""
+    key = "\x1f".join(str(part) for part in parts).encode("utf-8")
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+
+
+def split_speakers(size: str, seed: int) -> dict[str, list[Voice]]:
+    """Pseudo-speakers of each split (shared by all languages); unlabelled uses train's."""
+    speakers = {}
+    for split in SPLITS:
+        rng = stable_rng("speakers", size, seed, split)
+        variants = SPLIT_VARIANTS[split]
+        voices: list[Voice] = []
+        while len(voices) < SIZES[size].speakers[split]:
+            voice = Voice(variants[len(voices) % len(variants)],
+                          int(rng.choice(RATES)), int(rng.choice(PITCHES)))
+            if voice not in voices:
+                voices.append(voice)
+        speakers[split] = voices
+    speakers["unlabelled"] = speakers["train"]
+    return speakers
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance: everything the synthesis worker needs."""
+
+    utt_id: str
+    lang: str
+    split: str
+    voice: Voice
+    text: str
+
+
+class Planner:
+    """Deterministic utterance streams: ``utterance(lang, split, n)`` depends on nothing else."""
+
+    def __init__(self, task: str, size: str, seed: int):
+        self.task, self.size, self.seed = task, size, seed
+        self.speakers = split_speakers(size, seed)
+        self._orders: dict = {}
+
+    def text(self, lang: str, split: str, index: int) -> str:
+        from speechkd.text import normalize
+
+        if self.task == "numbers":
+            from speechkd.data.numbers import number_prompt
+            prompt = number_prompt(lang, stable_rng("text", self.task, self.seed, lang, split,
+                                                    index))
+            return normalize(prompt, lang)
+        from speechkd.data.sentences import sentence_pools
+        pool = sentence_pools(lang)[split]
+        key = (lang, split)
+        if key not in self._orders:
+            self._orders[key] = stable_rng("order", self.task, self.seed, lang, split
+                                           ).permutation(len(pool))
+        return pool[self._orders[key][index % len(pool)]]
+
+    def utterance(self, lang: str, split: str, index: int) -> Utterance:
+        capacity = min(base for base in ID_BASES.values() if base > ID_BASES[split]) \
+            if split != "test" else 100000
+        number = ID_BASES[split] + index
+        if number >= capacity:
+            raise ValueError(f"too many {split} utterances for {lang} (more than "
+                             f"{capacity - ID_BASES[split]}); ask for fewer minutes")
+        speakers = self.speakers[split]
+        voice = speakers[index % len(speakers)]
+        return Utterance(f"{lang}-{voice.name}-{number:05d}", lang, split, voice,
+                         self.text(lang, split, index))
+
+
+def audio_path(out: Path, domain: str, lang: str, utt_id: str) -> Path:
+    """Where an utterance's audio lives in the corpus folder."""
+    return Path(out) / "audio" / domain / lang / f"{utt_id}.flac"
+
+
+def to_pcm16(wav: np.ndarray) -> np.ndarray:
+    """Float audio to int16, scaled down first if it would clip."""
+    peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
+    if peak > 32767 / 32768:
+        wav = wav * (0.99 / peak)
+    return np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def write_flac(path: Path, pcm: np.ndarray) -> None:
+    """Write int16 samples as 16 kHz mono FLAC through a temporary name."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    sf.write(tmp, pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+_SYNTHESIZER = None
+
+
+def build_utterance(job: tuple) -> tuple[str, int]:
+    """Synthesize one utterance and its domain versions unless their files exist.
+
+    Parameters
+    ----------
+    job : tuple
+        ``(utt_id, lang, (variant, rate, pitch), text, domains, out, seed)``.
+
+    Returns
+    -------
+    tuple
+        ``(utt_id, n_samples)`` of the clean audio.
+    """
+    import soundfile as sf
+
+    from speechkd.data.espeak import Synthesizer
+
+    global _SYNTHESIZER
+    utt_id, lang, voice, text, domains, out, seed = job
+    clean_path = audio_path(out, "clean", lang, utt_id)
+    clean = None
+    if clean_path.exists():
+        n_samples = sf.info(str(clean_path)).frames
+    else:
+        if _SYNTHESIZER is None:
+            _SYNTHESIZER = Synthesizer()
+        pcm = to_pcm16(_SYNTHESIZER.synthesize(text, lang, Voice(*voice)))
+        write_flac(clean_path, pcm)
+        clean, n_samples = pcm.astype(np.float32) / 32768.0, len(pcm)
+    for domain in domains:
+        path = audio_path(out, domain, lang, utt_id)
+        if domain == "clean" or path.exists():
+            continue
+        if clean is None:
+            clean = sf.read(str(clean_path), dtype="float32")[0]
+        write_flac(path, to_pcm16(apply_domain(clean, SAMPLE_RATE, domain, seed, utt_id)))
+    return utt_id, n_samples
+
+
+class _Runner:
+    """Runs synthesis jobs in this process or in a pool of spawned worker processes."""
+
+    def __init__(self, workers: int, progress: bool, description: str):
+        self.workers, self.progress, self.description = workers, progress, description
+        self._pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.terminate() if exc[0] else self._pool.close()
+            self._pool.join()
+
+    def run(self, jobs: list) -> dict[str, int]:
+        from tqdm import tqdm
+
+        if self._pool is None:
+            results = map(build_utterance, jobs)
+        else:
+            results = self._pool.imap_unordered(build_utterance, jobs,
+                                                chunksize=max(1, min(16, len(jobs) // (4 * self.workers))))
+        bar = tqdm(results, total=len(jobs), desc=self.description, unit="utt",
+                   disable=not self.progress)
+        return dict(bar)
+
+
+def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains) -> dict:
+    spec = SIZES[size]
+    targets = {}
+    for lang in languages:
+        minutes = {"train": lang_minutes.get(lang, spec.train_minutes),
+                   "dev": spec.dev_minutes, "test": spec.test_minutes}
+        if lang in unlabelled_minutes:
+            minutes["unlabelled"] = unlabelled_minutes[lang]
+        targets[lang] = minutes
+    return {
+        "builder_version": BUILDER_VERSION, "task": task, "size": size, "seed": seed,
+        "languages": list(languages), "domains": list(domains),
+        "minutes": targets, "domain_options": {k: list(v) if isinstance(v, tuple) else v
+                                               for k, v in DEFAULT_OPTIONS.items()},
+    }
+
+
+def _fingerprint(options: dict) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_same_content(out: Path, options: dict) -> None:
+    """Refuse to mix audio of different (task, size, seed, builder) in one folder."""
+    marker = out / ".corpus-build.json"
+    content = {key: options[key] for key in ("builder_version", "task", "size", "seed")}
+    if marker.exists():
+        previous = json.loads(marker.read_text())
+        differing = [key for key in content if previous.get(key) != content[key]]
+        if differing:
+            raise ValueError(
+                f"{out} holds a corpus built with other options ("
+                + ", ".join(f"{key}: {previous.get(key)!r} there, {content[key]!r} asked"
+                            for key in differing)
+                + "); choose another --out folder or delete it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _is_complete(out: Path, fingerprint: str) -> dict | None:
+    from speechkd.data.manifest import read_manifest
+
+    summary_path = out / "corpus.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("fingerprint") != fingerprint:
+        return None
+    for name in summary["manifests"]:
+        if not (out / name).exists():
+            return None
+        for row in read_manifest(out / name, allow_empty_wrd=True):
+            if not Path(row["wav"].replace("$data_root", str(out))).exists():
+                return None
+    return summary
+
+
+def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, seed: int,
+                        runner: _Runner) -> dict:
+    """Synthesize each (lang, split) stream until its prefix reaches its target seconds.
+
+    Returns
+    -------
+    dict
+        ``{(lang, split): [(Utterance, n_samples), ...]}``, the kept prefix.
+    """
+    done = {key: [] for key in targets}
+    expected = EXPECTED_SECONDS[planner.task]
+    while True:
+        jobs, planned = [], {}
+        for key, target_s in targets.items():
+            have = sum(n for _, n in done[key]) / SAMPLE_RATE
+            if have >= target_s:
+                continue
+            mean = (sum(n for _, n in done[key]) / SAMPLE_RATE / len(done[key])
+                    if done[key] else expected)
+            count = math.ceil((target_s - have) / mean * 1.1) + 1
+            start = len(done[key])
+            for index in range(start, start + count):
+                utt = planner.utterance(*key, index)
+                planned[utt.utt_id] = (key, utt)
+                jobs.append((utt.utt_id, utt.lang, (utt.voice.variant, utt.voice.rate,
+                             utt.voice.pitch), utt.text, tuple(domains), str(out), seed))
+        if not jobs:
+            break
+        samples = runner.run(jobs)
+        for utt_id, (key, utt) in planned.items():
+            done[key].append((utt, samples[utt_id]))
+    kept = {}
+    for key, target_s in targets.items():
+        total, prefix = 0, []
+        for utt, n in done[key]:
+            if total / SAMPLE_RATE >= target_s:
+                for domain in domains:
+                    audio_path(out, domain, utt.lang, utt.utt_id).unlink(missing_ok=True)
+                continue
+            prefix.append((utt, n))
+            total += n
+        kept[key] = prefix
+    return kept
+
+
+def _manifest_rows(utterances, domain: str) -> list[dict]:
+    return [{
+        "ID": utt.utt_id, "duration": n / SAMPLE_RATE,
+        "wav": f"$data_root/audio/{domain}/{utt.lang}/{utt.utt_id}.flac",
+        "spk_id": utt.voice.name, "lang": utt.lang, "domain": domain, "wrd": utt.text,
+    } for utt, n in utterances]
+
+
+def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, fingerprint: str
+                   ) -> dict:
+    splits = [s for s in (*SPLITS, "unlabelled")
+              if any(key[1] == s for key in kept)]
+    manifests, stats = [], {}
+    for split in splits:
+        utterances = [item for lang in options["languages"] for item in kept.get((lang, split), [])]
+        for domain in options["domains"]:
+            name = f"{split}.csv" if domain == "clean" else f"{split}_{domain}.csv"
+            write_manifest(out / name, _manifest_rows(utterances, domain))
+            manifests.append(name)
+        stats[split] = {}
+        for lang in options["languages"]:
+            items = kept.get((lang, split), [])
+            seconds = sum(n for _, n in items) / SAMPLE_RATE
+            stats[split][lang] = {"utterances": len(items), "seconds": round(seconds, 2),
+                                  "hours": round(seconds / 3600, 4),
+                                  "speakers": len({utt.voice.name for utt, _ in items})}
+    total_seconds = sum(v["seconds"] for split in stats.values() for v in split.values())
+    summary = {
+        **{key: options[key] for key in ("task", "size", "seed", "languages", "domains")},
+        "builder_version": BUILDER_VERSION,
+        "fingerprint": fingerprint,
+        "sample_rate": SAMPLE_RATE,
+        "minutes_requested": options["minutes"],
+        "domain_options": options["domain_options"],
+        "speakers": {split: [voice.name for voice in planner.speakers[split]]
+                     for split in (*SPLITS, "unlabelled") if split in splits},
+        "splits": stats,
+        "total": {"utterances": sum(v["utterances"] for s in stats.values() for v in s.values()),
+                  "hours": round(total_seconds / 3600, 4)},
+        "manifests": manifests,
+    }
+    tmp = out / "corpus.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "corpus.json")
+    return summary
+
+
+def _resolve_domains(domains) -> list[str]:
+    names = ["clean"] + [d for d in dict.fromkeys(domains) if d != "clean"]
+    for name in names:
+        parse_domain(name)
+    return names
+
+
+def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
+                 lang_minutes: dict | None = None, unlabelled_minutes: dict | None = None,
+                 domains=("clean",), workers: int | None = None, progress: bool = True) -> dict:
+    """Synthesize a corpus folder (see the module docstring for its layout).
+
+    Parameters
+    ----------
+    task : str
+        ``"numbers"`` or ``"sentences"``.
+    size : str
+        ``"tiny"``, ``"small"`` or ``"full"`` (minutes and speakers per split: :data:`SIZES`).
+    out : str or Path
+        Corpus folder; created if needed.
+    seed : int
+        Fixes speakers, texts and domain transforms.
+    languages : sequence of str, optional
+        Subset of the task's languages (default all).
+    lang_minutes : dict, optional
+        ``{lang: minutes}`` of labelled train audio, overriding the size's amount.
+    unlabelled_minutes : dict, optional
+        ``{lang: minutes}`` of unlabelled audio (train speakers, utterances and
+        texts disjoint from train) written to ``unlabelled.csv``.
+    domains : sequence of str
+        ``clean`` (always built) plus ``telephone``, ``noise``, ``reverb`` or
+        ``+``-chains; each gives ``<split>_<domain>.csv`` and its audio.
+    workers : int, optional
+        Synthesis processes; default 1 for tiny, 2 for small, all cores for full.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    dict
+        The ``corpus.json`` summary: task, size, seed, languages, domains,
+        fingerprint, requested minutes, speakers per split, per split and
+        language ``{"utterances", "seconds", "hours", "speakers"}``, totals and
+        the list of manifests.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown corpus size {size!r}; sizes are {', '.join(SIZES)}")
+    known = task_languages(task)
+    languages = list(known if languages is None else languages)
+    lang_minutes, unlabelled_minutes = dict(lang_minutes or {}), dict(unlabelled_minutes or {})
+    for what, names in (("languages", languages), ("lang_minutes", lang_minutes),
+                        ("unlabelled_minutes", unlabelled_minutes)):
+        unknown = [lang for lang in names if lang not in known or lang not in languages]
+        if unknown:
+            raise ValueError(f"{what} names {unknown}, not among the {task} languages "
+                             f"chosen ({', '.join(languages)}); {task} has {', '.join(known)}")
+    if task == "sentences":
+        from speechkd.data.sentences import sentence_pools
+        for lang in languages:
+            sentence_pools(lang)
+    domains = _resolve_domains(domains)
+    options = _options(task, size, int(seed), languages, lang_minutes, unlabelled_minutes,
+                       domains)
+    fingerprint = _fingerprint(options)
+    out = Path(out)
+    _check_same_content(out, options)
+    summary = _is_complete(out, fingerprint)
+    if summary is not None:
+        return summary
+    planner = Planner(task, size, int(seed))
+    targets = {(lang, split): minutes * 60 for lang in languages
+               for split, minutes in options["minutes"][lang].items()}
+    if workers is None:
+        workers = {"tiny": 1, "small": 2}.get(size, os.cpu_count() or 1)
+    workers = max(1, min(int(workers), os.cpu_count() or 1))
+    with _Runner(workers, progress, f"corpus {task}/{size}") as runner:
+        kept = _synthesize_streams(planner, targets, domains, out, int(seed), runner)
+    return _write_outputs(out, kept, options, planner, fingerprint)
+
+
+def _parse_minutes(values) -> dict:
+    minutes = {}
+    for value in values or []:
+        for item in value.split(","):
+            lang, sep, amount = item.partition("=")
+            try:
+                minutes[lang.strip()] = float(amount)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected LANG=MINUTES (e.g. uk=5), got {item!r}") from None
+            if not sep or minutes[lang.strip()] < 0:
+                raise argparse.ArgumentTypeError(
+                    f"expected LANG=MINUTES with minutes >= 0, got {item!r}")
+    return minutes
+
+
+def _run_build(args) -> int:
+    summary = build_corpus(
+        args.task, args.size, args.out, seed=args.seed,
+        languages=args.langs.split(",") if args.langs else None,
+        lang_minutes=_parse_minutes(args.lang_minutes),
+        unlabelled_minutes=_parse_minutes(args.unlabelled_minutes),
+        domains=args.domains.split(","), workers=args.workers, progress=not args.quiet)
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """A short table of utterances and minutes per split and language."""
+    lines = [f"corpus {summary['task']}/{summary['size']} seed {summary['seed']}: "
+             f"{summary['total']['utterances']} utterances, {summary['total']['hours']:.3f} h, "
+             f"domains {', '.join(summary['domains'])}"]
+    for split, per_lang in summary["splits"].items():
+        cells = ", ".join(f"{lang} {v['utterances']} ({v['seconds'] / 60:.1f} min)"
+                          for lang, v in per_lang.items())
+        lines.append(f"  {split}: {cells}")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers) -> None:
+    """Register ``corpus build`` on an argparse ``subparsers`` object.
+
+    The handler is set with ``set_defaults(func=...)``; it takes the parsed
+    arguments and returns the exit status.
+    """
+    corpus = subparsers.add_parser("corpus", help="build the synthetic speech corpus")
+    commands = corpus.add_subparsers(dest="corpus_command", required=True)
+    build = commands.add_parser("build", help="synthesize a corpus folder with espeak-ng",
+                                description=__doc__.split("\n\n")[0])
+    build.add_argument("--task", required=True, choices=("numbers", "sentences"))
+    build.add_argument("--size", required=True, choices=tuple(SIZES))
+    build.add_argument("--out", required=True, help="corpus folder")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--langs", help="comma-separated subset of the task's languages")
+    build.add_argument("--lang-minutes", action="append", metavar="LANG=MIN",
+                       help="labelled train minutes per language, e.g. uk=5 (repeatable)")
+    build.add_argument("--unlabelled-minutes", action="append", metavar="LANG=MIN",
+                       help="unlabelled minutes per language, e.g. uk=30 (repeatable)")
+    build.add_argument("--domains", default="clean",
+                       help="comma-separated: clean,telephone,noise,reverb or chains like "
+                            "telephone+noise")
+    build.add_argument("--workers", type=int, help="synthesis processes")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=_run_build)
+
+
+def main(argv=None) -> int:
+    """Run ``corpus build ...`` standalone: ``python -m speechkd.data.corpus build ...``."""
+    parser = argparse.ArgumentParser(prog="python -m speechkd.data.corpus")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_cli(subparsers)
+    args = parser.parse_args(["corpus", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,256 @@
+"""Bring teacher posteriors onto the student's token inventory and frame rate.
+
+Two independent steps, applied per teacher before the ensemble is formed:
+
+* **Inventory mapping** (:class:`InventoryMap`): teachers and the student name
+  their tokens by symbol; a teacher probability vector over its own inventory
+  becomes a vector over the student inventory plus one extra column, the
+  *out-of-inventory* (OOV) column, holding teacher mass on symbols the student
+  does not have.
+* **Frame-shift pooling** (:func:`pool_frames`, :func:`match_length`): a
+  teacher whose frame shift is an integer factor finer than the student's is
+  averaged (in the probability domain) down to the student's rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+OOV_MODES = ("rest", "renormalize")
+
+
+def _display(symbol: str) -> str:
+    return "<space>" if symbol == " " else symbol
+
+
+class InventoryMap:
+    """Map one teacher's token distribution onto the student inventory by symbol.
+
+    Parameters
+    ----------
+    teacher_symbols : sequence of str
+        The teacher's tokens, index order (index 0 is its blank).
+    student_symbols : sequence of str
+        The student's tokens, index order.
+    mode : {"rest", "renormalize"}
+        What happens to teacher mass on symbols the student lacks. ``"rest"``
+        keeps it in the OOV column, which the KD loss folds into the "rest"
+        bucket (so the student is asked to put that mass on tokens outside the
+        ensemble's top-k). ``"renormalize"`` drops it and rescales the mapped
+        probabilities to sum to one; the OOV column is then zero.
+    teacher_name : str
+        Used in error messages.
+
+    Notes
+    -----
+    ``" "`` and ``"<space>"`` name the same symbol.
+    """
+
+    def __init__(
+        self,
+        teacher_symbols: Sequence[str],
+        student_symbols: Sequence[str],
+        mode: str = "rest",
+        teacher_name: str = "teacher",
+    ):
+        if mode not in OOV_MODES:
+            raise ValueError(
+                f"unknown inventory mapping mode {mode!r}; expected one of {OOV_MODES}"
+            )
+        self.mode = mode
+        self.teacher_name = teacher_name
+        self.teacher_size = len(teacher_symbols)
+        self.student_size = len(student_symbols)
+        student_index = {_display(s): i for i, s in enumerate(student_symbols)}
+        oov_column = self.student_size
+        target = [student_index.get(_display(s), oov_column) for s in teacher_symbols]
+        self.target_index = torch.tensor(target, dtype=torch.long)
+        self.missing_in_student = [
+            _display(s) for s, j in zip(teacher_symbols, target) if j == oov_column
+        ]
+        self.has_oov = bool(self.missing_in_student)
+        self._matrix_cache: dict[tuple, torch.Tensor] = {}
+
+    def _matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (dtype, str(device))
+        if key not in self._matrix_cache:
+            matrix = torch.zeros(self.teacher_size, self.student_size + 1, dtype=dtype)
+            matrix[torch.arange(self.teacher_size), self.target_index] = 1.0
+            self._matrix_cache[key] = matrix.to(device)
+        return self._matrix_cache[key]
+
+    def apply(self, probs: torch.Tensor) -> torch.Tensor:
+        """Map teacher probabilities to the student inventory.
+
+        Parameters
+        ----------
+        probs : torch.Tensor
+            ``(..., V_teacher)`` probabilities.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(..., V_student + 1)``; the last column is the OOV mass (zero in
+            ``"renormalize"`` mode, where the rest is rescaled to sum to one).
+        """
+        if probs.shape[-1] != self.teacher_size:
+            raise ValueError(
+                f"teacher '{self.teacher_name}' posteriors have {probs.shape[-1]} tokens "
+                f"but its inventory has {self.teacher_size}"
+            )
+        mapped = probs @ self._matrix(probs.dtype, probs.device)
+        if self.mode == "renormalize" and self.has_oov:
+            mapped = mapped.clone()
+            mapped[..., -1] = 0.0
+            total = mapped.sum(-1, keepdim=True)
+            mapped = mapped / total.clamp_min(torch.finfo(mapped.dtype).tiny)
+        return mapped
+
+
+def build_inventory_maps(
+    teacher_symbols: Sequence[Sequence[str]],
+    student_symbols: Sequence[str],
+    mode: str = "rest",
+    teacher_names: Sequence[str] | None = None,
+) -> list[InventoryMap]:
+    """One :class:`InventoryMap` per teacher, after checking the student is covered.
+
+    Raises
+    ------
+    ValueError
+        If a student token exists in no teacher's inventory (the KD target
+        could never put mass on it), naming the token(s).
+    """
+    names = (
+        list(teacher_names)
+        if teacher_names is not None
+        else [f"teacher{i}" for i in range(len(teacher_symbols))]
+    )
+    known = {_display(s) for symbols in teacher_symbols for s in symbols}
+    uncovered = [_display(s) for s in student_symbols if _display(s) not in known]
+    if uncovered:
+        raise ValueError(
+            f"student token(s) {uncovered} appear in no teacher's inventory "
+            f"(teachers: {names}); remove them from the student inventory or add a teacher that has them"
+        )
+    return [
+        InventoryMap(symbols, student_symbols, mode=mode, teacher_name=name)
+        for symbols, name in zip(teacher_symbols, names)
+    ]
+
+
+def frame_ratio(
+    teacher_shift_ms: float, student_shift_ms: float, teacher_name: str = "teacher"
+) -> int:
+    """Integer pooling factor ``student_shift / teacher_shift``.
+
+    Raises
+    ------
+    ValueError
+        Unless the shifts are equal or the teacher is finer by an integer factor
+        (a coarser teacher, or a non-integer ratio, is refused), naming both shifts.
+    """
+    ratio = student_shift_ms / teacher_shift_ms
+    factor = round(ratio)
+    if factor < 1 or abs(ratio - factor) > 1e-9:
+        raise ValueError(
+            f"teacher '{teacher_name}' frame shift {teacher_shift_ms} ms and student frame shift "
+            f"{student_shift_ms} ms are not compatible: the student's shift must equal the teacher's "
+            f"or be an integer multiple of it"
+        )
+    return int(factor)
+
+
+def pool_frames(
+    probs: torch.Tensor, frames: torch.Tensor, factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average probabilities over groups of ``factor`` consecutive frames.
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        ``(batch, time, dim)`` probabilities at the teacher's rate.
+    frames : torch.Tensor
+        ``(batch,)`` number of valid (non-padded) frames per utterance.
+    factor : int
+        Frames per group.
+
+    Returns
+    -------
+    pooled : torch.Tensor
+        ``(batch, ceil(time / factor), dim)``; group ``g`` is the mean of
+        teacher frames ``g*factor .. g*factor+factor-1`` that are valid. The
+        ragged tail group averages only the frames it has. Groups with no
+        valid frame are zero.
+    pooled_frames : torch.Tensor
+        ``(batch,)`` = ``ceil(frames / factor)``.
+    """
+    frames = frames.to(probs.device).long()
+    if factor == 1:
+        return probs, frames
+    batch, time, dim = probs.shape
+    groups = -(-time // factor)
+    padded = torch.nn.functional.pad(probs, (0, 0, 0, groups * factor - time))
+    valid = torch.arange(groups * factor, device=probs.device)[None, :] < frames[:, None]
+    padded = torch.where(
+        valid[..., None], padded, torch.zeros((), dtype=probs.dtype, device=probs.device)
+    )
+    sums = padded.view(batch, groups, factor, dim).sum(2)
+    counts = valid.view(batch, groups, factor).sum(2).clamp_min(1).to(probs.dtype)
+    return sums / counts[..., None], -(-frames // factor)
+
+
+def match_length(
+    probs: torch.Tensor,
+    frames: torch.Tensor,
+    target_frames: torch.Tensor,
+    target_time: int,
+    tolerance: int = 1,
+    teacher_name: str = "teacher",
+) -> torch.Tensor:
+    """Make teacher frames line up one-to-one with the student's output frames.
+
+    The student's frame count can differ from ``ceil(teacher_frames / factor)``
+    by a frame because of convolution padding or subsampling rounding. Up to
+    ``tolerance`` frames of difference are absorbed: missing frames at the end
+    repeat the teacher's last valid frame, surplus teacher frames at the end are
+    dropped. Frames past ``target_frames`` (student padding) also repeat the last
+    valid frame so they hold a valid distribution; the loss masks them.
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        ``(batch, time, dim)`` teacher probabilities at the student's rate.
+    frames : torch.Tensor
+        ``(batch,)`` valid teacher frames (at the student's rate).
+    target_frames : torch.Tensor
+        ``(batch,)`` valid student frames.
+    target_time : int
+        Padded student time dimension of the output.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, target_time, dim)``.
+
+    Raises
+    ------
+    ValueError
+        If an utterance's frame counts differ by more than ``tolerance``.
+    """
+    frames = frames.to(probs.device).long()
+    target_frames = target_frames.to(probs.device).long()
+    gap = (frames - target_frames).abs()
+    if bool((gap > tolerance).any()):
+        b = int(gap.argmax())
+        raise ValueError(
+            f"teacher '{teacher_name}' has {int(frames[b])} frames at the student's rate but the student "
+            f"has {int(target_frames[b])} for batch item {b} (more than {tolerance} apart): check the "
+            f"frame shifts and that the cache was built from the same audio"
+        )
+    last = (torch.minimum(frames, target_frames) - 1).clamp_min(0)
+    steps = torch.arange(target_time, device=probs.device)[None, :]
+    index = torch.minimum(steps, last[:, None])
+    return torch.gather(probs, 1, index[..., None].expand(-1, -1, probs.shape[-1]))

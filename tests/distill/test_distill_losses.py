@@ -1,0 +1,375 @@
+"""KD loss against float64 brute-force references."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from distill_helpers import SYMBOLS, meta_for, random_log_probs
+
+from speechkd.distill.cache import PosteriorCache, PosteriorCacheWriter
+from speechkd.distill.losses import (
+    DistillationLoss,
+    reconstruct_dense,
+    teacher_batch_from_log_probs,
+    topk_kl,
+)
+
+V = len(SYMBOLS)
+
+
+def exact_teacher_batch(per_teacher: list[torch.Tensor], frames: torch.Tensor, k: int) -> dict:
+    """Teacher batch with float64 top-k values (no fp16 rounding), for tight comparisons."""
+    values, ids = [], []
+    for lp in per_teacher:
+        width = lp.shape[-1] if k == 0 else k
+        v, i = torch.topk(lp, width, dim=-1)
+        values.append(v)
+        ids.append(i)
+    return {"log_probs": torch.stack(values, 1), "ids": torch.stack(ids, 1), "frames": frames}
+
+
+def reference_kd(student, frames, teachers, k, tau, weights=None, frame_weights=None):
+    """Brute force, frame by frame, float64 numpy, written independently of the library.
+
+    teachers: list of (batch, time, V) log-prob arrays at the student's rate, same inventory.
+    """
+    student, teachers = (
+        np.asarray(student, np.float64),
+        [np.asarray(t, np.float64) for t in teachers],
+    )
+    total, norm = 0.0, 0.0
+    vocab = student.shape[-1]
+    kk = vocab if k == 0 else k
+    weights = np.full(len(teachers), 1 / len(teachers)) if weights is None else np.asarray(weights)
+    for b in range(student.shape[0]):
+        for t in range(int(frames[b])):
+            combined = np.zeros(vocab)
+            for w, teacher in zip(weights, teachers):
+                lp = teacher[b, t]
+                keep = np.argsort(-lp)[:kk]
+                p = np.zeros(vocab)
+                p[keep] = np.exp(lp[keep])
+                others = [v for v in range(vocab) if v not in set(keep)]
+                if others:
+                    rest = max(0.0, 1.0 - p.sum())
+                    for v in others:
+                        p[v] = rest / len(others)
+                p /= p.sum()
+                p = p ** (1.0 / tau)
+                combined += w * p / p.sum()
+            keep = list(np.argsort(-combined)[:kk])
+            others = [v for v in range(vocab) if v not in keep]
+            s = np.exp(student[b, t] / tau)
+            s /= s.sum()
+            q_cat = [combined[v] for v in keep] + (
+                [sum(combined[v] for v in others)] if others else []
+            )
+            s_cat = [s[v] for v in keep] + ([sum(s[v] for v in others)] if others else [])
+            kl = sum(q * np.log(q / p) for q, p in zip(q_cat, s_cat) if q > 0)
+            w = 1.0 if frame_weights is None else frame_weights[b][t]
+            total += w * kl
+            norm += w
+    return tau**2 * total / norm
+
+
+def make_loss(**kwargs):
+    defaults = {
+        "teacher_symbols": [SYMBOLS],
+        "student_symbols": SYMBOLS,
+        "teacher_frame_shifts_ms": [20],
+        "student_frame_shift_ms": 20,
+        "alpha": 0.0,
+    }
+    defaults.update(kwargs)
+    return DistillationLoss(**defaults)
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
+def test_full_distribution_single_teacher_is_exact_kl(tau):
+    g = torch.Generator().manual_seed(1)
+    student = torch.randn(3, 9, V, generator=g, dtype=torch.float64) * 2
+    teacher_lp = random_log_probs(g, 3, 9, V)
+    lens = torch.tensor([1.0, 7 / 9, 4 / 9], dtype=torch.float64)
+    frames = torch.tensor([9, 7, 4])
+    loss = make_loss(temperature=tau, k=0)
+    out = loss(student, lens, exact_teacher_batch([teacher_lp], frames[:, None], 0))
+    q = torch.softmax(teacher_lp / tau, -1)
+    kl = (q * (torch.log_softmax(teacher_lp / tau, -1) - torch.log_softmax(student / tau, -1))).sum(
+        -1
+    )
+    mask = torch.arange(9)[None, :] < frames[:, None]
+    expected = tau**2 * kl[mask].mean()
+    assert out["kd"].item() == pytest.approx(expected.item(), abs=1e-10)
+    assert out["loss"].item() == pytest.approx(expected.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_topk_two_teachers_matches_brute_force(tau, k):
+    g = torch.Generator().manual_seed(int(10 * tau) + k)
+    student = torch.randn(2, 6, V, generator=g, dtype=torch.float64) * 2
+    teachers = [random_log_probs(g, 2, 6, V), random_log_probs(g, 2, 6, V, scale=1.0)]
+    frames = torch.tensor([6, 4])
+    loss = make_loss(
+        teacher_symbols=[SYMBOLS, SYMBOLS], teacher_frame_shifts_ms=[20, 20], temperature=tau, k=k
+    )
+    batch = exact_teacher_batch(teachers, torch.stack([frames, frames], 1), k)
+    out = loss(student, frames.double() / 6, batch)
+    expected = reference_kd(student, frames, teachers, k, tau)
+    assert out["kd"].item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_kd_is_scaled_by_tau_squared_and_gradient_matches_analytic():
+    g = torch.Generator().manual_seed(3)
+    teacher_lp = random_log_probs(g, 1, 5, V)
+    student = (torch.randn(1, 5, V, generator=g, dtype=torch.float64)).requires_grad_()
+    batch = exact_teacher_batch([teacher_lp], torch.tensor([[5]]), 0)
+    tau = 3.0
+    out = make_loss(temperature=tau)(student, torch.ones(1, dtype=torch.float64), batch)
+    q = torch.softmax(teacher_lp / tau, -1)
+    s = torch.softmax(student.detach() / tau, -1)
+    plain_kl = (q * (q.log() - s.log())).sum(-1).mean()
+    assert out["kd"].item() == pytest.approx(tau**2 * plain_kl.item(), abs=1e-10)
+    out["loss"].backward()
+    # d/dz [tau^2 * mean_t KL] = tau^2 * (1/tau) * (s - q) / n_frames
+    assert torch.allclose(student.grad, tau * (s - q) / 5, atol=1e-12)
+
+
+def test_padding_frames_do_not_change_loss_and_get_no_gradient():
+    g = torch.Generator().manual_seed(4)
+    student = torch.randn(2, 8, V, generator=g)
+    teachers = random_log_probs(g, 2, 8, V, dtype=torch.float32)
+    lens = torch.tensor([1.0, 0.625])  # 8 and 5 frames
+    frames = torch.tensor([[8], [5]])
+    loss = make_loss(temperature=2.0, k=4, alpha=0.5)
+    targets = torch.tensor([[2, 3, 4], [5, 6, 0]])
+    target_lens = torch.tensor([1.0, 2 / 3])
+    base = loss(
+        student,
+        lens,
+        teacher_batch_from_log_probs([teachers], [frames[:, 0]], 4),
+        targets,
+        target_lens,
+    )
+
+    student2, teachers2 = student.clone(), teachers.clone()
+    student2[1, 5:] = torch.randn(3, V, generator=g) * 10
+    teachers2[1, 5:] = random_log_probs(g, 3, V, dtype=torch.float32)
+    student2.requires_grad_()
+    changed = loss(
+        student2,
+        lens,
+        teacher_batch_from_log_probs([teachers2], [frames[:, 0]], 4),
+        targets,
+        target_lens,
+    )
+    assert changed["loss"].item() == pytest.approx(base["loss"].item(), abs=1e-6)
+    assert changed["kd"].item() == pytest.approx(base["kd"].item(), abs=1e-6)
+    changed["loss"].backward()
+    assert torch.all(student2.grad[1, 5:] == 0)
+    assert torch.all(student2.grad[:, :5].abs().sum(-1) > 0)
+    assert torch.isfinite(student2.grad).all()
+
+
+def test_alpha_zero_needs_no_targets_and_alpha_one_is_pure_ctc():
+    g = torch.Generator().manual_seed(5)
+    student = torch.randn(2, 10, V, generator=g, dtype=torch.float64)
+    teacher = exact_teacher_batch([random_log_probs(g, 2, 10, V)], torch.tensor([[10], [7]]), 0)
+    lens = torch.tensor([1.0, 0.7], dtype=torch.float64)
+    targets = torch.tensor([[2, 3, 3, 4], [5, 6, 0, 0]])
+    target_lens = torch.tensor([1.0, 0.5])
+
+    kd_only = make_loss(alpha=0.0, temperature=2.0)(student, lens, teacher)
+    assert kd_only["loss"].item() == pytest.approx(kd_only["kd"].item(), abs=0)
+    assert kd_only["ctc"].item() == 0.0
+
+    ctc_ref = F.ctc_loss(
+        F.log_softmax(student, -1).transpose(0, 1),
+        targets,
+        torch.tensor([10, 7]),
+        torch.tensor([4, 2]),
+        blank=0,
+        reduction="mean",
+        zero_infinity=True,
+    )
+    ctc_only = make_loss(alpha=1.0)(student, lens, None, targets, target_lens)
+    assert ctc_only["loss"].item() == pytest.approx(ctc_ref.item(), abs=1e-10)
+    assert ctc_only["kd"].item() == 0.0
+
+    mixed = make_loss(alpha=0.3, temperature=2.0)(student, lens, teacher, targets, target_lens)
+    assert mixed["loss"].item() == pytest.approx(
+        0.3 * ctc_ref.item() + 0.7 * kd_only["kd"].item(), abs=1e-10
+    )
+
+    with pytest.raises(ValueError, match="needs targets"):
+        make_loss(alpha=0.5)(student, lens, teacher)
+    with pytest.raises(ValueError, match="needs the teacher batch"):
+        make_loss(alpha=0.5)(student, lens, None, targets, target_lens)
+
+
+def test_finer_teacher_is_pooled_in_probability_domain_with_ragged_tail():
+    g = torch.Generator().manual_seed(6)
+    teacher_lp = random_log_probs(g, 1, 7, V)  # 7 frames at 10 ms -> 4 at 20 ms
+    student = torch.randn(1, 4, V, generator=g, dtype=torch.float64)
+    loss = make_loss(teacher_frame_shifts_ms=[10], student_frame_shift_ms=20, temperature=1.0)
+    out = loss(
+        student,
+        torch.ones(1, dtype=torch.float64),
+        exact_teacher_batch([teacher_lp], torch.tensor([[7]]), 0),
+    )
+    p = teacher_lp.exp()[0]
+    pooled = torch.stack([p[0:2].mean(0), p[2:4].mean(0), p[4:6].mean(0), p[6:7].mean(0)])
+    expected = reference_kd(student, [4], [pooled.log()[None]], 0, 1.0)
+    assert out["kd"].item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_confident_blank_frames_are_down_weighted():
+    g = torch.Generator().manual_seed(7)
+    teacher_lp = random_log_probs(g, 1, 6, V)
+    confident = torch.full((V,), -12.0, dtype=torch.float64)
+    confident[0] = 0.0
+    teacher_lp[0, [1, 4]] = torch.log_softmax(confident, -1)
+    student = torch.randn(1, 6, V, generator=g, dtype=torch.float64)
+    batch = exact_teacher_batch([teacher_lp], torch.tensor([[6]]), 0)
+    out = make_loss(temperature=2.0, blank_threshold=0.9, blank_weight=0.25)(
+        student, torch.ones(1, dtype=torch.float64), batch
+    )
+    weights = [[1, 0.25, 1, 1, 0.25, 1]]
+    expected = reference_kd(student, [6], [teacher_lp], 0, 2.0, frame_weights=weights)
+    assert out["kd"].item() == pytest.approx(expected, abs=1e-10)
+    unweighted = make_loss(temperature=2.0)(student, torch.ones(1, dtype=torch.float64), batch)
+    assert abs(unweighted["kd"].item() - out["kd"].item()) > 1e-3
+
+
+def test_reconstruction_keeps_cached_topk_and_sums_to_one():
+    g = torch.Generator().manual_seed(8)
+    lp = random_log_probs(g, 50, V)
+    values, ids = torch.topk(lp, 4, -1)
+    dense = reconstruct_dense(values, ids, V, torch.float64)
+    assert torch.allclose(dense.sum(-1), torch.ones(50, dtype=torch.float64), atol=1e-12)
+    assert torch.equal(torch.topk(dense, 4, -1).indices.sort(-1).values, ids.sort(-1).values)
+    assert torch.allclose(torch.gather(dense, -1, ids), values.exp(), atol=1e-12)
+    rest = 1 - values.exp().sum(-1, keepdim=True)
+    others = torch.ones_like(dense, dtype=torch.bool).scatter_(-1, ids, False)
+    assert torch.allclose(
+        dense[others].view(50, V - 4), (rest / (V - 4)).expand(-1, V - 4), atol=1e-12
+    )
+
+
+def test_topk_kl_rest_bucket_by_hand():
+    target = torch.tensor([[[0.5, 0.3, 0.1, 0.1, 0.0]]], dtype=torch.float64)  # last column: OOV
+    student = torch.tensor([[[0.4, 0.2, 0.2, 0.2]]], dtype=torch.float64).log()
+    kl = topk_kl(target, student, 2)
+    expected = 0.5 * np.log(0.5 / 0.4) + 0.3 * np.log(0.3 / 0.2) + 0.2 * np.log(0.2 / 0.4)
+    assert kl.item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_student_inventory_mapping_in_loss():
+    teacher_symbols = ["<blank>", "a", "b", "x"]
+    student_symbols = ["<blank>", "b", "a"]
+    lp = torch.tensor([[[0.1, 0.2, 0.3, 0.4]]], dtype=torch.float64).log()
+    student = torch.tensor([[[0.2, 0.3, 0.5]]], dtype=torch.float64).log()
+    kwargs = {"teacher_symbols": [teacher_symbols], "student_symbols": student_symbols, "k": 0}
+    renorm = make_loss(oov_mode="renormalize", **kwargs)
+    out = renorm(
+        student,
+        torch.ones(1, dtype=torch.float64),
+        exact_teacher_batch([lp], torch.tensor([[1]]), 0),
+    )
+    q = np.array([0.1, 0.3, 0.2]) / 0.6
+    expected = float(np.sum(q * np.log(q / np.array([0.2, 0.3, 0.5]))))
+    assert out["kd"].item() == pytest.approx(expected, abs=1e-12)
+
+    rest = make_loss(oov_mode="rest", **kwargs)
+    assert rest.k == 2  # room for a rest bucket holding the teacher's "x" mass
+    out = rest(
+        student,
+        torch.ones(1, dtype=torch.float64),
+        exact_teacher_batch([lp], torch.tensor([[1]]), 0),
+    )
+    # top-2 of the mapped target over student tokens: b (0.3), a (0.2); rest = blank 0.1 + x 0.4
+    expected = 0.3 * np.log(0.3 / 0.3) + 0.2 * np.log(0.2 / 0.5) + 0.5 * np.log(0.5 / 0.2)
+    assert out["kd"].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_cached_and_online_teachers_give_the_same_loss(tmp_path):
+    g = torch.Generator().manual_seed(9)
+    k = 4
+    lengths_10ms = [13, 9, 16]
+    lengths_20ms = [(n + 1) // 2 for n in lengths_10ms]
+    fine = random_log_probs(g, 3, 16, V, dtype=torch.float32)
+    coarse = random_log_probs(g, 3, 8, V, dtype=torch.float32)
+    meta = meta_for(SYMBOLS, shifts=(10, 20), k=k)
+    ids = ["u0", "u1", "u2"]
+    with PosteriorCacheWriter(tmp_path, meta, shard_utts=2) as writer:
+        for b, utt in enumerate(ids):
+            writer.add(utt, [fine[b, : lengths_10ms[b]].numpy(), coarse[b, : lengths_20ms[b]]])
+    cache = PosteriorCache.open(tmp_path, expect=meta)
+    cached = cache.collate(ids)
+    online = teacher_batch_from_log_probs(
+        [fine, coarse],
+        [torch.tensor(lengths_10ms) / 16, torch.tensor(lengths_20ms) / 8],
+        k,
+    )
+    for key in ("log_probs", "ids", "frames"):
+        assert torch.equal(cached[key], online[key]), key
+
+    student = torch.randn(3, 8, V, generator=g)
+    lens = torch.tensor(lengths_20ms) / 8
+    for strategy in ("average", "geometric", "confidence"):
+        loss = DistillationLoss.from_cache(
+            cache, SYMBOLS, 20, alpha=0.0, temperature=2.0, strategy=strategy
+        )
+        a = loss(student, lens, cached)["loss"]
+        b = loss(student, lens, online)["loss"]
+        assert a.item() == b.item()
+        assert a.item() > 0
+
+
+def test_rounded_cache_values_match_reference_on_rounded_inputs(tmp_path):
+    g = torch.Generator().manual_seed(10)
+    lp = random_log_probs(g, 2, 5, V, dtype=torch.float32)
+    batch = teacher_batch_from_log_probs([lp], [torch.ones(2)], 3)
+    rounded = torch.full((2, 5, V), -1e4, dtype=torch.float64)
+    rounded.scatter_(-1, batch["ids"][:, 0], batch["log_probs"][:, 0].double())
+    student = torch.randn(2, 5, V, generator=g, dtype=torch.float64)
+    out = make_loss(temperature=2.0, k=3)(student, torch.ones(2, dtype=torch.float64), batch)
+    assert out["kd"].item() == pytest.approx(
+        reference_kd(student, [5, 5], [rounded], 3, 2.0), abs=1e-10
+    )
+    # fp16 rounding moves the loss only slightly from the unrounded one
+    exact = make_loss(temperature=2.0, k=3)(
+        student,
+        torch.ones(2, dtype=torch.float64),
+        exact_teacher_batch([lp.double()], torch.tensor([[5], [5]]), 3),
+    )
+    assert out["kd"].item() == pytest.approx(exact["kd"].item(), rel=5e-3)
+
+
+def test_weighted_and_best_strategies_in_the_loss():
+    g = torch.Generator().manual_seed(11)
+    teachers = [random_log_probs(g, 2, 4, V), random_log_probs(g, 2, 4, V)]
+    student = torch.randn(2, 4, V, generator=g, dtype=torch.float64)
+    frames = torch.tensor([[4, 4], [4, 4]])
+    batch = exact_teacher_batch(teachers, frames, 5)
+    lens = torch.ones(2, dtype=torch.float64)
+    common = {
+        "teacher_symbols": [SYMBOLS, SYMBOLS],
+        "teacher_frame_shifts_ms": [20, 20],
+        "temperature": 2.0,
+        "k": 5,
+    }
+    weighted = make_loss(strategy="weighted", strategy_options={"weights": [3.0, 1.0]}, **common)
+    expected = reference_kd(student, [4, 4], teachers, 5, 2.0, weights=[0.75, 0.25])
+    assert weighted(student, lens, batch)["kd"].item() == pytest.approx(expected, abs=1e-10)
+
+    batch["teacher_wer"] = torch.tensor([[10.0, 20.0], [30.0, 5.0]])
+    batch["teacher_cer"] = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    best = make_loss(strategy="best", **common)
+    got = best(student, lens, batch)["kd"].item()
+    first = reference_kd(student[:1], [4], [teachers[0][:1]], 5, 2.0)
+    second = reference_kd(student[1:], [4], [teachers[1][1:]], 5, 2.0)
+    assert got == pytest.approx((first + second) / 2, abs=1e-10)
+
+    with pytest.raises(ValueError, match="dev WER"):
+        make_loss(strategy="weighted", **common)
