@@ -244,7 +244,7 @@ def fit_and_test(brain, model, datasets, hparams):
     """
     from speechkd.data.pipelines import make_dataset
 
-    if brain.checkpointer.find_checkpoint() is None:
+    if brain.checkpointer.find_checkpoint() is None and not model.normalizer_fitted:  # fine-tuning keeps its own
         fit_normalizer(model, datasets["train"], batch_size=hparams["batch_size"])
     shuffle = hparams["sorting"] == "random"
     brain.fit(

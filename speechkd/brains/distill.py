@@ -83,10 +83,19 @@ def teacher_folders(hparams):
     return folders
 
 
-def cache_features(hparams):
-    """What the cached posteriors depend on besides the teachers (recorded in meta.json)."""
-    return {"sample_rate": 16000, "data_folder": os.path.abspath(hparams["data_folder"]),
-            "teacher_domain": hparams["teacher_domain"]}
+def cache_settings(hparams):
+    """What the cached posteriors depend on besides the teachers and k (recorded in meta.json).
+
+    Returns
+    -------
+    features : dict
+        Sample rate, corpus folder and the domain the teachers heard.
+    manifest : str
+        Absolute path of the dev manifest, the transcripts of the agreement diagnostic.
+    """
+    features = {"sample_rate": 16000, "data_folder": os.path.abspath(hparams["data_folder"]),
+                "teacher_domain": hparams["teacher_domain"]}
+    return features, os.path.abspath(hparams["dev_csv"])
 
 
 def cache_teachers(hparams, run_opts=None):
@@ -97,11 +106,12 @@ def cache_teachers(hparams, run_opts=None):
     ensemble = TeacherEnsemble(teacher_folders(hparams), device=device)
     datasets = {
         split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="none")
-        for split, csv in hparams["cache_csvs"].items()
+        for split, csv in {"train": hparams["train_csv"], "dev": hparams["dev_csv"]}.items()
     }
+    features, manifest = cache_settings(hparams)
     return build_cache(
-        ensemble, datasets, hparams["cache_folder"], hparams["top_k"], cache_features(hparams),
-        batch_size=hparams["batch_size"],
+        ensemble, datasets, hparams["cache_folder"], hparams["top_k"], features,
+        batch_size=hparams["batch_size"], manifest=manifest,
     )
 
 
@@ -159,7 +169,7 @@ def train_distill(hparams, run_opts=None):
         )
     else:
         brain.cache = open_cache_for(ensemble, hparams["cache_folder"], hparams["top_k"],
-                                     cache_features(hparams))
+                                     *cache_settings(hparams))
         brain.loss_fn = DistillationLoss.from_cache(
             brain.cache, inventory.symbols, model.frame_shift_ms, **kd_options
         )

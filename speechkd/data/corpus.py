@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from speechkd.data.domains import DEFAULT_OPTIONS, apply_domain, parse_domain
 from speechkd.data.espeak import SAMPLE_RATE, Voice
 from speechkd.data.manifest import write_manifest
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bumped whenever the same options would give different audio or text."""
 
 SPLITS = ("train", "dev", "test")
@@ -257,8 +258,8 @@ class _Runner:
         if self._pool is None:
             results = map(build_utterance, jobs)
         else:
-            results = self._pool.imap_unordered(build_utterance, jobs,
-                                                chunksize=max(1, min(16, len(jobs) // (4 * self.workers))))
+            chunksize = max(1, min(16, len(jobs) // (4 * self.workers)))
+            results = self._pool.imap_unordered(build_utterance, jobs, chunksize=chunksize)
         bar = tqdm(results, total=len(jobs), desc=self.description, unit="utt",
                    disable=not self.progress)
         return dict(bar)
@@ -522,9 +523,9 @@ def _run_build(args) -> int:
 
 def format_summary(summary: dict) -> str:
     """A short table of utterances and minutes per split and language."""
-    lines = [f"corpus {summary['task']}/{summary['size']} seed {summary['seed']}: "
-             f"{summary['total']['utterances']} utterances, {summary['total']['hours']:.3f} h, "
-             f"domains {', '.join(summary['domains'])}"]
+    lines = [(f"corpus {summary['task']}/{summary['size']} seed {summary['seed']}: "
+              f"{summary['total']['utterances']} utterances, {summary['total']['hours']:.3f} h, "
+              f"domains {', '.join(summary['domains'])}")]
     for split, per_lang in summary["splits"].items():
         cells = ", ".join(f"{lang} {v['utterances']} ({v['seconds'] / 60:.1f} min)"
                           for lang, v in per_lang.items())
@@ -564,7 +565,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m speechkd.data.corpus")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_cli(subparsers)
-    args = parser.parse_args(["corpus", *(argv if argv is not None else __import__("sys").argv[1:])])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(["corpus", *argv])
     return args.func(args)
 
 

@@ -133,7 +133,10 @@ def telephone(wav: np.ndarray, sr: int, rng: np.random.Generator,
 
 
 def coloured_noise(n_samples: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
-    """Zero-mean Gaussian noise, power spectrum ~ ``1 / f**exponent`` (0 white, 1 pink, 2 brown), unit RMS."""
+    """Zero-mean, unit-RMS Gaussian noise with power ~ ``1 / f**exponent``.
+
+    ``exponent`` 0 is white, 1 pink, 2 brown noise.
+    """
     spectrum = np.fft.rfft(rng.standard_normal(n_samples))
     freqs = np.fft.rfftfreq(n_samples)
     freqs[0] = 1.0

@@ -220,14 +220,14 @@ def trim_silence(wav: np.ndarray, sr: int, keep_s: float = 0.1, threshold_db: fl
     np.ndarray
         Shape ``(samples',)`` with ``samples' <= samples``.
     """
-    frame = max(1, int(round(frame_s * sr)))
+    frame = max(1, round(frame_s * sr))
     n_frames = len(wav) // frame
     if n_frames == 0:
         return wav
     frames = wav[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
     rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-20)
     voiced = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
-    keep = int(round(keep_s * sr))
+    keep = round(keep_s * sr)
     start = max(0, voiced[0] * frame - keep)
     end = min(len(wav), (voiced[-1] + 1) * frame + keep)
     return wav[start:end]

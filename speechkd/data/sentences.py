@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 FORTUNES_ROOT = Path("/usr/share/games/fortunes")
@@ -123,7 +123,7 @@ def pool_of(sentence: str) -> str:
     raise AssertionError("POOL_SHARES must add up to 100")
 
 
-@lru_cache(maxsize=None)
+@cache
 def sentence_pools(lang: str, root: str = str(FORTUNES_ROOT)) -> dict[str, tuple[str, ...]]:
     """All usable sentences of ``lang``, deduplicated and sorted, per split pool.
 

@@ -54,8 +54,11 @@ class TeacherEnsemble:
         self.inventory = first
         self.device = device
 
-    def meta(self, k, features):
-        """Cache ``meta`` fingerprinting these teachers (weights, inventory, shift), ``k`` and features."""
+    def meta(self, k, features, manifest=None):
+        """Cache ``meta`` fingerprinting these teachers (weights, inventory, shift), ``k`` and features.
+
+        ``manifest`` (a CSV with transcripts) is recorded for ``speechkd teachers agreement``.
+        """
         entries = [
             teacher_entry(name, model, self.inventory.symbols)
             for name, model in zip(self.names, self.models)
@@ -92,7 +95,8 @@ def utterance_errors(ref, hyp):
     return {"wer": 100.0 * jiwer.wer(ref, hyp), "cer": 100.0 * jiwer.cer(ref, hyp)}
 
 
-def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, dev_split="dev"):
+def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, dev_split="dev",
+                manifest=None):
     """Run every teacher once over ``datasets`` and store top-k posteriors.
 
     Utterances already in the cache (a resumed run) are skipped; a cache made
@@ -111,12 +115,14 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     batch_size : int
     dev_split : str
         Split whose WER per teacher is stored for the ``weighted`` strategy.
+    manifest : str, optional
+        Manifest recorded in ``meta.json`` for the agreement diagnostic.
 
     Returns
     -------
     speechkd.distill.cache.PosteriorCache
     """
-    writer = PosteriorCacheWriter(cache_folder, ensemble.meta(k, features))
+    writer = PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest))
     dev_errors = {name: [0.0, 0] for name in ensemble.names}
     for split, dataset in datasets.items():
         todo = [utt for utt in dataset.data_ids if utt not in writer.done_ids]
@@ -170,10 +176,10 @@ def teacher_posteriors(ensemble, dataset, batch_size, signal="sig"):
         yield batch, per_teacher, frames
 
 
-def open_cache_for(ensemble, cache_folder, k, features):
+def open_cache_for(ensemble, cache_folder, k, features, manifest=None):
     """Open a cache, refusing it unless it was made from exactly these teachers and settings."""
     if not os.path.exists(os.path.join(cache_folder, "meta.json")):
         raise FileNotFoundError(
             f"no posterior cache at {cache_folder}; run recipes/distill/cache_teachers.py first"
         )
-    return PosteriorCache.open(cache_folder, expect=ensemble.meta(k, features))
+    return PosteriorCache.open(cache_folder, expect=ensemble.meta(k, features, manifest))

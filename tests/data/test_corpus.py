@@ -4,7 +4,6 @@ import argparse
 import hashlib
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from speechkd.data.corpus import SPLIT_VARIANTS, add_cli, build_corpus
 from speechkd.data.domains import apply_domain
 from speechkd.data.manifest import COLUMNS, read_manifest
 
-OPTIONS = dict(task="numbers", size="tiny", seed=3, lang_minutes={"uk": 1.0},
-               unlabelled_minutes={"uk": 0.3}, domains=("clean", "telephone", "noise"),
-               progress=False)
+OPTIONS = {"task": "numbers", "size": "tiny", "seed": 3, "lang_minutes": {"uk": 1.0},
+           "unlabelled_minutes": {"uk": 0.3}, "domains": ("clean", "telephone", "noise"),
+           "progress": False}
 ID_PATTERN = re.compile(r"^(?P<lang>[a-z]{2})-(?P<spk>[a-z0-9]+)-(?P<n>\d{5})$")
 
 
@@ -115,7 +114,7 @@ def test_every_language_and_split_present(corpus):
     for split in ("train", "dev", "test"):
         langs = {r["lang"] for r in manifest(out, f"{split}.csv")}
         assert langs == {"en", "de", "es", "it", "fr", "ru", "uk"}
-        for lang, stats in summary["splits"][split].items():
+        for stats in summary["splits"][split].values():
             assert stats["utterances"] >= 2
 
 
@@ -195,7 +194,7 @@ def test_rebuild_with_same_options_is_skipped(corpus):
 def test_refuses_folder_built_with_another_seed(corpus):
     out, _ = corpus
     with pytest.raises(ValueError, match="seed: 3 there, 4 asked"):
-        build_corpus(out=out, **dict(OPTIONS, seed=4))
+        build_corpus(out=out, **{**OPTIONS, "seed": 4})
 
 
 def test_rejects_unknown_language_and_domain(tmp_path):
@@ -236,3 +235,10 @@ def test_sentences_task_uses_disjoint_normalized_texts(tmp_path):
     for row in manifest(out, "train.csv"):
         assert 3 <= len(row["wrd"].split()) <= 20
         assert set(row["wrd"]) <= alphabet(row["lang"])
+
+
+def test_missing_fortune_packages_name_the_install_command(tmp_path):
+    from speechkd.data.sentences import fortune_files
+
+    with pytest.raises(FileNotFoundError, match="apt-get install -y fortunes fortunes-de"):
+        fortune_files("de", root=tmp_path)

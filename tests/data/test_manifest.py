@@ -61,7 +61,8 @@ def test_non_positive_duration_is_rejected(tmp_path, duration):
 
 
 def test_empty_wrd_only_when_allowed(tmp_path):
-    path = write_text(tmp_path, f"{HEADER}\nu1,1.0,a.flac,s,en,clean,hi\nu2,1.0,b.flac,s,en,clean,\n")
+    path = write_text(tmp_path, f"{HEADER}\nu1,1.0,a.flac,s,en,clean,hi\n"
+                                f"u2,1.0,b.flac,s,en,clean,\n")
     with pytest.raises(ManifestError, match=rf"{path}:3: empty wrd for 'u2'"):
         read_manifest(path)
     assert read_manifest(path, allow_empty_wrd=True)[1]["wrd"] == ""
@@ -71,8 +72,8 @@ def test_wrong_field_count_and_duplicates(tmp_path):
     path = write_text(tmp_path, f"{HEADER}\nu1,1.0,a.flac,s,en,clean\n")
     with pytest.raises(ManifestError, match=rf"{path}:2: 6 fields, header has 7"):
         read_manifest(path)
-    path = write_text(tmp_path, f"{HEADER}\nu1,1.0,a.flac,s,en,clean,a\nu1,1.0,a.flac,s,en,clean,b\n",
-                      name="dup.csv")
+    path = write_text(tmp_path, f"{HEADER}\nu1,1.0,a.flac,s,en,clean,a\n"
+                                f"u1,1.0,a.flac,s,en,clean,b\n", name="dup.csv")
     with pytest.raises(ManifestError, match=rf"{path}:3: duplicate ID 'u1'"):
         read_manifest(path)
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Step 2: adapt a pooled teacher to the target language on its few labelled minutes.
+
+The inventory is extended with the target's new characters (logged, and in
+results.json); the output layer keeps its old rows. ``--adapt_layers=output``
+fine-tunes only the output layer.
+
+    python recipes/low_resource/adapt_teacher.py hparams/low_resource/adapt.yaml --teacher_name=conformer
+    python recipes/low_resource/adapt_teacher.py hparams/low_resource/adapt.yaml --teacher_name=tdnn --adapt_layers=output
+"""
+
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.brains.low_resource import adapt_teacher, prepare_target_data
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    prepare_target_data(hparams)
+    adapt_teacher(hparams, run_opts)

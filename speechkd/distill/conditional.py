@@ -1,0 +1,274 @@
+r"""Conditional teacher-student learning (Meng et al., ICASSP 2019) for CTC students.
+
+In plain T/S adaptation the student copies the teacher everywhere, also
+where the teacher is wrong. Conditional T/S uses the transcript where one
+exists: the student learns from the teacher's posteriors where the teacher
+is right and from the (one-hot) label where it is wrong.
+
+"Right" is decided on the teacher's own timing. The reference transcript is
+force-aligned (CTC Viterbi) to the teacher's frame posteriors
+(:func:`ctc_forced_alignment`); at frame ``t`` the teacher is right when its
+most probable token equals the aligned label (blank included). Two levels:
+
+- ``frame``: per frame, teacher target where right, one-hot aligned label
+  where wrong (Meng et al.'s frame-level selection);
+- ``utterance``: per utterance, the teacher's whole target when its greedy
+  transcript equals the reference, one-hot aligned labels on every frame
+  otherwise.
+
+Utterances without a label (the unlabelled part of the target data) always
+learn from the teacher. :func:`adaptation_loss` is the whole objective of
+the domain-adaptation student: KD on every utterance (conditional targets
+on the labelled ones when asked) plus CTC on the labelled utterances only::
+
+    L = α · mean_{u labelled} CTC_u / |y_u| + (1 − α) · τ² · mean_t KL(target_t^τ ‖ student_t^τ)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from speechkd.distill.losses import relative_to_frames, topk_kl
+
+LEVELS = ("frame", "utterance")
+
+
+@torch.no_grad()
+def ctc_forced_alignment(
+    log_probs: torch.Tensor,
+    frames: torch.Tensor,
+    targets: torch.Tensor,
+    target_lens: torch.Tensor,
+    blank: int = 0,
+) -> torch.Tensor:
+    """Most probable CTC path (Viterbi) through each reference, as a label per frame.
+
+    Parameters
+    ----------
+    log_probs : torch.Tensor
+        ``(batch, time, vocab)`` log-probabilities (e.g. the teacher's).
+    frames : torch.Tensor
+        ``(batch,)`` valid frames (absolute, integer).
+    targets : torch.Tensor
+        ``(batch, label_len)`` token ids, padded anyhow.
+    target_lens : torch.Tensor
+        ``(batch,)`` absolute label lengths (integer).
+    blank : int
+        Blank index.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, time)`` long: the token (or blank) each frame emits on the
+        best path; ``-1`` on padding frames and on every frame of an
+        utterance too short for its label (no CTC path exists).
+    """
+    batch, time, _ = log_probs.shape
+    labels = targets.long().cpu()
+    n_labels = target_lens.long().cpu()
+    n_states = 2 * max(int(labels.shape[1]), 1) + 1
+    ext = torch.full((batch, n_states), blank, dtype=torch.long)
+    ext[:, 1 : 2 * labels.shape[1] : 2] = labels
+    emit = log_probs.detach().double().cpu().gather(2, ext[:, None, :].expand(batch, time, n_states))
+    skip = torch.zeros(batch, n_states, dtype=torch.bool)
+    skip[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
+    neg = torch.tensor(float("-inf"), dtype=torch.float64)
+    scores = torch.full((batch, time, n_states), float("-inf"), dtype=torch.float64)
+    scores[:, 0, :2] = emit[:, 0, :2]
+    back = torch.zeros(batch, time, n_states, dtype=torch.long)
+    for t in range(1, time):
+        delta = scores[:, t - 1]
+        step = torch.cat([delta.new_full((batch, 1), neg), delta[:, :-1]], 1)
+        jump = torch.cat([delta.new_full((batch, 2), neg), delta[:, :-2]], 1)
+        best, back[:, t] = torch.stack([delta, step, torch.where(skip, jump, neg)], 0).max(0)
+        scores[:, t] = best + emit[:, t]
+    alignment = torch.full((batch, time), -1, dtype=torch.long)
+    for b in range(batch):
+        n_frames, n_lab = int(frames[b]), int(n_labels[b])
+        if n_frames <= 0:
+            continue
+        last = scores[b, n_frames - 1]
+        end = max({2 * n_lab, max(2 * n_lab - 1, 0)}, key=lambda s: float(last[s]))
+        if not torch.isfinite(last[end]):
+            continue
+        state = end
+        for t in range(n_frames - 1, -1, -1):
+            alignment[b, t] = ext[b, state]
+            state -= int(back[b, t, state])
+    return alignment.to(log_probs.device)
+
+
+def greedy_matches_reference(
+    teacher_probs: torch.Tensor,
+    frames: torch.Tensor,
+    targets: torch.Tensor,
+    target_lens: torch.Tensor,
+    blank: int = 0,
+) -> torch.Tensor:
+    """Whether the teacher's greedy CTC transcript equals the reference, per utterance.
+
+    Parameters
+    ----------
+    teacher_probs : torch.Tensor
+        ``(batch, time, vocab)`` (extra columns beyond the student vocabulary
+        must already be dropped).
+    frames, target_lens : torch.Tensor
+        ``(batch,)`` absolute valid frames and label lengths.
+    targets : torch.Tensor
+        ``(batch, label_len)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch,)`` bool.
+    """
+    best = teacher_probs.argmax(-1).cpu()
+    matches = []
+    for b in range(best.shape[0]):
+        path = best[b, : int(frames[b])].tolist()
+        collapsed = [tok for i, tok in enumerate(path) if tok != blank and (i == 0 or tok != path[i - 1])]
+        matches.append(collapsed == targets[b, : int(target_lens[b])].long().cpu().tolist())
+    return torch.tensor(matches, dtype=torch.bool, device=teacher_probs.device)
+
+
+def conditional_targets(
+    teacher_target: torch.Tensor,
+    alignment: torch.Tensor,
+    labelled: torch.Tensor,
+    level: str = "frame",
+    utterance_right: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the teacher's target by the one-hot label where the teacher is wrong.
+
+    Parameters
+    ----------
+    teacher_target : torch.Tensor
+        ``(batch, time, V + 1)`` teacher distribution at the student's rate
+        and inventory (last column: out-of-inventory mass), as
+        :meth:`DistillationLoss.teacher_target` gives it.
+    alignment : torch.Tensor
+        ``(batch, time)`` aligned label per frame (:func:`ctc_forced_alignment`),
+        ``-1`` where there is none.
+    labelled : torch.Tensor
+        ``(batch,)`` bool: which utterances have a usable transcript.
+    level : {"frame", "utterance"}
+    utterance_right : torch.Tensor, optional
+        ``(batch,)`` bool, required for ``level="utterance"``
+        (:func:`greedy_matches_reference`).
+
+    Returns
+    -------
+    target : torch.Tensor
+        ``(batch, time, V + 1)``: the teacher's rows where it is followed,
+        one-hot rows of the aligned label elsewhere.
+    from_teacher : torch.Tensor
+        ``(batch, time)`` bool, True where the teacher's row was kept.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown conditional T/S level {level!r}; choose one of {LEVELS}")
+    vocab = teacher_target.shape[-1] - 1
+    aligned = alignment >= 0
+    usable = labelled[:, None] & aligned
+    if level == "frame":
+        wrong = teacher_target[..., :vocab].argmax(-1) != alignment
+    else:
+        if utterance_right is None:
+            raise ValueError("level='utterance' needs utterance_right")
+        wrong = (~utterance_right)[:, None].expand_as(alignment)
+    use_label = usable & wrong
+    one_hot = F.one_hot(alignment.clamp_min(0), vocab + 1).to(teacher_target.dtype)
+    target = torch.where(use_label[..., None], one_hot, teacher_target)
+    return target, ~use_label
+
+
+def _per_utterance_ctc(logits, frames, targets, target_lens, rows, blank):
+    """Mean over ``rows`` of CTC / label length (``F.ctc_loss``'s ``mean`` on a subset)."""
+    losses = F.ctc_loss(
+        F.log_softmax(logits[rows], -1).transpose(0, 1),
+        targets[rows].long(),
+        frames[rows],
+        target_lens[rows],
+        blank=blank,
+        reduction="none",
+        zero_infinity=True,
+    )
+    return (losses / target_lens[rows].clamp_min(1).to(losses.dtype)).mean()
+
+
+def adaptation_loss(
+    loss_fn,
+    student_out: torch.Tensor,
+    student_lens: torch.Tensor,
+    teacher: dict,
+    targets: torch.Tensor | None,
+    target_lens: torch.Tensor | None,
+    labelled: torch.Tensor,
+    conditional: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """The domain-adaptation student's loss on one batch.
+
+    Parameters
+    ----------
+    loss_fn : speechkd.distill.losses.DistillationLoss
+        Gives the teacher target (ensemble, temperature, inventory, frame
+        rate), ``k``, ``alpha``, ``temperature`` and ``blank_index``.
+    student_out : torch.Tensor
+        ``(batch, time, V)`` student logits or log-probabilities.
+    student_lens : torch.Tensor
+        ``(batch,)`` relative lengths (or absolute frames if integer).
+    teacher : dict
+        Teacher batch (cache or online).
+    targets, target_lens : torch.Tensor or None
+        ``(batch, label_len)`` and ``(batch,)`` (relative or absolute); only
+        the rows of labelled utterances are read. None when nothing is labelled.
+    labelled : torch.Tensor
+        ``(batch,)`` bool: utterances whose transcript may be used.
+    conditional : {None, "frame", "utterance"}
+        Conditional T/S level on the labelled utterances; None = plain T/S.
+
+    Returns
+    -------
+    dict
+        ``loss``, ``ctc`` (zero without labelled utterances), ``kd``, and
+        ``teacher_share``: the fraction of valid frames of labelled
+        utterances that learnt from the teacher (1.0 without conditional T/S).
+    """
+    _batch, time, _vocab = student_out.shape
+    dtype = torch.float64 if student_out.dtype == torch.float64 else torch.float32
+    logits = student_out.to(dtype)
+    frames = relative_to_frames(student_lens.to(logits.device), time)
+    labelled = labelled.to(logits.device) & (targets is not None)
+    valid = torch.arange(time, device=logits.device)[None, :] < frames[:, None]
+    zero = logits.new_zeros(())
+    if targets is not None:
+        targets = targets.to(logits.device)
+        target_lens = relative_to_frames(target_lens.to(logits.device), targets.shape[1])
+
+    tau = loss_fn.temperature
+    target = loss_fn.teacher_target(teacher, frames, time, dtype=dtype)
+    teacher_share = logits.new_ones(())
+    if conditional is not None and bool(labelled.any()):
+        plain = target if tau == 1.0 else loss_fn.teacher_target(teacher, frames, time, 1.0, dtype)
+        vocab = plain.shape[-1] - 1
+        probs = plain[..., :vocab]
+        alignment = ctc_forced_alignment(
+            probs.clamp_min(1e-30).log(), frames, targets, target_lens, loss_fn.blank_index
+        )
+        right = (greedy_matches_reference(probs, frames, targets, target_lens, loss_fn.blank_index)
+                 if conditional == "utterance" else None)
+        target, from_teacher = conditional_targets(target, alignment, labelled, conditional, right)
+        counted = valid & labelled[:, None]
+        teacher_share = (from_teacher & counted).sum() / counted.sum().clamp_min(1)
+
+    student = F.log_softmax(logits / tau, dim=-1)
+    kl = topk_kl(target, student, loss_fn.k)
+    weight = valid.to(dtype)
+    kd = tau**2 * (kl * weight).sum() / weight.sum().clamp_min(1.0)
+
+    ctc = zero
+    if bool(labelled.any()):
+        ctc = _per_utterance_ctc(logits, frames, targets, target_lens, labelled, loss_fn.blank_index)
+    alpha = loss_fn.alpha
+    return {"loss": alpha * ctc + (1.0 - alpha) * kd, "ctc": ctc, "kd": kd,
+            "teacher_share": teacher_share}

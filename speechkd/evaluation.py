@@ -1,0 +1,135 @@
+"""Evaluation of a set of trained models and their fused ensemble, as the pipeline reports them."""
+
+import glob
+import json
+import os
+import time
+
+import speechbrain as sb
+import torch
+
+from speechkd.brains.ctc import decode_batch
+from speechkd.data.manifest import read_manifest
+from speechkd.data.pipelines import make_dataset
+from speechkd.distill.agreement import teacher_agreement
+from speechkd.distill.cache import PosteriorCache
+from speechkd.distill.losses import DistillationLoss
+from speechkd.distill.teachers import TeacherEnsemble, build_cache
+from speechkd.experiment import load_model, write_json
+from speechkd.inference import iterate_posteriors
+from speechkd.metrics import ErrorRates
+from speechkd.models import count_parameters
+
+
+def checkpoint_bytes(folder):
+    """Size on disk of the model weights in the experiment's best checkpoint."""
+    sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(folder, "save", "CKPT+*", "model.ckpt"))]
+    return max(sizes) if sizes else None
+
+
+def measure_rtf(model, dataset, threads, repeats=3):
+    """CPU real-time factor, one utterance at a time, median of ``repeats`` passes.
+
+    Returns
+    -------
+    float
+        Compute seconds per audio second.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        audio = sum(dataset[i]["duration"] for i in range(len(dataset)))
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _batch in iterate_posteriors(model, dataset, batch_size=1):
+                pass
+            runs.append(time.perf_counter() - start)
+        return sorted(runs)[len(runs) // 2] / audio
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fused_error_rates(ensemble, cache, dataset, strategy, dev_wer=None, batch_size=16):
+    """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1).
+
+    Arguments
+    ---------
+    ensemble : TeacherEnsemble
+    cache : PosteriorCache
+        Full-distribution cache of the teachers on ``dataset``.
+    dataset : DynamicItemDataset
+    strategy : str
+        ``best`` picks per utterance the teacher closest to the reference:
+        an oracle at test time, reported as such.
+    dev_wer : list of float, optional
+        Teachers' dev WER for ``weighted`` (the test cache has none).
+
+    Returns
+    -------
+    speechkd.metrics.ErrorRates
+    """
+    fuse = DistillationLoss.from_cache(cache, ensemble.inventory.symbols,
+                                       max(cache.frame_shifts_ms), strategy=strategy, alpha=0.0,
+                                       dev_wer=dev_wer)
+    error_rates = ErrorRates()
+
+    for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
+        teacher = cache.collate(batch.id)
+        frames = torch.stack([
+            torch.div(teacher["frames"][:, i] + f - 1, f, rounding_mode="floor")
+            for i, f in enumerate(fuse.factors)
+        ], 1).min(dim=1).values
+        time_steps = int(frames.max())
+        fused = fuse.teacher_target(teacher, frames, time_steps)[..., :-1]
+        log_probs = fused.clamp_min(1e-12).log()
+        rel = frames.float() / time_steps
+        error_rates.append(batch.id, batch.wrd, decode_batch(log_probs, rel, ensemble.inventory),
+                           langs=batch.lang, domains=batch.domain)
+    return error_rates
+
+
+def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,
+                             teacher_names, train_cache=None):
+    """Evaluate every model and the teachers' ensemble on the test set.
+
+    Writes ``<out>/models.json`` (per model: params, bytes, frame shift, RTF,
+    test summary from the model's own results.json) and
+    ``<out>/ensemble.json`` (per strategy: WER/CER summary; teacher spike
+    agreement). ``train_cache`` (a PosteriorCache folder) supplies the dev WER for ``weighted``.
+    """
+    os.makedirs(out, exist_ok=True)
+    test_name = os.path.splitext(os.path.basename(test_csv))[0]
+    models = {}
+    for name, folder in model_folders.items():
+        model, inventory = load_model(folder)
+        dataset = make_dataset(test_csv, data_folder, inventory)
+        with open(os.path.join(folder, "results.json")) as fin:
+            results = json.load(fin)
+        models[name] = {
+            "folder": folder,
+            "params": count_parameters(model),
+            "bytes": checkpoint_bytes(folder),
+            "frame_shift_ms": model.frame_shift_ms,
+            "rtf": measure_rtf(model, dataset, threads),
+            "rtf_threads": threads,
+            "test": results["sets"][test_name],
+        }
+    write_json(os.path.join(out, "models.json"), models)
+
+    ensemble = TeacherEnsemble({name: model_folders[name] for name in teacher_names})
+    dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
+    cache = build_cache(ensemble, {"test": dataset}, os.path.join(out, "test_cache"), k=0,
+                        features={"sample_rate": 16000, "split": test_name},
+                        dev_split=None, manifest=os.path.abspath(test_csv))
+    dev_wer = PosteriorCache.open(train_cache).dev_wer_list() if train_cache else None
+    fused = {}
+    for strategy in strategies:
+        if strategy == "weighted" and dev_wer is None:
+            continue
+        strategy_rates = fused_error_rates(ensemble, cache, dataset, strategy, dev_wer)
+        fused[strategy] = strategy_rates.summary()
+        strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
+    agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])
+    write_json(os.path.join(out, "ensemble.json"), {"strategies": fused, "agreement": agreement})
+    return models, fused

@@ -1,0 +1,167 @@
+"""Torch modules that define the exported graphs (ONNX and TorchScript).
+
+Two graphs are exported:
+
+- :class:`WholeUtteranceGraph`: raw 16 kHz waveform ``(batch, samples)`` and
+  absolute lengths ``(batch,)`` -> CTC log-probabilities ``(batch, frames,
+  vocab)`` and absolute output lengths ``(batch,)``. Feature extraction and
+  global normalization run inside the graph.
+- :class:`StreamingChunkGraph` (streaming student only): one chunk of
+  ``chunk_samples`` new samples plus the carried state -> the chunk's
+  log-probabilities plus the new state. The state is the last
+  ``context_samples`` samples of audio (feature-window overlap), one
+  left-context buffer per causal convolution and the GRU hidden state.
+
+Both wrap the trained model's own modules, so exporting them exports the
+model's weights; nothing is re-implemented.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from speechkd.models.base import AcousticModel
+from speechkd.models.student import StreamingStudent
+
+WAV_INPUT, LENGTHS_INPUT = "wavs", "wav_lens"
+LOG_PROBS_OUTPUT, OUT_LENGTHS_OUTPUT = "log_probs", "out_lens"
+CHUNK_INPUT, AUDIO_CONTEXT = "chunk", "audio_context"
+HIDDEN_STATE = "gru_hidden"
+
+
+def conv_buffer_name(index: int) -> str:
+    """Name of the ``index``-th convolution left-context buffer input."""
+    return f"conv_buffer_{index}"
+
+
+def new_state_name(name: str) -> str:
+    """Name of the output that carries the next value of state input ``name``."""
+    return f"next_{name}"
+
+
+class WholeUtteranceGraph(nn.Module):
+    """Waveform + absolute lengths -> log-probs + absolute output lengths.
+
+    Parameters
+    ----------
+    model : AcousticModel
+        Trained model, in eval mode.
+    """
+
+    def __init__(self, model: AcousticModel):
+        super().__init__()
+        self.model = model
+        self.hop_length = model.features.hop_length
+        self.n_stages = model.n_stages
+        self.eval()  # the exporters restore the wrapper's mode onto the model: keep it eval
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model on a padded batch.
+
+        Parameters
+        ----------
+        wavs : torch.Tensor
+            (batch, samples) float32 waveforms at 16 kHz.
+        wav_lens : torch.Tensor
+            (batch,) int64 number of valid samples of each waveform.
+
+        Returns
+        -------
+        log_probs : torch.Tensor
+            (batch, frames, vocab) CTC log-probabilities.
+        out_lens : torch.Tensor
+            (batch,) int64 number of valid output frames.
+        """
+        rel_lens = wav_lens.to(wavs.dtype) / wavs.shape[1]
+        log_probs = self.model(wavs, rel_lens)
+        return log_probs, self.output_lengths(wav_lens)
+
+    def output_lengths(self, wav_lens: torch.Tensor) -> torch.Tensor:
+        """(batch,) samples -> (batch,) output frames, as ``AcousticModel.output_frames``."""
+        frames = torch.div(wav_lens, self.hop_length, rounding_mode="floor")
+        for _ in range(self.n_stages):
+            frames = torch.div(frames + 1, 2, rounding_mode="floor")
+        return frames
+
+
+def relative_lengths(wav_lens: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """(batch,) absolute sample counts -> relative lengths exactly as the graphs compute them."""
+    return wav_lens.to(torch.float32) / n_samples
+
+
+class StreamingChunkGraph(nn.Module):
+    """One fixed-size chunk of audio + carried state -> chunk log-probs + new state.
+
+    Parameters
+    ----------
+    model : StreamingStudent
+        Trained streaming student, in eval mode.
+    chunk_frames : int
+        Feature frames per chunk (a positive multiple of the model's
+        subsampling); a chunk holds ``chunk_frames * hop_length`` samples.
+
+    Notes
+    -----
+    Feeding the chunks of an utterance in order, starting from
+    :meth:`initial_state`, and zero-padding the last chunk gives the
+    whole-utterance log-probs followed by extra frames that the caller drops
+    (the model is causal, so padding never changes earlier frames).
+    """
+
+    def __init__(self, model: StreamingStudent, chunk_frames: int):
+        super().__init__()
+        if not isinstance(model, StreamingStudent):
+            raise TypeError(f"streaming export needs a StreamingStudent, got {type(model).__name__}")
+        if chunk_frames <= 0 or chunk_frames % model.subsampling:
+            raise ValueError(
+                f"chunk_frames must be a positive multiple of the subsampling ({model.subsampling}), "
+                f"got {chunk_frames}"
+            )
+        self.model = model
+        self.chunk_frames = chunk_frames
+        self.chunk_samples = chunk_frames * model.features.hop_length
+        self.context_samples = model.features.context_samples
+        self.eval()  # the exporters restore the wrapper's mode onto the model: keep it eval
+
+    @property
+    def n_conv_buffers(self) -> int:
+        return len(self.model.convs)
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the state inputs, in :meth:`forward` order."""
+        return [AUDIO_CONTEXT] + [conv_buffer_name(i) for i in range(self.n_conv_buffers)] + [HIDDEN_STATE]
+
+    def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
+        """Zero state for a new utterance, in :attr:`state_names` order."""
+        buffers, hidden = self.model.init_state(batch)
+        return [torch.zeros(batch, self.context_samples), *buffers, hidden]
+
+    def forward(self, chunk: torch.Tensor, audio_context: torch.Tensor, *state: torch.Tensor):
+        """Process one chunk.
+
+        Parameters
+        ----------
+        chunk : torch.Tensor
+            (batch, chunk_samples) new audio samples.
+        audio_context : torch.Tensor
+            (batch, context_samples) samples preceding the chunk (zeros at the start).
+        *state : torch.Tensor
+            Conv buffers (batch, channels, n_i), then the GRU hidden state
+            (layers, batch, hidden).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            Chunk log-probs (batch, chunk_frames / subsampling, vocab), then
+            the new state in :attr:`state_names` order (every state keeps its
+            shape: a conv buffer always holds ``kernel_size - 1`` frames when
+            chunks are a multiple of the subsampling).
+        """
+        *buffers, hidden = state
+        audio = torch.cat([audio_context, chunk], dim=1)
+        feats = self.model.normalizer(self.model.features(audio, pad=False))
+        logits, (new_buffers, new_hidden) = self.model.forward_chunk(feats, (tuple(buffers), hidden))
+        new_context = audio[:, audio.shape[1] - self.context_samples:]
+        return (torch.log_softmax(logits, dim=-1), new_context, *new_buffers, new_hidden)

@@ -1,0 +1,192 @@
+"""The main job behind ``speechkd run hparams/pipelines/<name>.yaml``.
+
+Stages, in order (each the recipes' own library code, each skipped when
+rerun with unchanged inputs; see :mod:`speechkd.stages`):
+
+    corpus            build the embedded corpus
+    teacher_<name>    train each teacher (recipes/ctc/train.py)
+    baseline          train the student alone (recipes/ctc/train.py)
+    cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py)
+    distill           distil the ensemble into the same student (recipes/distill/train.py)
+    evaluate          WER/CER/RTF of every model, the fused ensemble, teacher agreement
+    export            ONNX fp32/int8 of the distilled student (when speechkd.export is present)
+    report            report.md, results.json, wer_vs_size.png, curves.png
+
+Every stage writes under ``<output_folder>/<stage>/``.
+"""
+
+import copy
+import os
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.stages import Stage, run_stages
+
+
+def load_recipe_hparams(hparams_file, overrides):
+    """Load a recipe YAML with overrides, as the recipe's own script would."""
+    with open(hparams_file) as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def recipe_config(hparams_file, overrides):
+    """The part of a stage's fingerprint that describes a recipe run."""
+    with open(hparams_file) as fin:
+        return {"hparams": fin.read(), "overrides": overrides}
+
+
+class Pipeline:
+    """Builds the stage list from a pipeline YAML.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded pipeline YAML (see ``hparams/pipelines/quickstart.yaml``).
+    """
+
+    def __init__(self, hparams):
+        self.hparams = hparams
+        self.out = hparams["output_folder"]
+        self.data = {
+            "data_folder": hparams["data_folder"],
+            "corpus_task": hparams["corpus_task"],
+            "corpus_size": hparams["corpus_size"],
+            "corpus_seed": hparams["corpus_seed"],
+            "seed": hparams["seed"],
+        }
+
+    def folder(self, *parts):
+        return os.path.join(self.out, *parts)
+
+    def teacher_folders(self):
+        return [self.folder("teachers", name) for name in self.hparams["teachers"]]
+
+    def recipe_stage(self, name, hparams_file, overrides, body, folder, after,
+                     folder_key="output_folder"):
+        """A stage that loads a recipe YAML and calls the recipe's library function.
+
+        ``folder_key`` names the YAML key that receives the stage's folder.
+        """
+        overrides = {**self.data, **overrides, folder_key: folder}
+
+        def run():
+            hparams = load_recipe_hparams(hparams_file, overrides)
+            sb.create_experiment_directory(folder, hyperparams_to_save=hparams_file,
+                                           overrides=overrides)
+            body(hparams)
+
+        return Stage(name, folder, run, recipe_config(hparams_file, overrides), after=after)
+
+    def stages(self):
+        from speechkd.brains.ctc import train_ctc
+        from speechkd.brains.distill import cache_teachers, train_distill
+
+        hp = self.hparams
+        stages = [Stage("corpus", self.folder("corpus"), self.build_corpus,
+                        {**self.data, "options": hp["corpus_options"]})]
+        teacher_stages = []
+        for name, spec in hp["teachers"].items():
+            stage = self.recipe_stage(
+                f"teacher_{name}", spec["hparams"], {"name": name, **spec["overrides"]},
+                train_ctc, self.folder("teachers", name), after=("corpus",),
+            )
+            stages.append(stage)
+            teacher_stages.append(stage.name)
+        stages.append(self.recipe_stage(
+            "baseline", hp["student"]["hparams"], {"name": "baseline", **hp["student"]["overrides"]},
+            train_ctc, self.folder("baseline"), after=("corpus",),
+        ))
+        kd_common = {"teachers": self.teacher_folders(), "top_k": hp["top_k"]}
+        stages.append(self.recipe_stage(
+            "cache", hp["cache"]["hparams"], {**kd_common, **hp["cache"]["overrides"]},
+            cache_teachers, self.folder("cache"), after=tuple(teacher_stages),
+            folder_key="cache_folder",
+        ))
+        kd_common["cache_folder"] = self.folder("cache")
+        stages.append(self.recipe_stage(
+            "distill", hp["distill"]["hparams"],
+            {"name": "student_kd", **kd_common, **hp["student"]["overrides"],
+             "strategy": hp["strategy"], **hp["distill"]["overrides"]},
+            train_distill, self.folder("distill"), after=("cache",),
+        ))
+        models = ["baseline", "distill", *teacher_stages]
+        stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
+                            {"strategies": hp["ensemble_strategies"], "threads": hp["rtf_threads"]},
+                            after=tuple(models)))
+        export = self.export_stage()
+        if export is not None:
+            stages.append(export)
+        stages.append(Stage("report", self.out, self.report, {"version": 1},
+                            after=("evaluate",) + ((export.name,) if export else ())))
+        return stages
+
+    def build_corpus(self):
+        from speechkd.data.corpus import build_corpus
+
+        build_corpus(self.data["corpus_task"], self.data["corpus_size"], self.data["data_folder"],
+                     seed=self.data["corpus_seed"], progress=False, **self.hparams["corpus_options"])
+
+    def model_folders(self):
+        """Report name -> experiment folder, teachers first."""
+        folders = {name: self.folder("teachers", name) for name in self.hparams["teachers"]}
+        folders["baseline"] = self.folder("baseline")
+        folders["student_kd"] = self.folder("distill")
+        return folders
+
+    def evaluate(self):
+        from speechkd.evaluation import evaluate_pipeline_models
+
+        evaluate_pipeline_models(
+            self.model_folders(),
+            test_csv=os.path.join(self.data["data_folder"], "test.csv"),
+            data_folder=self.data["data_folder"],
+            out=self.folder("evaluate"),
+            strategies=self.hparams["ensemble_strategies"],
+            threads=self.hparams["rtf_threads"],
+            teacher_names=list(self.hparams["teachers"]),
+            train_cache=self.folder("cache"),
+        )
+
+    def export_stage(self):
+        try:
+            from speechkd.export import export_experiment
+        except ImportError:
+            return None
+
+        def run():
+            export_experiment(self.folder("distill"), self.folder("export"),
+                              test_csv=os.path.join(self.data["data_folder"], "test.csv"),
+                              data_folder=self.data["data_folder"])
+
+        return Stage("export", self.folder("export"), run, {"version": 1}, after=("distill",))
+
+    def report(self):
+        from speechkd.report import write_report
+
+        print(write_report(self.out, self.model_folders(), list(self.hparams["teachers"]),
+                           self.hparams["strategy"]))
+
+
+def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
+    """Run a pipeline YAML from the shell (``speechkd run``)."""
+    override_dict = parse_overrides(overrides)
+    with open(pipeline_file) as fin:
+        hparams = load_hyperpyyaml(fin, override_dict)
+    torch.set_num_threads(hparams["train_threads"])
+    pipeline = Pipeline(hparams)
+    status = run_stages(pipeline.stages(), start=start, stop=stop, force=force)
+    return pipeline, status
+
+
+def parse_overrides(overrides):
+    """``["--key=value", ...]`` -> dict, values parsed as YAML (as SpeechBrain does)."""
+    import yaml
+
+    parsed = {}
+    for item in overrides:
+        key, _, value = item.lstrip("-").partition("=")
+        parsed[key] = yaml.safe_load(value)
+    return copy.deepcopy(parsed)
+

@@ -1,0 +1,205 @@
+"""The pipeline report: one table, two pictures, one JSON.
+
+``report.md`` and ``results.json`` hold, for every model (each teacher, the
+fused ensemble, the student trained alone, the distilled student): its
+parameters, size on disk, test WER and CER overall and per language, and CPU
+real-time factor; then the share of the baseline-to-ensemble WER gap the
+distilled student closed and the compression ratio of student vs ensemble.
+"""
+
+import json
+import os
+import re
+
+from speechkd.experiment import write_json
+
+STUDENTS = ("baseline", "student_kd")
+
+
+def read_json(path):
+    with open(path) as fin:
+        return json.load(fin)
+
+
+def gap_closed(baseline_wer, student_wer, ensemble_wer):
+    """Share (in %) of the baseline-to-ensemble WER gap that distillation closed."""
+    gap = baseline_wer - ensemble_wer
+    if abs(gap) < 1e-9:
+        return None
+    return 100.0 * (baseline_wer - student_wer) / gap
+
+
+def parse_train_log(path):
+    """Epoch -> {"train loss", "valid loss", "valid WER", ...} from a SpeechBrain train_log.txt."""
+    curves = {}
+    with open(path) as fin:
+        for line in fin:
+            match = re.match(r"epoch: (\d+)", line)
+            if not match:
+                continue
+            epoch = int(match.group(1))
+            curves[epoch] = {
+                key.strip(): float(value)
+                for key, value in re.findall(r"((?:train|valid) [A-Za-z ]+): ([-+.\deE]+)", line)
+            }
+    return curves
+
+
+def collect(out, model_folders, teacher_names, strategy):
+    """Gather the evaluation stage's outputs into the report's rows.
+
+    Returns
+    -------
+    dict
+        ``models`` (name -> row, the fused ensemble included) and ``summary``.
+    """
+    evaluated = read_json(os.path.join(out, "evaluate", "models.json"))
+    ensemble_eval = read_json(os.path.join(out, "evaluate", "ensemble.json"))
+    cache_meta = read_json(os.path.join(out, "cache", "meta.json"))
+    rows = {}
+    for name, info in evaluated.items():
+        rows[name] = {
+            "role": "teacher" if name in teacher_names else "student",
+            "params": info["params"],
+            "megabytes": info["bytes"] / 1e6 if info["bytes"] else None,
+            "frame_shift_ms": info["frame_shift_ms"],
+            "wer": info["test"]["wer"],
+            "cer": info["test"]["cer"],
+            "per_lang": {lang: v["wer"] for lang, v in info["test"]["per_lang"].items()},
+            "rtf": info["rtf"],
+        }
+    ensemble_params = sum(rows[name]["params"] for name in teacher_names)
+    fused = ensemble_eval["strategies"][strategy]
+    rows[f"ensemble ({strategy})"] = {
+        "role": "ensemble",
+        "params": ensemble_params,
+        "megabytes": sum(rows[n]["megabytes"] or 0 for n in teacher_names),
+        "frame_shift_ms": max(rows[n]["frame_shift_ms"] for n in teacher_names),
+        "wer": fused["wer"],
+        "cer": fused["cer"],
+        "per_lang": {lang: v["wer"] for lang, v in fused["per_lang"].items()},
+        "rtf": sum(rows[n]["rtf"] for n in teacher_names),
+    }
+    summary = {
+        "ensemble_strategy": strategy,
+        "top_k": cache_meta["k"],
+        "gap_closed_percent": gap_closed(rows["baseline"]["wer"], rows["student_kd"]["wer"], fused["wer"]),
+        "compression_vs_ensemble": ensemble_params / rows["student_kd"]["params"],
+        "ensemble_strategies": {name: s["wer"] for name, s in ensemble_eval["strategies"].items()},
+        "teacher_agreement": ensemble_eval["agreement"].get("overall"),
+    }
+    return {"models": rows, "summary": summary}
+
+
+def markdown_table(report):
+    """The report's main table as markdown."""
+    rows = report["models"]
+    langs = sorted({lang for row in rows.values() for lang in row["per_lang"]})
+    head = ["model", "params", "MB", "shift ms", "WER %", "CER %", *[f"{l} WER" for l in langs], "RTF"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in rows.items():
+        cells = [
+            name,
+            f"{row['params'] / 1e3:.0f}k",
+            f"{row['megabytes']:.2f}" if row["megabytes"] else "-",
+            str(row["frame_shift_ms"]),
+            f"{row['wer']:.1f}",
+            f"{row['cer']:.1f}",
+            *[f"{row['per_lang'].get(lang, float('nan')):.1f}" for lang in langs],
+            f"{row['rtf']:.4f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_lines(report):
+    s = report["summary"]
+    gap = s["gap_closed_percent"]
+    lines = [
+        f"- Distilled student closes **{gap:.0f}%** of the baseline-to-ensemble WER gap"
+        if gap is not None else "- The baseline already matches the ensemble: no gap to close",
+        f"- Student is **{s['compression_vs_ensemble']:.1f}x** smaller than the ensemble",
+        f"- Ensemble ({s['ensemble_strategy']}, k={s['top_k'] or 'full'} in the cache) WER by "
+        "fusion strategy: " + ", ".join(f"{k} {v:.1f}%" for k, v in s["ensemble_strategies"].items())
+        + " (`best` picks the teacher closest to the reference: an oracle on test)",
+    ]
+    if s["teacher_agreement"] is not None:
+        lines.append(f"- Teacher spike agreement (within one frame): {s['teacher_agreement']:.0f}%"
+                     if isinstance(s["teacher_agreement"], (int, float)) else
+                     f"- Teacher spike agreement: {s['teacher_agreement']}")
+    return "\n".join(lines)
+
+
+def plot_wer_vs_size(report, path):
+    """WER against parameter count (log x), each model labelled, the KD gain an arrow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["models"]
+    colors = {"teacher": "tab:blue", "ensemble": "tab:purple", "student": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, row in rows.items():
+        ax.scatter(row["params"], row["wer"], color=colors[row["role"]], s=40, zorder=3)
+        ax.annotate(name, (row["params"], row["wer"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    base, kd = rows["baseline"], rows["student_kd"]
+    ax.annotate("", xy=(kd["params"], kd["wer"]), xytext=(base["params"], base["wer"]),
+                arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 2})
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test WER (%)")
+    ax.set_title("WER vs model size (arrow: gain from distillation)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(model_folders, path):
+    """Validation WER per epoch of the baseline and the distilled student."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name in STUDENTS:
+        curves = parse_train_log(os.path.join(model_folders[name], "train_log.txt"))
+        epochs = sorted(curves)
+        ax.plot(epochs, [curves[e].get("valid WER") for e in epochs], marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dev WER (%)")
+    ax.set_title("Student training: alone vs distilled")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out, model_folders, teacher_names, strategy):
+    """Write report.md, results.json, wer_vs_size.png and curves.png into ``out``.
+
+    Returns
+    -------
+    str
+        The markdown report (also printed by the pipeline).
+    """
+    report = collect(out, model_folders, teacher_names, strategy)
+    export_path = os.path.join(out, "export", "export.json")
+    if os.path.exists(export_path):
+        report["export"] = read_json(export_path)
+    write_json(os.path.join(out, "results.json"), report)
+    plot_wer_vs_size(report, os.path.join(out, "wer_vs_size.png"))
+    plot_curves(model_folders, os.path.join(out, "curves.png"))
+    text = "\n\n".join([
+        f"# speechkd report: {out}",
+        markdown_table(report),
+        summary_lines(report),
+        "![WER vs size](wer_vs_size.png)\n\n![training curves](curves.png)",
+    ]) + "\n"
+    with open(os.path.join(out, "report.md"), "w") as fout:
+        fout.write(text)
+    return text

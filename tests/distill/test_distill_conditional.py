@@ -1,0 +1,116 @@
+"""Conditional T/S: forced alignment, frame/utterance selection, and the adaptation loss."""
+
+import math
+
+import pytest
+import torch
+
+from speechkd.distill.conditional import (
+    adaptation_loss,
+    conditional_targets,
+    ctc_forced_alignment,
+    greedy_matches_reference,
+)
+from speechkd.distill.losses import DistillationLoss, teacher_batch_from_log_probs
+
+SYMBOLS = ["<blank>", " ", "a", "b"]
+BLANK, A, B = 0, 2, 3
+
+
+def peaked(labels, vocab=4, peak=0.9):
+    """``(time, vocab)`` probabilities putting ``peak`` on each frame's label."""
+    probs = torch.full((len(labels), vocab), (1 - peak) / (vocab - 1), dtype=torch.float64)
+    probs[torch.arange(len(labels)), torch.tensor(labels)] = peak
+    return probs
+
+
+def test_forced_alignment_follows_the_teacher_and_the_reference():
+    # the teacher says "a" at frame 1 and "b" at frame 4; the reference is "a b"
+    probs = peaked([BLANK, A, BLANK, BLANK, B, BLANK])
+    alignment = ctc_forced_alignment(probs.log()[None], torch.tensor([6]),
+                                     torch.tensor([[A, B]]), torch.tensor([2]))
+    assert alignment.tolist() == [[BLANK, A, BLANK, BLANK, B, BLANK]]
+    # the reference "a a" needs a blank between the two a's; padding frames get -1
+    probs = peaked([A, A, A, BLANK])
+    alignment = ctc_forced_alignment(probs.log()[None], torch.tensor([3]),
+                                     torch.tensor([[A, A]]), torch.tensor([2]))
+    assert alignment[0, 3] == -1
+    assert alignment[0, :3].tolist() == [A, BLANK, A]
+    # too short for its label: no path, every frame -1
+    alignment = ctc_forced_alignment(probs.log()[None], torch.tensor([1]),
+                                     torch.tensor([[A, A]]), torch.tensor([2]))
+    assert alignment.tolist() == [[-1, -1, -1, -1]]
+
+
+def test_frame_level_selection_on_a_hand_built_case():
+    # reference "a b"; the teacher is right on frames 0-3 and says "a" where "b" is aligned (frame 4)
+    teacher = peaked([BLANK, A, BLANK, BLANK, A, BLANK])
+    teacher = torch.cat([teacher, torch.zeros(6, 1, dtype=torch.float64)], -1)[None]  # + OOV column
+    alignment = torch.tensor([[BLANK, A, BLANK, BLANK, B, BLANK]])
+    target, from_teacher = conditional_targets(teacher, alignment, torch.tensor([True]), "frame")
+    assert from_teacher.tolist() == [[True, True, True, True, False, True]]
+    assert target[0, 4].tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]  # one-hot "b"
+    assert torch.equal(target[0, :4], teacher[0, :4]) and torch.equal(target[0, 5], teacher[0, 5])
+    # an unlabelled utterance always follows the teacher
+    target, from_teacher = conditional_targets(teacher, alignment, torch.tensor([False]), "frame")
+    assert bool(from_teacher.all()) and torch.equal(target, teacher)
+
+
+def test_utterance_level_selection():
+    right = peaked([BLANK, A, BLANK, B])
+    wrong = peaked([BLANK, A, BLANK, A])
+    probs = torch.stack([right, wrong])
+    refs, ref_lens, frames = torch.tensor([[A, B], [A, B]]), torch.tensor([2, 2]), torch.tensor([4, 4])
+    matches = greedy_matches_reference(probs, frames, refs, ref_lens)
+    assert matches.tolist() == [True, False]
+    teacher = torch.cat([probs, torch.zeros(2, 4, 1, dtype=torch.float64)], -1)
+    alignment = torch.tensor([[BLANK, A, BLANK, B]] * 2)
+    target, from_teacher = conditional_targets(teacher, alignment, torch.tensor([True, True]),
+                                               "utterance", matches)
+    assert from_teacher.tolist() == [[True] * 4, [False] * 4]
+    assert target[1].argmax(-1).tolist() == [BLANK, A, BLANK, B]
+    assert torch.equal(target[0], teacher[0])
+
+
+def make_loss(alpha):
+    return DistillationLoss([SYMBOLS], SYMBOLS, [20], 20, k=0, alpha=alpha)
+
+
+def test_adaptation_loss_uses_labels_only_of_labelled_utterances():
+    gen = torch.Generator().manual_seed(0)
+    teacher_lp = torch.log_softmax(torch.randn(2, 6, 4, generator=gen, dtype=torch.float64) * 2, -1)
+    teacher = teacher_batch_from_log_probs([teacher_lp], [torch.tensor([6, 6])], k=0)
+    logits = torch.randn(2, 6, 4, generator=gen, dtype=torch.float64)
+    lens = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    tokens, token_lens = torch.tensor([[A, B], [B, A]]), torch.tensor([1.0, 1.0])
+    labelled = torch.tensor([True, False])
+    loss_fn = make_loss(alpha=0.5)
+    parts = adaptation_loss(loss_fn, logits, lens, teacher, tokens, token_lens, labelled, "frame")
+    changed = adaptation_loss(loss_fn, logits, lens, teacher, torch.tensor([[A, B], [A, A]]),
+                              token_lens, labelled, "frame")
+    assert torch.allclose(parts["loss"], changed["loss"])  # row 1's transcript is never read
+    # CTC part = the labelled utterance's CTC / label length; KD = plain KD when not conditional
+    ctc_one = torch.nn.functional.ctc_loss(torch.log_softmax(logits[:1], -1).transpose(0, 1),
+                                           tokens[:1], torch.tensor([6]), torch.tensor([2]),
+                                           reduction="sum") / 2
+    plain = adaptation_loss(loss_fn, logits, lens, teacher, tokens, token_lens, labelled)
+    assert plain["ctc"].item() == pytest.approx(ctc_one.item(), rel=1e-9)
+    reference = make_loss(alpha=0.0)(logits, lens, teacher)
+    assert plain["kd"].item() == pytest.approx(reference["kd"].item(), rel=1e-9)
+    assert plain["loss"].item() == pytest.approx(0.5 * ctc_one.item() + 0.5 * reference["kd"].item())
+    assert 0.0 <= parts["teacher_share"].item() <= 1.0
+
+
+def test_conditional_kd_is_cross_entropy_on_wrong_frames():
+    # one utterance, the teacher wrong on one of its 4 frames (says a where b is aligned)
+    teacher_probs = peaked([BLANK, A, BLANK, A], peak=0.97)
+    teacher = teacher_batch_from_log_probs([teacher_probs.log()[None]], [torch.tensor([4])], k=0)
+    logits = torch.zeros(1, 4, 4, dtype=torch.float64)  # uniform student: log 1/4 everywhere
+    loss_fn = make_loss(alpha=0.0)
+    parts = adaptation_loss(loss_fn, logits, torch.tensor([1.0]), teacher,
+                            torch.tensor([[A, B]]), torch.tensor([1.0]), torch.tensor([True]), "frame")
+    assert parts["teacher_share"].item() == pytest.approx(0.75)
+    rounded = torch.softmax(teacher_probs.log().half().double(), -1)  # fp16 round trip
+    kl_teacher = (rounded * (rounded.log() + math.log(4))).sum(-1)
+    expected = (kl_teacher[:3].sum() + math.log(4)) / 4  # one-hot frame: CE = log 4
+    assert parts["kd"].item() == pytest.approx(expected.item(), rel=1e-3)
