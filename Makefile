@@ -23,7 +23,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[export,dev]"
+	$(PY) -m pip install -q -e ".[export,dev,bench]"
 	@touch $(STAMP)
 
 # Debian text sources for the `sentences` corpus task (fortunes-*).

@@ -61,6 +61,7 @@ def run_agreement(args):
 def main(argv=None):
     """Entry point of the ``speechkd`` console script."""
     from speechkd.data.corpus import add_cli as add_corpus
+    from speechkd.export.cli import add_cli as add_export
 
     parser = argparse.ArgumentParser(prog="speechkd", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -68,12 +69,7 @@ def main(argv=None):
     add_run(subparsers)
     add_transcribe(subparsers)
     add_teachers(subparsers)
-    try:
-        from speechkd.export.cli import add_cli as add_export
-    except ImportError:
-        pass
-    else:
-        add_export(subparsers)
+    add_export(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command == "run":
         args.overrides = list(args.overrides) + unknown

@@ -9,7 +9,7 @@ rerun with unchanged inputs; see :mod:`speechkd.stages`):
     cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py)
     distill           distil the ensemble into the same student (recipes/distill/train.py)
     evaluate          WER/CER/RTF of every model, the fused ensemble, teacher agreement
-    export            ONNX fp32/int8 of the distilled student (when speechkd.export is present)
+    export            ONNX fp32/int8 + streaming + TorchScript of the distilled student, parity-checked
     report            report.md, results.json, wer_vs_size.png, curves.png
 
 Every stage writes under ``<output_folder>/<stage>/``.
@@ -63,21 +63,27 @@ class Pipeline:
     def teacher_folders(self):
         return [self.folder("teachers", name) for name in self.hparams["teachers"]]
 
-    def recipe_stage(self, name, hparams_file, overrides, body, folder, after,
-                     folder_key="output_folder"):
+    def recipe_stage(self, name, spec, overrides, body, folder, after, folder_key="output_folder"):
         """A stage that loads a recipe YAML and calls the recipe's library function.
 
-        ``folder_key`` names the YAML key that receives the stage's folder.
+        ``spec`` holds ``hparams`` (the recipe YAML), ``overrides`` and
+        optionally ``threads`` (torch CPU threads for this stage; default
+        ``train_threads``). ``folder_key`` names the YAML key that receives
+        the stage's folder.
         """
-        overrides = {**self.data, **overrides, folder_key: folder}
+        hparams_file = spec["hparams"]
+        overrides = {**self.data, **overrides, **spec["overrides"], folder_key: folder}
+        threads = spec.get("threads", self.hparams["train_threads"])
 
         def run():
+            torch.set_num_threads(threads)
             hparams = load_recipe_hparams(hparams_file, overrides)
             sb.create_experiment_directory(folder, hyperparams_to_save=hparams_file,
                                            overrides=overrides)
             body(hparams)
 
-        return Stage(name, folder, run, recipe_config(hparams_file, overrides), after=after)
+        config = {**recipe_config(hparams_file, overrides), "threads": threads}
+        return Stage(name, folder, run, config, after=after)
 
     def stages(self):
         from speechkd.brains.ctc import train_ctc
@@ -88,38 +94,32 @@ class Pipeline:
                         {**self.data, "options": hp["corpus_options"]})]
         teacher_stages = []
         for name, spec in hp["teachers"].items():
-            stage = self.recipe_stage(
-                f"teacher_{name}", spec["hparams"], {"name": name, **spec["overrides"]},
-                train_ctc, self.folder("teachers", name), after=("corpus",),
-            )
+            stage = self.recipe_stage(f"teacher_{name}", spec, {"name": name}, train_ctc,
+                                      self.folder("teachers", name), after=("corpus",))
             stages.append(stage)
             teacher_stages.append(stage.name)
-        stages.append(self.recipe_stage(
-            "baseline", hp["student"]["hparams"], {"name": "baseline", **hp["student"]["overrides"]},
-            train_ctc, self.folder("baseline"), after=("corpus",),
-        ))
+        stages.append(self.recipe_stage("baseline", hp["student"], {"name": "baseline"}, train_ctc,
+                                        self.folder("baseline"), after=("corpus",)))
         kd_common = {"teachers": self.teacher_folders(), "top_k": hp["top_k"]}
-        stages.append(self.recipe_stage(
-            "cache", hp["cache"]["hparams"], {**kd_common, **hp["cache"]["overrides"]},
-            cache_teachers, self.folder("cache"), after=tuple(teacher_stages),
-            folder_key="cache_folder",
-        ))
+        stages.append(self.recipe_stage("cache", hp["cache"], kd_common, cache_teachers,
+                                        self.folder("cache"), after=tuple(teacher_stages),
+                                        folder_key="cache_folder"))
         kd_common["cache_folder"] = self.folder("cache")
+        distill_spec = {**hp["distill"], "overrides": {**hp["student"]["overrides"],
+                                                        **hp["distill"]["overrides"]}}
+        distill_spec.setdefault("threads", hp["student"].get("threads", hp["train_threads"]))
         stages.append(self.recipe_stage(
-            "distill", hp["distill"]["hparams"],
-            {"name": "student_kd", **kd_common, **hp["student"]["overrides"],
-             "strategy": hp["strategy"], **hp["distill"]["overrides"]},
+            "distill", distill_spec, {"name": "student_kd", "strategy": hp["strategy"], **kd_common},
             train_distill, self.folder("distill"), after=("cache",),
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
                             {"strategies": hp["ensemble_strategies"], "threads": hp["rtf_threads"]},
                             after=tuple(models)))
-        export = self.export_stage()
-        if export is not None:
-            stages.append(export)
+        stages.append(Stage("export", self.folder("export"), self.export, {"version": 1},
+                            after=("distill",)))
         stages.append(Stage("report", self.out, self.report, {"version": 1},
-                            after=("evaluate",) + ((export.name,) if export else ())))
+                            after=("evaluate", "export")))
         return stages
 
     def build_corpus(self):
@@ -149,18 +149,12 @@ class Pipeline:
             train_cache=self.folder("cache"),
         )
 
-    def export_stage(self):
-        try:
-            from speechkd.export import export_experiment
-        except ImportError:
-            return None
+    def export(self):
+        from speechkd.export import export_experiment
 
-        def run():
-            export_experiment(self.folder("distill"), self.folder("export"),
-                              test_csv=os.path.join(self.data["data_folder"], "test.csv"),
-                              data_folder=self.data["data_folder"])
-
-        return Stage("export", self.folder("export"), run, {"version": 1}, after=("distill",))
+        export_experiment(self.folder("distill"), self.folder("export"),
+                          manifest=os.path.join(self.data["data_folder"], "test.csv"),
+                          data_root=self.data["data_folder"])
 
     def report(self):
         from speechkd.report import write_report
@@ -174,7 +168,6 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
     override_dict = parse_overrides(overrides)
     with open(pipeline_file) as fin:
         hparams = load_hyperpyyaml(fin, override_dict)
-    torch.set_num_threads(hparams["train_threads"])
     pipeline = Pipeline(hparams)
     status = run_stages(pipeline.stages(), start=start, stop=stop, force=force)
     return pipeline, status

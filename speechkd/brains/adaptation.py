@@ -190,13 +190,24 @@ class AdaptationBrain(DistillBrain):
         for key in ("ctc", "kd"):
             self.loss_parts[key] += float(parts[key].detach())
         self.loss_parts["batches"] += 1
+        if self.conditional is not None and bool(labelled.any()):
+            self.teacher_share.append(float(parts["teacher_share"]))
         return parts["loss"]
+
+    def on_stage_start(self, stage, epoch=None):
+        super().on_stage_start(stage, epoch)
+        self.teacher_share = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        super().on_stage_end(stage, stage_loss, epoch)
+        if stage == sb.Stage.TRAIN and self.teacher_share:
+            # conditional T/S: share of labelled frames learnt from the teacher (mean over batches)
+            self.train_stats["teacher_frames"] = sum(self.teacher_share) / len(self.teacher_share)
 
 
 def kd_loss_for(hparams, ensemble, cache, inventory, model):
     """The DistillationLoss giving the teacher target (cached or online teachers)."""
-    options = dict(alpha=hparams["alpha"], temperature=hparams["temperature"],
-                   strategy=hparams["strategy"], strategy_options=hparams["strategy_options"])
+    options = {key: hparams[key] for key in ("alpha", "temperature", "strategy", "strategy_options")}
     if cache is not None:
         return DistillationLoss.from_cache(cache, inventory.symbols, model.frame_shift_ms, **options)
     return DistillationLoss(

@@ -104,7 +104,7 @@ def checked_rows(manifest, data_root, need_text=True, strict=False):
     skipped : collections.Counter
         Reason -> number of rows skipped.
     """
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, allow_empty_wrd=not need_text)
     good, skipped = [], collections.Counter()
     for line, row in enumerate(rows, start=2):
         reason = check_row(row, data_root, need_text)

@@ -51,8 +51,9 @@ class ModelFileError(ValueError):
 # --------------------------------------------------------------------------- decoding
 
 
-def ctc_greedy_ids(log_probs: np.ndarray, previous: int = BLANK_INDEX,
-                   blank: int = BLANK_INDEX) -> tuple[list[int], int]:
+def ctc_greedy_ids(
+    log_probs: np.ndarray, previous: int = BLANK_INDEX, blank: int = BLANK_INDEX
+) -> tuple[list[int], int]:
     """Best-path CTC decoding of one utterance (or one more piece of it).
 
     Parameters
@@ -120,12 +121,19 @@ def _fft_resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if n_bins <= len(spectrum):
         spectrum = spectrum[:n_bins]
     else:
-        spectrum = np.concatenate([spectrum, np.zeros(n_bins - len(spectrum), dtype=spectrum.dtype)])
+        spectrum = np.concatenate(
+            [spectrum, np.zeros(n_bins - len(spectrum), dtype=spectrum.dtype)]
+        )
     return (np.fft.irfft(spectrum, n=n_out) * (n_out / len(audio))).astype(np.float32)
 
 
-def read_audio(path: str, sample_rate: int, resample_to_rate: bool = False,
-               downmix: bool = False, min_samples: int = 1) -> np.ndarray:
+def read_audio(
+    path: str,
+    sample_rate: int,
+    resample_to_rate: bool = False,
+    downmix: bool = False,
+    min_samples: int = 1,
+) -> np.ndarray:
     """Read a mono waveform at ``sample_rate``, or explain what is wrong with the file.
 
     Parameters
@@ -158,11 +166,10 @@ def read_audio(path: str, sample_rate: int, resample_to_rate: bool = False,
         raise AudioInputError(f"{path}: is a folder, not an audio file")
     try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises several types for non-audio / corrupt files
+    except Exception as err:  # noqa: BLE001 (soundfile raises several types for bad files)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise AudioInputError(
-            f"{path}: not an audio file soundfile can read ({reason}); "
-            "give a wav, flac or ogg file"
+            f"{path}: not an audio file soundfile can read ({reason}); give a wav, flac or ogg file"
         ) from None
     if audio.shape[0] == 0:
         raise AudioInputError(f"{path}: empty audio (0 samples)")
@@ -204,7 +211,7 @@ def make_session(path: str, threads: int | None = None) -> ort.InferenceSession:
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 (onnxruntime raises its own unexported types)
         raise ModelFileError(f"{path}: onnxruntime cannot load it ({err})") from None
 
 
@@ -269,10 +276,14 @@ class OnnxRecognizer(_ExportedModel):
     graph_kind = "whole"
 
     def _wrong_kind_message(self) -> str:
-        return (f"{self.path} is a streaming (chunk) graph; without --stream use the "
-                "whole-utterance model.onnx / model.int8.onnx")
+        return (
+            f"{self.path} is a streaming (chunk) graph; without --stream use the "
+            "whole-utterance model.onnx / model.int8.onnx"
+        )
 
-    def log_probs_batch(self, wavs: np.ndarray, wav_lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def log_probs_batch(
+        self, wavs: np.ndarray, wav_lens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Run a padded batch.
 
         Parameters
@@ -297,7 +308,9 @@ class OnnxRecognizer(_ExportedModel):
     def log_probs(self, wav: np.ndarray) -> np.ndarray:
         """(samples,) float32 -> (frames, vocab) log-probs of one utterance."""
         if len(wav) < self.min_samples:
-            raise AudioInputError(f"{len(wav)} samples is shorter than one frame ({self.min_samples})")
+            raise AudioInputError(
+                f"{len(wav)} samples is shorter than one frame ({self.min_samples})"
+            )
         log_probs, out_lens = self.log_probs_batch(wav[None, :], np.array([len(wav)]))
         return log_probs[0, : int(out_lens[0])]
 
@@ -328,15 +341,21 @@ class OnnxStreamer(_ExportedModel):
         self._state_shapes = [shapes[name] for name in self.state_names]
 
     def _wrong_kind_message(self) -> str:
-        return (f"{self.path} is a whole-utterance graph; --stream needs the streaming export "
-                "model.stream.onnx / model.stream.int8.onnx (written for StreamingStudent models)")
+        return (
+            f"{self.path} is a whole-utterance graph; --stream needs the streaming export "
+            "model.stream.onnx / model.stream.int8.onnx (written for StreamingStudent models)"
+        )
 
     def initial_state(self) -> list[np.ndarray]:
         """Zero state of one stream (symbolic batch dims set to 1)."""
-        return [np.zeros([d if isinstance(d, int) else 1 for d in shape], np.float32)
-                for shape in self._state_shapes]
+        return [
+            np.zeros([d if isinstance(d, int) else 1 for d in shape], np.float32)
+            for shape in self._state_shapes
+        ]
 
-    def run_chunk(self, chunk: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def run_chunk(
+        self, chunk: np.ndarray, state: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One chunk of exactly :attr:`chunk_samples` samples -> ((frames, vocab), new state)."""
         feeds = {"chunk": chunk[None, :].astype(np.float32, copy=False)}
         feeds.update(zip(self.state_names, state))
@@ -432,25 +451,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="speechkd-run",
         description="Transcribe audio files with a speechkd ONNX export (no PyTorch needed).",
     )
-    parser.add_argument("model", help="model.onnx / model.int8.onnx (or model.stream*.onnx with --stream)")
+    parser.add_argument(
+        "model", help="model.onnx / model.int8.onnx (or model.stream*.onnx with --stream)"
+    )
     parser.add_argument("files", nargs="+", help="16 kHz mono audio files")
-    parser.add_argument("--stream", action="store_true",
-                        help="feed the audio chunk by chunk and print the partial text as it grows")
-    parser.add_argument("--block-ms", type=float, default=100.0,
-                        help="with --stream: audio block size handed to the recognizer (default 100 ms)")
-    parser.add_argument("--resample", action="store_true",
-                        help="resample audio of another sample rate (soxr if installed, else FFT)")
-    parser.add_argument("--downmix", action="store_true", help="average the channels of stereo audio")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="feed the audio chunk by chunk and print the partial text as it grows",
+    )
+    parser.add_argument(
+        "--block-ms",
+        type=float,
+        default=100.0,
+        help="with --stream: audio block size handed to the recognizer (default 100 ms)",
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample audio of another sample rate (soxr if installed, else FFT)",
+    )
+    parser.add_argument(
+        "--downmix", action="store_true", help="average the channels of stereo audio"
+    )
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     return parser
 
 
-def _transcribe_streaming(streamer: OnnxStreamer, path: str, wav: np.ndarray, block: int, out) -> str:
+def _transcribe_streaming(
+    streamer: OnnxStreamer, path: str, wav: np.ndarray, block: int, out
+) -> str:
     """Feed ``wav`` in blocks of ``block`` samples, printing each new partial text."""
     interactive = out.isatty()
     stream, shown = streamer.start(), None
     for start in range(0, len(wav), block):
-        text = stream.accept(wav[start: start + block])
+        text = stream.accept(wav[start : start + block])
         if text != shown:
             seconds = min(len(wav), start + block) / streamer.sample_rate
             if interactive:
@@ -477,8 +512,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     block = max(1, int(args.block_ms * runner.sample_rate / 1000))
     for path in args.files:
         try:
-            wav = read_audio(path, runner.sample_rate, resample_to_rate=args.resample,
-                             downmix=args.downmix, min_samples=runner.min_samples)
+            wav = read_audio(
+                path,
+                runner.sample_rate,
+                resample_to_rate=args.resample,
+                downmix=args.downmix,
+                min_samples=runner.min_samples,
+            )
         except AudioInputError as err:
             print(f"speechkd-run: error: {err}", file=sys.stderr)
             failed += 1

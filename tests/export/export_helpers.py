@@ -1,0 +1,35 @@
+"""Tiny model sizes and synthetic audio shared by the export tests and their fixtures."""
+
+import math
+
+import numpy as np
+
+TINY_SIZES = {
+    "conformer": {
+        "d_model": 32,
+        "num_layers": 1,
+        "nhead": 2,
+        "d_ffn": 64,
+        "kernel_size": 7,
+        "conv_channels": 4,
+    },
+    "crdnn": {"cnn_channels": (4, 4), "rnn_layers": 1, "rnn_neurons": 16, "dnn_neurons": 24},
+    "tdnn": {"channels": 24, "dilations": (1, 2)},
+    "student": {
+        "conv_channels": 24,
+        "gru_hidden": 24,
+        "subsampling": 4,
+        "conv_layers": 3,
+        "kernel_size": 4,
+    },
+}
+TEXTS = ["one two", "three", "forty five", "six hundred and seven"]
+
+
+def synthetic_utterance(index: int, sample_rate: int = 16000) -> np.ndarray:
+    """(samples,) float32: a few tones and noise, 0.4 to 1.3 s long (odd lengths on purpose)."""
+    rng = np.random.default_rng(index)
+    n = int(sample_rate * (0.4 + 0.3 * index)) + 37 * index
+    t = np.arange(n) / sample_rate
+    wav = sum(0.1 * np.sin(2 * math.pi * f * t) for f in rng.uniform(200, 3000, size=3))
+    return (wav + 0.01 * rng.standard_normal(n)).astype(np.float32)

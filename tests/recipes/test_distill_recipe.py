@@ -1,0 +1,78 @@
+"""recipes/distill/*.py end to end on the tiny corpus with two tiny teachers."""
+
+import json
+import os
+import re
+
+import pytest
+from helpers import run_recipe, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def teachers(tiny_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    folders = []
+    for arch in ("tdnn", "crdnn"):
+        folder = str(root / arch)
+        run_recipe("ctc/train.py", f"ctc/{arch}.yaml", name=arch,
+                   **tiny_overrides(arch, tiny_corpus, folder))
+        folders.append(folder)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def cache(teachers, tiny_corpus, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("cache") / "cache")
+    run_recipe("distill/cache_teachers.py", "distill/cache.yaml", data_folder=tiny_corpus,
+               corpus_size="tiny", teachers="[" + ",".join(teachers) + "]", cache_folder=folder)
+    return folder
+
+
+def distill(teachers, cache, tiny_corpus, folder, **extra):
+    overrides = tiny_overrides("student", tiny_corpus, folder)
+    overrides.update(teachers="[" + ",".join(teachers) + "]", cache_folder=cache, **extra)
+    return run_recipe("distill/train.py", "distill/student.yaml", **overrides)
+
+
+def test_cache_records_teachers_errors_and_dev_wer(cache, tiny_corpus):
+    from speechkd.data.manifest import read_manifest
+    from speechkd.distill.cache import PosteriorCache
+
+    opened = PosteriorCache.open(cache)
+    train_ids = {row["ID"] for row in read_manifest(os.path.join(tiny_corpus, "train.csv"))}
+    assert train_ids <= set(opened.utt_ids)
+    assert opened.teacher_names == ["tdnn", "crdnn"]
+    assert len(opened.dev_wer_list()) == 2
+    some = next(iter(train_ids))
+    assert opened.teacher_error(some).shape == (2,)
+
+
+@pytest.mark.parametrize("extra", [{"alpha": 0.3, "strategy": "average"},
+                                   {"alpha": 0.0, "strategy": "best", "temperature": 2.0}])
+def test_distill_writes_results_and_logs_loss_parts(teachers, cache, tiny_corpus, tmp_path, extra):
+    folder = str(tmp_path / "student")
+    distill(teachers, cache, tiny_corpus, folder, **extra)
+    with open(os.path.join(folder, "train_log.txt")) as fin:
+        log = fin.read()
+    assert re.search(r"train ctc: [\d.e+-]+, train kd: [\d.e+-]+", log)
+    with open(os.path.join(folder, "results.json")) as fin:
+        results = json.load(fin)
+    assert 0 <= results["sets"]["test"]["wer"]
+    assert os.path.exists(os.path.join(folder, "wer_test.txt"))
+
+
+def test_cache_from_other_teachers_is_refused(teachers, cache, tiny_corpus, tmp_path):
+    """Asking for the teachers in another order (or other teachers) names the difference."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    overrides = tiny_overrides("student", tiny_corpus, str(tmp_path / "s"))
+    overrides.update(teachers="[" + ",".join(reversed(teachers)) + "]", cache_folder=cache)
+    args = [sys.executable, "recipes/distill/train.py", "hparams/distill/student.yaml"]
+    args += [f"--{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr  # SpeechBrain logs the exception to stdout
+    assert "does not match: teachers differ: cache has ['tdnn', 'crdnn']" in output, output[-2000:]
