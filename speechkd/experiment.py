@@ -14,7 +14,6 @@ import json
 import os
 
 import speechbrain as sb
-import torch
 
 from speechkd.data.manifest import read_manifest
 from speechkd.text import TokenInventory

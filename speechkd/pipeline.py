@@ -17,6 +17,8 @@ Every stage writes under ``<output_folder>/<stage>/``.
 
 import copy
 import os
+import subprocess
+import sys
 
 import speechbrain as sb
 import torch
@@ -63,7 +65,8 @@ class Pipeline:
     def teacher_folders(self):
         return [self.folder("teachers", name) for name in self.hparams["teachers"]]
 
-    def recipe_stage(self, name, spec, overrides, body, folder, after, folder_key="output_folder"):
+    def recipe_stage(self, name, spec, overrides, body, folder, after, folder_key="output_folder",
+                     parallel=False):
         """A stage that loads a recipe YAML and calls the recipe's library function.
 
         ``spec`` holds ``hparams`` (the recipe YAML), ``overrides`` and
@@ -83,7 +86,7 @@ class Pipeline:
             body(hparams)
 
         config = {**recipe_config(hparams_file, overrides), "threads": threads}
-        return Stage(name, folder, run, config, after=after)
+        return Stage(name, folder, run, config, after=after, parallel=parallel)
 
     def stages(self):
         from speechkd.brains.ctc import train_ctc
@@ -95,11 +98,12 @@ class Pipeline:
         teacher_stages = []
         for name, spec in hp["teachers"].items():
             stage = self.recipe_stage(f"teacher_{name}", spec, {"name": name}, train_ctc,
-                                      self.folder("teachers", name), after=("corpus",))
+                                      self.folder("teachers", name), after=("corpus",),
+                                      parallel=True)
             stages.append(stage)
             teacher_stages.append(stage.name)
         stages.append(self.recipe_stage("baseline", hp["student"], {"name": "baseline"}, train_ctc,
-                                        self.folder("baseline"), after=("corpus",)))
+                                        self.folder("baseline"), after=("corpus",), parallel=True))
         kd_common = {"teachers": self.teacher_folders(), "top_k": hp["top_k"]}
         stages.append(self.recipe_stage("cache", hp["cache"], kd_common, cache_teachers,
                                         self.folder("cache"), after=tuple(teacher_stages),
@@ -164,12 +168,28 @@ class Pipeline:
 
 
 def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
-    """Run a pipeline YAML from the shell (``speechkd run``)."""
+    """Run a pipeline YAML from the shell (``speechkd run``).
+
+    The teachers and the baseline student do not depend on each other: with
+    ``workers`` > 1 in the YAML they train side by side, each in its own
+    process running this same command for that one stage.
+    """
     override_dict = parse_overrides(overrides)
     with open(pipeline_file) as fin:
         hparams = load_hyperpyyaml(fin, override_dict)
     pipeline = Pipeline(hparams)
-    status = run_stages(pipeline.stages(), start=start, stop=stop, force=force)
+
+    def launch(stage):
+        command = [sys.executable, "-m", "speechkd.cli", "run", pipeline_file, *overrides,
+                   "--workers=1", "--from", stage.name, "--to", stage.name]
+        if stage.name in force:
+            command += ["--force", stage.name]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        with open(os.path.join(stage.folder, "stage.log"), "w") as log:  # the child keeps its copy
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
+                        workers=hparams["workers"])
     return pipeline, status
 
 

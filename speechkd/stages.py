@@ -37,6 +37,9 @@ class Stage:
         text, overrides, sizes...), part of its fingerprint.
     after : tuple of str
         Stages whose outputs this one reads.
+    parallel : bool
+        May run in its own process beside neighbouring parallel stages
+        (see ``launch`` in :func:`run_stages`).
     """
 
     name: str
@@ -44,6 +47,7 @@ class Stage:
     run: object
     config: object
     after: tuple = ()
+    parallel: bool = False
 
 
 class StageFailed(RuntimeError):
@@ -64,7 +68,19 @@ def read_done(folder):
         return fin.read().strip()
 
 
-def run_stages(stages, start=None, stop=None, force=(), echo=print):
+def upstream_of(stages, names):
+    """Names of every stage that ``names`` depend on, directly or not."""
+    by_name = {stage.name: stage for stage in stages}
+    needed, todo = set(), list(names)
+    while todo:
+        for dep in by_name[todo.pop()].after:
+            if dep not in needed:
+                needed.add(dep)
+                todo.append(dep)
+    return needed
+
+
+def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None, workers=1):
     """Run ``stages`` in order, skipping those already done with the same inputs.
 
     Arguments
@@ -72,12 +88,19 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print):
     stages : list of Stage
         In execution order; ``after`` may only name earlier stages.
     start, stop : str, optional
-        First and last stage to consider (``--from`` / ``--to``); stages
-        before ``start`` must already be done.
+        First and last stage to consider (``--from`` / ``--to``); the stages
+        those depend on must already be done.
     force : iterable of str
         Stages to redo even when done; their dependents follow.
     echo : callable
         Receives one progress line per stage.
+    launch : callable, optional
+        ``launch(stage) -> subprocess.Popen`` running that one stage in its
+        own process (which writes the stage's ``.done``). With ``workers`` > 1,
+        neighbouring ``parallel`` stages that do not depend on each other run
+        this way, ``workers`` at a time.
+    workers : int
+        Processes for parallel stages.
 
     Returns
     -------
@@ -90,14 +113,18 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print):
             raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(names)}")
     first = names.index(start) if start else 0
     last = names.index(stop) if stop else len(stages) - 1
+    needed = upstream_of(stages, names[first : last + 1])
     prints, status, ran = {}, {}, set()
-    for index, stage in enumerate(stages):
+    for stage in stages:
         upstream = {dep: prints[dep] for dep in stage.after}
         prints[stage.name] = fingerprint({"config": stage.config, "upstream": upstream})
+    for index, stage in enumerate(stages):
+        if stage.name in status:  # ran in a parallel group
+            continue
         done = read_done(stage.folder) == prints[stage.name]
         if index < first or index > last:
             status[stage.name] = "not run"
-            if index < first and not done:
+            if index < first and stage.name in needed and not done:
                 raise StageFailed(
                     f"stage '{stage.name}' is not done (or its inputs changed) but --from "
                     f"starts at '{start}'; run it first"
@@ -107,6 +134,13 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print):
         if done and not forced:
             echo(f"[{stage.name}] up to date, skipped")
             status[stage.name] = "skipped"
+            continue
+        if stage.parallel and launch is not None and workers > 1:
+            group = parallel_group(stages, index, last, prints, force, ran)
+            run_parallel(group, launch, workers, prints, echo)
+            for member in group:
+                status[member.name] = "done"
+                ran.add(member.name)
             continue
         begin = time.perf_counter()
         echo(f"[{stage.name}] running ...")
@@ -130,3 +164,40 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print):
         status[stage.name] = "done"
         ran.add(stage.name)
     return status
+
+
+def parallel_group(stages, index, last, prints, force, ran):
+    """The run of ``parallel`` stages from ``index`` that need running and don't depend on each other."""
+    group = []
+    for stage in stages[index : last + 1]:
+        if not stage.parallel or any(dep in {g.name for g in group} for dep in stage.after):
+            break
+        done = read_done(stage.folder) == prints[stage.name]
+        if not done or stage.name in force or any(dep in ran for dep in stage.after):
+            group.append(stage)
+    return group
+
+
+def run_parallel(group, launch, workers, prints, echo):
+    """Run ``group`` as processes, ``workers`` at a time; raise StageFailed on the first failure."""
+    pending, running = list(group), []
+    begin = time.perf_counter()
+    while pending or running:
+        while pending and len(running) < workers:
+            stage = pending.pop(0)
+            os.makedirs(stage.folder, exist_ok=True)
+            echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
+            running.append((stage, launch(stage)))
+        time.sleep(0.5)
+        for stage, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((stage, proc))
+            if proc.returncode != 0 or read_done(stage.folder) != prints[stage.name]:
+                for _, other in running:
+                    other.terminate()
+                raise StageFailed(
+                    f"stage '{stage.name}' failed (exit code {proc.returncode}; log in "
+                    f"{stage.folder}/stage.log; rerun the same command to continue from this stage)"
+                )
+            echo(f"[{stage.name}] done at {time.perf_counter() - begin:.1f} s")

@@ -1,13 +1,15 @@
 """CTC training of any speechkd acoustic model with SpeechBrain's Brain."""
 
+import json
 import logging
 import os
 
 import speechbrain as sb
 import torch
 
+from speechkd.data.pipelines import make_dataset
 from speechkd.decoding import ctc_greedy
-from speechkd.experiment import write_json
+from speechkd.experiment import build_model, inventory_for, write_json
 from speechkd.metrics import ErrorRates
 from speechkd.models import count_parameters, spec_augment
 
@@ -126,8 +128,6 @@ class CTCBrain(sb.Brain):
 
 def update_results(path, payload):
     """Merge ``payload`` into the JSON at ``path`` (nested dicts merged key by key)."""
-    import json
-
     current = {}
     if os.path.exists(path):
         with open(path) as fin:
@@ -205,9 +205,6 @@ def train_ctc(hparams, run_opts=None):
     dict
         ``results.json`` contents after testing.
     """
-    from speechkd.data.pipelines import make_dataset
-    from speechkd.experiment import build_model, inventory_for
-
     folder = hparams["output_folder"]
     inventory = inventory_for(
         [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]],
@@ -242,8 +239,6 @@ def fit_and_test(brain, model, datasets, hparams):
 
     A resumed run recovers the normalizer with the model from its checkpoint.
     """
-    from speechkd.data.pipelines import make_dataset
-
     if brain.checkpointer.find_checkpoint() is None and not model.normalizer_fitted:  # fine-tuning keeps its own
         fit_normalizer(model, datasets["train"], batch_size=hparams["batch_size"])
     shuffle = hparams["sorting"] == "random"
@@ -258,7 +253,5 @@ def fit_and_test(brain, model, datasets, hparams):
         brain.test_name = os.path.splitext(os.path.basename(test_csv))[0]
         test_set = make_dataset(test_csv, hparams["data_folder"], brain.inventory)
         brain.evaluate(test_set, min_key="WER", test_loader_kwargs={"batch_size": hparams["batch_size"]})
-    import json
-
     with open(os.path.join(brain.output_folder, "results.json")) as fin:
         return json.load(fin)

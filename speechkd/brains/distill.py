@@ -5,10 +5,11 @@ import os
 import speechbrain as sb
 import torch
 
-from speechkd.brains.ctc import CTCBrain, fit_and_test
+from speechkd.brains.ctc import CTCBrain, fit_and_test, make_checkpointer
+from speechkd.data.pipelines import make_dataset
 from speechkd.distill.losses import DistillationLoss
-from speechkd.experiment import model_name
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, open_cache_for
+from speechkd.experiment import build_model, inventory_for, model_name
 
 
 class DistillBrain(CTCBrain):
@@ -99,9 +100,7 @@ def cache_settings(hparams):
 
 
 def cache_teachers(hparams, run_opts=None):
-    """Cache the ensemble's top-k posteriors on ``cache_csvs``; the cache recipe's body."""
-    from speechkd.data.pipelines import make_dataset
-
+    """Cache the ensemble's top-k posteriors on the train and dev manifests; the cache recipe's body."""
     device = (run_opts or {}).get("device") or "cpu"
     ensemble = TeacherEnsemble(teacher_folders(hparams), device=device)
     datasets = {
@@ -123,17 +122,11 @@ def train_distill(hparams, run_opts=None):
     dict
         The student's ``results.json``.
     """
-    from speechkd.data.pipelines import make_dataset
-    from speechkd.experiment import build_model, inventory_for
-    from speechkd.brains.ctc import make_checkpointer
 
     folder = hparams["output_folder"]
     device = (run_opts or {}).get("device") or "cpu"
     ensemble = TeacherEnsemble(teacher_folders(hparams), device=device)
-    inventory = inventory_for(
-        [hparams["valid_csv"], *hparams["test_csvs"]] + ([hparams["train_csv"]] if hparams["alpha"] > 0 else []),
-        os.path.join(folder, "tokens.txt"),
-    ) if hparams["student_tokens"] == "own" else _teacher_inventory(ensemble, folder)
+    inventory = student_inventory(hparams, ensemble, folder)
     model = build_model(hparams["model"], inventory, folder, hparams["name"])
     need_text = hparams["alpha"] > 0
     online = hparams["online"]
@@ -176,7 +169,14 @@ def train_distill(hparams, run_opts=None):
     return fit_and_test(brain, model, datasets, hparams)
 
 
-def _teacher_inventory(ensemble, folder):
-    """The student shares the teachers' inventory (``student_tokens: teachers``)."""
-    ensemble.inventory.save(os.path.join(folder, "tokens.txt"))
-    return ensemble.inventory
+def student_inventory(hparams, ensemble, folder):
+    """The student's tokens: the teachers' (``student_tokens: teachers``) or its data's (``own``).
+
+    With ``own``, the KD loss maps teacher tokens to the student's by symbol.
+    """
+    path = os.path.join(folder, "tokens.txt")
+    if hparams["student_tokens"] == "teachers":
+        ensemble.inventory.save(path)
+        return ensemble.inventory
+    labelled = [hparams["train_csv"]] if hparams["alpha"] > 0 else []
+    return inventory_for([*labelled, hparams["valid_csv"], *hparams["test_csvs"]], path)

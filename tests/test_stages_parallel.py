@@ -1,0 +1,60 @@
+"""Parallel stages: run in their own processes, failures name the stage."""
+
+import subprocess
+import sys
+
+import pytest
+
+from speechkd.stages import DONE_FILE, Stage, StageFailed, fingerprint, run_stages
+
+
+def stages(tmp_path, calls):
+    def record(name):
+        return lambda: calls.append(name)
+
+    return [
+        Stage("a", str(tmp_path / "a"), record("a"), 1),
+        Stage("p1", str(tmp_path / "p1"), record("p1"), 2, after=("a",), parallel=True),
+        Stage("p2", str(tmp_path / "p2"), record("p2"), 3, after=("a",), parallel=True),
+        Stage("z", str(tmp_path / "z"), record("z"), 4, after=("p1", "p2")),
+    ]
+
+
+def launcher(fail=None):
+    """Each launched stage is a process that writes the stage's .done marker (as `speechkd run` does)."""
+    launched = []
+
+    def launch(stage):
+        launched.append(stage.name)
+        upstream = {"a": fingerprint({"config": 1, "upstream": {}})}
+        mark = fingerprint({"config": stage.config, "upstream": upstream})
+        code = "import sys; sys.exit(3)" if stage.name == fail else (
+            f"open({str(stage.folder + '/' + DONE_FILE)!r}, 'w').write({mark!r})")
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    return launch, launched
+
+
+def test_parallel_group_runs_in_processes(tmp_path):
+    calls = []
+    launch, launched = launcher()
+    status = run_stages(stages(tmp_path, calls), launch=launch, workers=2, echo=lambda line: None)
+    assert sorted(launched) == ["p1", "p2"]
+    assert calls == ["a", "z"]  # p1, p2 ran in the launched processes, not here
+    assert status == {"a": "done", "p1": "done", "p2": "done", "z": "done"}
+    calls.clear()
+    status = run_stages(stages(tmp_path, calls), launch=launch, workers=2, echo=lambda line: None)
+    assert set(status.values()) == {"skipped"} and calls == []
+
+
+def test_failed_parallel_stage_is_named(tmp_path):
+    launch, _ = launcher(fail="p2")
+    with pytest.raises(StageFailed, match="stage 'p2' failed .*exit code 3"):
+        run_stages(stages(tmp_path, []), launch=launch, workers=2, echo=lambda line: None)
+
+
+def test_one_worker_runs_parallel_stages_in_process(tmp_path):
+    calls = []
+    launch, launched = launcher()
+    run_stages(stages(tmp_path, calls), launch=launch, workers=1, echo=lambda line: None)
+    assert launched == [] and calls == ["a", "p1", "p2", "z"]
