@@ -137,3 +137,28 @@ def write_json(path, payload):
     with open(path, "w") as fout:
         json.dump(payload, fout, indent=2, sort_keys=True)
         fout.write("\n")
+
+
+def start_experiment(argv, folder_key="output_folder"):
+    """What every recipe script does first, SpeechBrain's way.
+
+    Parses ``hparams.yaml --key=value ...``, loads the YAML with the
+    overrides, and creates the experiment folder (``hparams[folder_key]``)
+    with ``hyperparams.yaml`` and ``log.txt``.
+
+    Returns
+    -------
+    hparams : dict
+    run_opts : dict
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams[folder_key],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    return hparams, run_opts

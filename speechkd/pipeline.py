@@ -50,6 +50,7 @@ class Pipeline:
 
     def __init__(self, hparams):
         self.hparams = hparams
+        self.timings = {}
         self.out = hparams["output_folder"]
         self.data = {
             "data_folder": hparams["data_folder"],
@@ -164,7 +165,7 @@ class Pipeline:
         from speechkd.report import write_report
 
         print(write_report(self.out, self.model_folders(), list(self.hparams["teachers"]),
-                           self.hparams["strategy"]))
+                           self.hparams["strategy"], self.timings))
 
 
 def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
@@ -189,7 +190,7 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
-                        workers=hparams["workers"])
+                        workers=hparams["workers"], timings=pipeline.timings)
     return pipeline, status
 
 

@@ -130,6 +130,23 @@ def summary_lines(report):
     return "\n".join(lines)
 
 
+def stage_seconds(out, timings):
+    """Seconds per stage of this run, merged over earlier runs of the same folder (``stage_seconds.json``)."""
+    path = os.path.join(out, "stage_seconds.json")
+    merged = read_json(path) if os.path.exists(path) else {}
+    merged.update({name: round(seconds, 1) for name, seconds in timings.items()})
+    write_json(path, merged)
+    return merged
+
+
+def timing_line(seconds):
+    """One line: wall time of each stage (parallel stages overlap)."""
+    if not seconds:
+        return ""
+    parts = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    return f"Stage wall times (teachers and baseline run side by side): {parts}"
+
+
 def plot_wer_vs_size(report, path):
     """WER against parameter count (log x), each model labelled, the KD gain an arrow."""
     import matplotlib
@@ -179,7 +196,7 @@ def plot_curves(model_folders, path):
     plt.close(fig)
 
 
-def write_report(out, model_folders, teacher_names, strategy):
+def write_report(out, model_folders, teacher_names, strategy, timings=None):
     """Write report.md, results.json, wer_vs_size.png and curves.png into ``out``.
 
     Returns
@@ -188,6 +205,7 @@ def write_report(out, model_folders, teacher_names, strategy):
         The markdown report (also printed by the pipeline).
     """
     report = collect(out, model_folders, teacher_names, strategy)
+    report["stage_seconds"] = stage_seconds(out, timings or {})
     export_path = os.path.join(out, "export", "export.json")
     if os.path.exists(export_path):
         report["export"] = read_json(export_path)
@@ -198,6 +216,7 @@ def write_report(out, model_folders, teacher_names, strategy):
         f"# speechkd report: {out}",
         markdown_table(report),
         summary_lines(report),
+        timing_line(report["stage_seconds"]),
         "![WER vs size](wer_vs_size.png)\n\n![training curves](curves.png)",
     ]) + "\n"
     with open(os.path.join(out, "report.md"), "w") as fout:

@@ -80,7 +80,8 @@ def upstream_of(stages, names):
     return needed
 
 
-def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None, workers=1):
+def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None, workers=1,
+               timings=None):
     """Run ``stages`` in order, skipping those already done with the same inputs.
 
     Arguments
@@ -101,6 +102,9 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
         this way, ``workers`` at a time.
     workers : int
         Processes for parallel stages.
+    timings : dict, optional
+        Receives stage name -> wall seconds of each stage run (a parallel
+        stage: from its group's start to its own end).
 
     Returns
     -------
@@ -137,7 +141,9 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
             continue
         if stage.parallel and launch is not None and workers > 1:
             group = parallel_group(stages, index, last, prints, force, ran)
-            run_parallel(group, launch, workers, prints, echo)
+            finished = run_parallel(group, launch, workers, prints, echo)
+            if timings is not None:
+                timings.update(finished)
             for member in group:
                 status[member.name] = "done"
                 ran.add(member.name)
@@ -160,7 +166,10 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
             ) from err
         with open(marker, "w") as fout:
             fout.write(prints[stage.name] + "\n")
-        echo(f"[{stage.name}] done in {time.perf_counter() - begin:.1f} s")
+        seconds = time.perf_counter() - begin
+        echo(f"[{stage.name}] done in {seconds:.1f} s")
+        if timings is not None:
+            timings[stage.name] = seconds
         status[stage.name] = "done"
         ran.add(stage.name)
     return status
@@ -179,8 +188,14 @@ def parallel_group(stages, index, last, prints, force, ran):
 
 
 def run_parallel(group, launch, workers, prints, echo):
-    """Run ``group`` as processes, ``workers`` at a time; raise StageFailed on the first failure."""
-    pending, running = list(group), []
+    """Run ``group`` as processes, ``workers`` at a time; raise StageFailed on the first failure.
+
+    Returns
+    -------
+    dict
+        Stage name -> seconds from the group's start to the stage's end.
+    """
+    pending, running, finished = list(group), [], {}
     begin = time.perf_counter()
     while pending or running:
         while pending and len(running) < workers:
@@ -200,4 +215,6 @@ def run_parallel(group, launch, workers, prints, echo):
                     f"stage '{stage.name}' failed (exit code {proc.returncode}; log in "
                     f"{stage.folder}/stage.log; rerun the same command to continue from this stage)"
                 )
-            echo(f"[{stage.name}] done at {time.perf_counter() - begin:.1f} s")
+            finished[stage.name] = time.perf_counter() - begin
+            echo(f"[{stage.name}] done at {finished[stage.name]:.1f} s")
+    return finished

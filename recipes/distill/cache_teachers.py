@@ -12,21 +12,12 @@ other teachers is refused with the difference named.
 
 import sys
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
-
 from speechkd.brains.ctc import prepare_data
 from speechkd.brains.distill import cache_teachers
+from speechkd.experiment import start_experiment
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["cache_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(sys.argv[1:], folder_key="cache_folder")
     prepare_data(hparams)
     cache = cache_teachers(hparams, run_opts)
     print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers "

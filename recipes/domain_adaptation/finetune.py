@@ -8,20 +8,11 @@
 
 import sys
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
-
 from speechkd.brains.adaptation import finetune_source
 from speechkd.brains.ctc import prepare_data
+from speechkd.experiment import start_experiment
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(sys.argv[1:])
     prepare_data(hparams)
     finetune_source(hparams, run_opts)

@@ -6,19 +6,10 @@
 
 import sys
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
-
 from speechkd.brains.low_resource import cache_target, prepare_target_data
+from speechkd.experiment import start_experiment
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["cache_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(sys.argv[1:], folder_key="cache_folder")
     prepare_target_data(hparams)
     cache_target(hparams, run_opts)

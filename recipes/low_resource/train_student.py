@@ -11,19 +11,10 @@ labelled only), optionally filtered to the utterances the teachers agree on.
 
 import sys
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
-
-from speechkd.brains.low_resource import train_student, prepare_target_data
+from speechkd.brains.low_resource import prepare_target_data, train_student
+from speechkd.experiment import start_experiment
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(sys.argv[1:])
     prepare_target_data(hparams)
     train_student(hparams, run_opts)

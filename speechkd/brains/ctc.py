@@ -95,8 +95,8 @@ class CTCBrain(sb.Brain):
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
             annealing = getattr(self.hparams, "lr_annealing", None)
-            if annealing is not None:
-                lr, new_lr = annealing(stats["WER"])
+            if annealing is not None:  # on the dev loss: early on the WER sits at 100 while CTC learns
+                lr, new_lr = annealing(stats["loss"])
                 sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr},

@@ -28,7 +28,13 @@ import os
 import speechbrain as sb
 import torch
 
-from speechkd.brains.ctc import CTCBrain, decode_batch, fit_and_test, make_checkpointer, update_results
+from speechkd.brains.ctc import (
+    CTCBrain,
+    decode_batch,
+    fit_and_test,
+    make_checkpointer,
+    update_results,
+)
 from speechkd.brains.distill import DistillBrain, cache_settings, teacher_folders
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.data.subsets import concat_manifests, select_rows, write_language_manifests

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from speechkd.distill.cache import PosteriorCacheWriter, PosteriorCache, make_meta
+from speechkd.distill.cache import PosteriorCache, PosteriorCacheWriter, make_meta
 from speechkd.distill.filtering import (
     agreement_filter,
     cache_agreement_scores,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechkd.data.manifest import read_manifest
 from speechkd.brains.low_resource import extend_output_layer, freeze_for_adaptation
+from speechkd.data.manifest import read_manifest
 from speechkd.models import TDNNCTC
 from speechkd.text import TokenInventory
 
