@@ -5,13 +5,14 @@ import json
 import os
 import time
 
+import numpy as np
 import speechbrain as sb
 import torch
 
 from speechkd.brains.ctc import decode_batch
 from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset
-from speechkd.distill.agreement import teacher_agreement
+from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.losses import DistillationLoss
 from speechkd.distill.teachers import TeacherEnsemble, build_cache
@@ -131,5 +132,32 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
         fused[strategy] = strategy_rates.summary()
         strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
     agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])
-    write_json(os.path.join(out, "ensemble.json"), {"strategies": fused, "agreement": agreement})
+    delay = student_spike_delay(load_model(model_folders["baseline"])[0], dataset, cache)
+    write_json(os.path.join(out, "ensemble.json"),
+               {"strategies": fused, "agreement": agreement, "baseline_spike_delay": delay})
     return models, fused
+
+
+def student_spike_delay(student, dataset, cache):
+    """Median frames by which a student's spikes follow each teacher's (test set).
+
+    Arguments
+    ---------
+    student : speechkd.models.AcousticModel
+        Same inventory and frame shift as the cached teachers.
+    dataset : DynamicItemDataset
+    cache : PosteriorCache
+        Full-distribution cache of the teachers on ``dataset``.
+
+    Returns
+    -------
+    dict
+        Teacher name -> median offset in frames (positive: the student is later).
+    """
+    offsets = {name: [] for name in cache.teacher_names}
+    for batch, log_probs, frames in iterate_posteriors(student, dataset):
+        for row, utt_id in enumerate(batch.id):
+            mine = spike_tokens(log_probs[row, : frames[row]].numpy())
+            for name, (values, _ids) in zip(cache.teacher_names, cache.get(utt_id)):
+                offsets[name] += spike_offsets(spike_tokens(np.asarray(values, dtype=np.float32)), mine)
+    return {name: float(np.median(o)) if o else None for name, o in offsets.items()}

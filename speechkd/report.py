@@ -87,6 +87,7 @@ def collect(out, model_folders, teacher_names, strategy):
         "compression_vs_ensemble": ensemble_params / rows["student_kd"]["params"],
         "ensemble_strategies": {name: s["wer"] for name, s in ensemble_eval["strategies"].items()},
         "teacher_agreement": ensemble_eval["agreement"].get("overall"),
+        "baseline_spike_delay_frames": ensemble_eval.get("baseline_spike_delay"),
     }
     return {"models": rows, "summary": summary}
 
@@ -124,9 +125,8 @@ def summary_lines(report):
         + " (`best` picks the teacher closest to the reference: an oracle on test)",
     ]
     if s["teacher_agreement"] is not None:
-        lines.append(f"- Teacher spike agreement (within one frame): {s['teacher_agreement']:.0f}%"
-                     if isinstance(s["teacher_agreement"], (int, float)) else
-                     f"- Teacher spike agreement: {s['teacher_agreement']}")
+        lines.append("- Teacher spike agreement (non-blank spikes within one frame of the same "
+                     f"token in another teacher): {100 * s['teacher_agreement']:.0f}%")
     return "\n".join(lines)
 
 

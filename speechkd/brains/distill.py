@@ -149,6 +149,7 @@ def train_distill(hparams, run_opts=None):
         alpha=hparams["alpha"], temperature=hparams["temperature"], strategy=hparams["strategy"],
         strategy_options=hparams["strategy_options"], oov_mode=hparams["oov_mode"],
         blank_threshold=hparams["blank_threshold"], blank_weight=hparams["blank_weight"],
+        teacher_delay=hparams["teacher_delay"],
     )
     if online:
         brain.ensemble = ensemble

@@ -64,6 +64,34 @@ def spike_tokens(probs: np.ndarray, blank: int = 0) -> np.ndarray:
     return np.where(best == blank, -1, best)
 
 
+def spike_offsets(reference: np.ndarray, other: np.ndarray, window: int = 10) -> list[int]:
+    """Frame offsets of ``other``'s spikes relative to ``reference``'s, token by token.
+
+    For each spike (first frame of a run of one non-blank token) of
+    ``reference``, the nearest spike of the same token in ``other`` within
+    ``window`` frames gives ``frame_other - frame_reference``; unmatched
+    spikes are left out. Both arrays are ``(time,)`` of :func:`spike_tokens`.
+
+    Returns
+    -------
+    list of int
+        Positive when ``other`` spikes later (a causal student after a
+        full-context teacher): its median is what ``teacher_delay`` should be.
+    """
+
+    def onsets(tokens):
+        return [(t, tok) for t, tok in enumerate(tokens.tolist())
+                if tok >= 0 and (t == 0 or tokens[t - 1] != tok)]
+
+    candidates = onsets(other)
+    offsets = []
+    for frame, token in onsets(reference):
+        near = [t - frame for t, tok in candidates if tok == token and abs(t - frame) <= window]
+        if near:
+            offsets.append(min(near, key=abs))
+    return offsets
+
+
 def agreeing_spikes(a: np.ndarray, b: np.ndarray, tolerance: int = 1) -> tuple[int, int]:
     """``(agreeing, total)`` spikes of ``a`` matched by a same-token spike of ``b`` within ``tolerance`` frames."""
     spikes = np.flatnonzero(a >= 0)

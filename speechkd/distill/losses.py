@@ -100,6 +100,30 @@ def reconstruct_dense(
     return dense / dense.sum(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
 
 
+def delay_frames(target: torch.Tensor, delay: int, blank_index: int = 0) -> torch.Tensor:
+    """Shift distributions ``delay`` frames later along time; the first frames become blank.
+
+    Parameters
+    ----------
+    target : torch.Tensor
+        ``(batch, time, classes)`` per-frame distributions.
+    delay : int
+        Frames to shift by (0 returns ``target`` unchanged).
+    blank_index : int
+        Class that the ``delay`` new leading frames put all their mass on.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, time, classes)``: out[:, t] = target[:, t - delay] for t >= delay.
+    """
+    if delay <= 0:
+        return target
+    lead = torch.zeros_like(target[:, :1]).expand(-1, delay, -1).clone()
+    lead[..., blank_index] = 1.0
+    return torch.cat([lead, target], dim=1)[:, : target.shape[1]]
+
+
 def temper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``p^{1/τ} / Σ p^{1/τ}`` over the last dimension (zeros stay zero)."""
     if temperature == 1.0:
@@ -247,6 +271,13 @@ class DistillationLoss(torch.nn.Module):
         Weight of confidently-blank frames in the frame mean.
     max_length_mismatch : int
         Frames by which pooled teacher and student lengths may differ.
+    teacher_delay : int
+        Student frames by which the combined teacher target is delayed (the
+        first ``teacher_delay`` frames become blank). A causal streaming
+        student sees no future audio and spikes later than full-context
+        teachers (median 2 frames at 20 ms on the quickstart corpus, see
+        :func:`speechkd.distill.agreement.spike_offsets`); without the delay, frame-level KD asks it to
+        spike before it has heard the sound.
     """
 
     def __init__(
@@ -267,8 +298,12 @@ class DistillationLoss(torch.nn.Module):
         blank_threshold: float | None = None,
         blank_weight: float = 1.0,
         max_length_mismatch: int = 1,
+        teacher_delay: int = 0,
     ):
         super().__init__()
+        if teacher_delay < 0:
+            raise ValueError(f"teacher_delay must be >= 0 frames, got {teacher_delay}")
+        self.teacher_delay = int(teacher_delay)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if temperature <= 0:
@@ -391,7 +426,8 @@ class DistillationLoss(torch.nn.Module):
         """
         probs = self.teacher_probs(teacher, student_frames, time, temperature, dtype)
         device = student_frames.device
-        return combine(self.strategy, probs, **self._strategy_kwargs(teacher, dtype, device))
+        target = combine(self.strategy, probs, **self._strategy_kwargs(teacher, dtype, device))
+        return delay_frames(target, self.teacher_delay, self.blank_index)
 
     @torch.no_grad()
     def teacher_probs(

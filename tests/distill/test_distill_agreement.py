@@ -106,3 +106,15 @@ def test_agreement_for_cache_folder_reads_the_recorded_manifest(tmp_path):
     assert "| average | 0.00 |" in agreement_for_cache_folder(
         tmp_path / "bare", tmp_path / "dev.csv"
     )
+
+
+def test_spike_offsets_measure_how_late_the_other_model_spikes():
+    import numpy as np
+
+    from speechkd.distill.agreement import spike_offsets
+
+    teacher = np.array([-1, 3, -1, -1, 5, 5, -1, 3, -1, -1, -1])
+    student = np.array([-1, -1, -1, 3, -1, -1, 5, -1, -1, 3, -1])
+    assert spike_offsets(teacher, student) == [2, 2, 2]
+    assert spike_offsets(student, teacher) == [-2, -2, -2]
+    assert spike_offsets(teacher, np.full(11, -1)) == []

@@ -373,3 +373,27 @@ def test_weighted_and_best_strategies_in_the_loss():
 
     with pytest.raises(ValueError, match="dev WER"):
         make_loss(strategy="weighted", **common)
+
+
+def test_teacher_delay_shifts_targets_later_and_blanks_the_lead():
+    """With delay d the student at frame t is pulled toward the teacher's frame t - d."""
+    from speechkd.distill.losses import delay_frames
+
+    g = torch.Generator().manual_seed(5)
+    target = torch.softmax(torch.randn(2, 6, 4, generator=g, dtype=torch.float64), -1)
+    delayed = delay_frames(target, 2, blank_index=0)
+    assert delayed.shape == target.shape
+    assert torch.equal(delayed[:, 2:], target[:, :4])
+    assert torch.equal(delayed[:, :2], torch.tensor([1.0, 0, 0, 0], dtype=torch.float64).expand(2, 2, 4))
+    assert torch.equal(delay_frames(target, 0), target)
+
+    student = torch.randn(1, 9, V, generator=g, dtype=torch.float64)
+    teacher_lp = random_log_probs(g, 1, 9, V)
+    frames = torch.tensor([9])
+    lens = torch.tensor([1.0], dtype=torch.float64)
+    out = make_loss(k=0, teacher_delay=3)(student, lens, exact_teacher_batch([teacher_lp], frames[:, None], 0))
+    q = delay_frames(torch.softmax(teacher_lp, -1), 3)
+    expected = (q * (q.clamp_min(1e-300).log() - torch.log_softmax(student, -1))).sum(-1).mean()
+    assert out["kd"].item() == pytest.approx(expected.item(), abs=1e-9)
+    with pytest.raises(ValueError, match="teacher_delay"):
+        make_loss(teacher_delay=-1)
