@@ -29,19 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model
+
 from speechkd.distill.cache import PosteriorCache, PosteriorCacheWriter, make_meta
 
 FRAMES_PER_SECOND = 50
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def folder_bytes(folder: Path, pattern: str = "**/*") -> int:

@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -55,14 +57,6 @@ ENGINES = ("torch", "onnx_fp32", "onnx_int8", "onnx_stream_int8")
 # --------------------------------------------------------------------------- shared helpers
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def test_rows(manifest: str, data_root: str | None, lang: str | None = None) -> list[dict]:

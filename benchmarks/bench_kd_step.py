@@ -14,26 +14,18 @@ distill config are used.)
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 
 import speechbrain as sb
 import torch
+from machine import cpu_model
 
 from speechkd.data.pipelines import make_dataset
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.losses import DistillationLoss
 from speechkd.distill.teachers import TeacherEnsemble
 from speechkd.experiment import load_model, model_name
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as fin:
-        for line in fin:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,20 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model
+
 from speechkd.models import ARCHITECTURES, count_parameters
 
 N_TOKENS = 40
 BATCH, SECONDS, SAMPLE_RATE = 8, 3.0, 16000
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def train_step_seconds(model: torch.nn.Module, steps: int, warmup: int) -> list[float]:

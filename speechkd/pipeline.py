@@ -24,6 +24,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechkd.report import record_stage_seconds
 from speechkd.stages import Stage, run_stages
 
 
@@ -189,8 +190,11 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
         with open(os.path.join(stage.folder, "stage.log"), "w") as log:  # the child keeps its copy
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-    status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
-                        workers=hparams["workers"], timings=pipeline.timings)
+    try:
+        status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
+                            workers=hparams["workers"], timings=pipeline.timings)
+    finally:  # a failed run keeps the times of the stages it finished
+        record_stage_seconds(pipeline.out, pipeline.timings)
     return pipeline, status
 
 

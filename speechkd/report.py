@@ -127,14 +127,24 @@ def summary_lines(report):
     if s["teacher_agreement"] is not None:
         lines.append("- Teacher spike agreement (non-blank spikes within one frame of the same "
                      f"token in another teacher): {100 * s['teacher_agreement']:.0f}%")
+    delay = s.get("baseline_spike_delay_frames")
+    if delay:
+        lines.append("- The causal student trained alone spikes "
+                     + ", ".join(f"{v:+.0f}" for v in delay.values() if v is not None)
+                     + " frames after the teachers (median); distillation delays the teacher "
+                     "targets by `teacher_delay` frames to match")
     return "\n".join(lines)
 
 
-def stage_seconds(out, timings):
-    """Seconds per stage of this run, merged over earlier runs of the same folder (``stage_seconds.json``)."""
+def record_stage_seconds(out, timings):
+    """Merge this run's seconds per stage into ``<out>/stage_seconds.json``; return all of them.
+
+    A stage skipped in a rerun keeps the time of the run that did it.
+    """
     path = os.path.join(out, "stage_seconds.json")
     merged = read_json(path) if os.path.exists(path) else {}
     merged.update({name: round(seconds, 1) for name, seconds in timings.items()})
+    os.makedirs(out, exist_ok=True)
     write_json(path, merged)
     return merged
 
@@ -205,7 +215,7 @@ def write_report(out, model_folders, teacher_names, strategy, timings=None):
         The markdown report (also printed by the pipeline).
     """
     report = collect(out, model_folders, teacher_names, strategy)
-    report["stage_seconds"] = stage_seconds(out, timings or {})
+    report["stage_seconds"] = record_stage_seconds(out, timings or {})
     export_path = os.path.join(out, "export", "export.json")
     if os.path.exists(export_path):
         report["export"] = read_json(export_path)

@@ -215,15 +215,24 @@ def train_ctc(hparams, run_opts=None):
         "train": make_dataset(hparams["train_csv"], hparams["data_folder"], inventory, sort=hparams["sorting"]),
         "valid": make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory),
     }
-    brain = CTCBrain(
+    brain = make_brain(CTCBrain, model, inventory, hparams, run_opts)
+    return fit_and_test(brain, model, datasets, hparams)
+
+
+def make_brain(brain_class, model, inventory, hparams, run_opts):
+    """A ``brain_class`` over ``model`` with the YAML's optimizer and a checkpointer.
+
+    ``inventory`` decodes the dev/test transcripts; results go to ``output_folder``.
+    """
+    brain = brain_class(
         modules={"model": model},
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=make_checkpointer(hparams, model),
     )
-    brain.inventory, brain.output_folder = inventory, folder
-    return fit_and_test(brain, model, datasets, hparams)
+    brain.inventory, brain.output_folder = inventory, hparams["output_folder"]
+    return brain
 
 
 def make_checkpointer(hparams, model):

@@ -5,7 +5,7 @@ import os
 import speechbrain as sb
 import torch
 
-from speechkd.brains.ctc import CTCBrain, fit_and_test, make_checkpointer
+from speechkd.brains.ctc import CTCBrain, fit_and_test, make_brain
 from speechkd.data.pipelines import make_dataset
 from speechkd.distill.losses import DistillationLoss
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, open_cache_for
@@ -137,14 +137,7 @@ def train_distill(hparams, run_opts=None):
     )
     datasets = {"train": train_set,
                 "valid": make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)}
-    brain = DistillBrain(
-        modules={"model": model},
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=make_checkpointer(hparams, model),
-    )
-    brain.inventory, brain.output_folder = inventory, folder
+    brain = make_brain(DistillBrain, model, inventory, hparams, run_opts)
     kd_options = dict(
         alpha=hparams["alpha"], temperature=hparams["temperature"], strategy=hparams["strategy"],
         strategy_options=hparams["strategy_options"], oov_mode=hparams["oov_mode"],
