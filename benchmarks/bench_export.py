@@ -291,7 +291,7 @@ def benchmark(args) -> str:
     if not args.no_pocketsphinx:
         sphinx_lines = pocketsphinx_section(args, rows, base, out_root)
 
-    command = "nice -n 19 .venv/bin/python benchmarks/bench_export.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/bench_export.py " + " ".join(sys.argv[1:])
     import onnxruntime
     import torch
 

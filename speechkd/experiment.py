@@ -12,6 +12,8 @@ import functools
 import importlib
 import json
 import os
+import shutil
+import sys
 
 import speechbrain as sb
 
@@ -161,4 +163,10 @@ def start_experiment(argv, folder_key="output_folder"):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    # SpeechBrain copies the calling file, here this module: keep the recipe script instead
+    copied = os.path.join(hparams[folder_key], os.path.basename(__file__))
+    if os.path.exists(copied):
+        os.remove(copied)
+    if sys.argv[0].endswith(".py") and os.path.isfile(sys.argv[0]):
+        shutil.copy(os.path.realpath(sys.argv[0]), hparams[folder_key])
     return hparams, run_opts

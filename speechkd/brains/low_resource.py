@@ -433,7 +433,7 @@ def train_student(hparams, run_opts=None):
         cache, inventory.symbols, model.frame_shift_ms, alpha=0.0, temperature=hparams["temperature"],
         strategy=hparams["strategy"], strategy_options=hparams["strategy_options"],
         oov_mode=hparams["oov_mode"], blank_threshold=hparams["blank_threshold"],
-        blank_weight=hparams["blank_weight"],
+        blank_weight=hparams["blank_weight"], teacher_delay=hparams["teacher_delay"],
     )
     update_results(os.path.join(folder, "results.json"), {"unlabelled": report})
     return fit_and_test(brain, model, datasets, hparams)

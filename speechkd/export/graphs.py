@@ -61,6 +61,11 @@ class StftLogMel(nn.Module):
     ``n_fft``-sample frame; padding ``(n_fft - win_length) // 2`` samples on
     each side puts every window exactly where the conv1d framing has it
     (the phase shift this causes does not change the power spectrum).
+
+    The spectrum and mel energies are computed in float64 and cast back: in
+    float32, two FFT implementations (torch's, onnxruntime's) disagree by
+    rounding that the log of near-silent bins lifts to ~1e-4 in the model's
+    log-probs, the size of the export's parity tolerance.
     """
 
     def __init__(self, fbank: LogMelFilterbank):
@@ -73,20 +78,20 @@ class StftLogMel(nn.Module):
         fbank = self.fbank
         left = self.centre_offset + (fbank.context_samples if pad else 0)
         right = fbank.n_fft - fbank.win_length - self.centre_offset
-        wavs = nn.functional.pad(wavs, (left, right))
+        wavs = nn.functional.pad(wavs, (left, right)).double()
         spec = torch.stft(
             wavs,
             n_fft=fbank.n_fft,
             hop_length=fbank.hop_length,
             win_length=fbank.win_length,
-            window=fbank.window,
+            window=fbank.window.double(),
             center=False,
             onesided=True,
             return_complex=False,
         )  # (batch, freqs, frames, 2)
         power = (spec * spec).sum(-1).transpose(1, 2)
-        mel = torch.matmul(power, fbank.mel_matrix)
-        return torch.log(torch.clamp(mel, min=fbank.log_floor))
+        mel = torch.matmul(power, fbank.mel_matrix.double())
+        return torch.log(torch.clamp(mel, min=fbank.log_floor)).float()
 
 
 class WholeUtteranceGraph(nn.Module):
