@@ -69,6 +69,7 @@ class TeacherEnsemble:
             features=features,
             k=k,
             tokens_fingerprint=self.inventory.fingerprint,
+            manifest=manifest,
         )
 
     @torch.no_grad()

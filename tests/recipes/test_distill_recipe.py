@@ -76,3 +76,11 @@ def test_cache_from_other_teachers_is_refused(teachers, cache, tiny_corpus, tmp_
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr  # SpeechBrain logs the exception to stdout
     assert "does not match: teachers differ: cache has ['tdnn', 'crdnn']" in output, output[-2000:]
+
+
+def test_teachers_agreement_cli_reads_the_cache_and_its_manifest(cache, capsys):
+    from speechkd.cli import main
+
+    assert main(["teachers", "agreement", cache]) == 0
+    out = capsys.readouterr().out
+    assert "Overall agreement" in out and "| teacher tdnn |" in out and "| weighted |" in out
