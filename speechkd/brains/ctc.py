@@ -9,8 +9,8 @@ import torch
 
 from speechkd.data.pipelines import make_dataset
 from speechkd.decoding import ctc_greedy
-from speechkd.experiment import build_model, inventory_for, write_json
-from speechkd.metrics import ErrorRates
+from speechkd.experiment import build_model, inventory_for
+from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters, spec_augment
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class CTCBrain(sb.Brain):
         name = self.test_name
         self.error_rates.write_wer_file(os.path.join(self.output_folder, f"wer_{name}.txt"))
         model = self.modules.model
-        update_results(
+        write_results_json(
             os.path.join(self.output_folder, "results.json"),
             {
                 "params": count_parameters(model),
@@ -124,26 +124,6 @@ class CTCBrain(sb.Brain):
                 "sets": {name: summary},
             },
         )
-
-
-def update_results(path, payload):
-    """Merge ``payload`` into the JSON at ``path`` (nested dicts merged key by key)."""
-    current = {}
-    if os.path.exists(path):
-        with open(path) as fin:
-            current = json.load(fin)
-    write_json(path, deep_merge(current, payload))
-
-
-def deep_merge(base, update):
-    """Return ``base`` updated with ``update``, merging nested dictionaries."""
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 @torch.no_grad()

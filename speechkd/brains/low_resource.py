@@ -33,13 +33,12 @@ from speechkd.brains.ctc import (
     decode_batch,
     fit_and_test,
     make_checkpointer,
-    update_results,
 )
 from speechkd.brains.distill import DistillBrain, cache_settings, teacher_folders
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.data.subsets import concat_manifests, select_rows, write_language_manifests
 from speechkd.experiment import MODEL_CARD, TOKENS_FILE, load_model, write_json
-from speechkd.metrics import ErrorRates
+from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
 from speechkd.text import TokenInventory
 
@@ -217,7 +216,7 @@ def adapt_teacher(hparams, run_opts=None):
     brain = AdaptBrain(modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams,
                        run_opts=run_opts, checkpointer=make_checkpointer(hparams, model))
     brain.inventory, brain.output_folder = inventory, folder
-    update_results(os.path.join(folder, "results.json"),
+    write_results_json(os.path.join(folder, "results.json"),
                    {"added_tokens": added, "adapt_layers": hparams["adapt_layers"],
                     "trainable_params": count_parameters(model)})
     return fit_and_test(brain, model, datasets, hparams)
@@ -278,7 +277,7 @@ def evaluate_ensemble(ensemble, test_csv, data_folder, folder, batch_size, strat
     os.makedirs(folder, exist_ok=True)
     errors.write_wer_file(os.path.join(folder, f"wer_{name}.txt"))
     summary = errors.summary()
-    update_results(os.path.join(folder, "results.json"), {
+    write_results_json(os.path.join(folder, "results.json"), {
         "params": sum(count_parameters(m, trainable_only=False) for m in ensemble.models),
         "teachers": ensemble.names, "strategy": strategy, "sets": {name: summary}})
     logger.info("adapted ensemble (%s) on %s: WER %.2f%% CER %.2f%%", strategy, name,
@@ -435,5 +434,5 @@ def train_student(hparams, run_opts=None):
         oov_mode=hparams["oov_mode"], blank_threshold=hparams["blank_threshold"],
         blank_weight=hparams["blank_weight"], teacher_delay=hparams["teacher_delay"],
     )
-    update_results(os.path.join(folder, "results.json"), {"unlabelled": report})
+    write_results_json(os.path.join(folder, "results.json"), {"unlabelled": report})
     return fit_and_test(brain, model, datasets, hparams)
