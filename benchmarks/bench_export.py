@@ -24,7 +24,7 @@ vocabulary, not the test sentences).
 
 Command::
 
-    nice -n 19 .venv/bin/python benchmarks/bench_export.py \\
+    .venv/bin/python benchmarks/bench_export.py \\
         --student results/quickstart/1234/student --teacher results/ctc/conformer/1234 \\
         --manifest data/numbers-small/test.csv [--train-manifest data/numbers-small/train.csv]
 

@@ -8,7 +8,7 @@ parameters for (a) the student from scratch, (b) each adapted teacher,
 (c) the adapted ensemble, (d) the student distilled on labelled audio only,
 (e) on labelled + unlabelled, (f) with the agreement filter.
 
-    nice -n 19 python benchmarks/bench_low_resource.py --minutes 1 5 15 > results/bench_low_resource.md
+    python benchmarks/bench_low_resource.py --minutes 1 5 15 > results/bench_low_resource.md
 """
 
 import argparse
@@ -98,8 +98,8 @@ def main():
             rows.append(f"| {minutes:g} | {label} | {test['wer']:.1f} | {test['cer']:.1f} | {rel} | "
                         f"{res['params'] / 1e3:.0f}k | {note} |")
         print(f"[{minutes:g} min done after {time.time() - start:.0f} s]", file=sys.stderr)
-    print(f"Command: `nice -n 19 python benchmarks/bench_low_resource.py --size {args.size} --minutes "
-          f"{' '.join(f'{m:g}' for m in args.minutes)}` (teacher/adapt/student epochs "
+    print(f"Command: `python benchmarks/bench_low_resource.py {' '.join(sys.argv[1:])}` "
+          f"(size {args.size}, teacher/adapt/student epochs "
           f"{args.teacher_epochs}/{args.adapt_epochs}/{args.student_epochs}, unlabelled {args.unlabelled:g} min, "
           f"filter: teacher CER <= {args.filter_cer:g}%)  ")
     print(f"Machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
