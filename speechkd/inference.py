@@ -1,13 +1,10 @@
-"""Running trained models: posteriors over a dataset, evaluation, transcription."""
-
-import time
+"""Running trained models: posteriors over a dataset, transcription."""
 
 import speechbrain as sb
 import torch
 
 from speechkd.data.pipelines import load_audio
 from speechkd.decoding import ctc_greedy, ctc_prefix_beam
-from speechkd.metrics import ErrorRates
 
 
 @torch.no_grad()
@@ -40,31 +37,6 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
         log_probs = model(wavs.to(device), wav_lens.to(device)).cpu()
         frames = (wav_lens * log_probs.shape[1]).round().long()
         yield batch, log_probs, frames
-
-
-def evaluate_model(model, dataset, inventory, batch_size=16, device="cpu"):
-    """Greedy-decode a dataset and time it.
-
-    Returns
-    -------
-    error_rates : speechkd.metrics.ErrorRates
-    timing : dict
-        ``audio_seconds``, ``compute_seconds`` and ``rtf`` (compute / audio).
-    """
-    error_rates = ErrorRates()
-    audio_seconds = compute_seconds = 0.0
-    start = time.perf_counter()
-    for batch, log_probs, frames in iterate_posteriors(model, dataset, batch_size, device):
-        hyps = [inventory.decode(ids) for ids in ctc_greedy(log_probs, frames)]
-        error_rates.append(batch.id, batch.wrd, hyps, langs=batch.lang, domains=batch.domain)
-        audio_seconds += float(sum(batch.duration))
-    compute_seconds = time.perf_counter() - start
-    timing = {
-        "audio_seconds": audio_seconds,
-        "compute_seconds": compute_seconds,
-        "rtf": compute_seconds / max(audio_seconds, 1e-9),
-    }
-    return error_rates, timing
 
 
 @torch.no_grad()

@@ -251,7 +251,3 @@ def attach_parallel(data, parallel_manifest, data_root):
             )
         item["wav_parallel"] = resolve_path(partner["wav"], data_root)
 
-
-def dataloader_options(batch_size, shuffle=False):
-    """Loader options used by every recipe (PaddedBatch, no worker processes)."""
-    return {"batch_size": batch_size, "shuffle": shuffle, "num_workers": 0}
