@@ -22,14 +22,13 @@ import platform
 import sys
 import time
 
-import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.adaptation import finetune_source, train_adaptation
 from speechkd.brains.ctc import train_ctc
 from speechkd.brains.distill import cache_teachers
 from speechkd.data.corpus import build_corpus
+from speechkd.experiment import open_experiment
 
 HPARAMS = "hparams/domain_adaptation"
 CORPUS_DOMAINS = ["clean", "telephone", "noise", "reverb", "telephone+noise"]
@@ -45,14 +44,10 @@ ROWS = {
 
 def run_yaml(name, function, overrides):
     """Load ``hparams/domain_adaptation/<name>.yaml`` with overrides, make its folder, run."""
-    path = os.path.join(HPARAMS, f"{name}.yaml")
-    with open(path) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    folder = hparams.get("output_folder") or hparams["cache_folder"]
-    sb.create_experiment_directory(experiment_directory=folder, hyperparams_to_save=path,
-                                   overrides=overrides)
+    hparams = open_experiment(os.path.join(HPARAMS, f"{name}.yaml"), overrides)
     start = time.time()
     result = function(hparams, {"device": "cpu", "noprogressbar": True})
+    folder = hparams.get("output_folder") or hparams["cache_folder"]
     print(f"  {name} -> {folder} ({time.time() - start:.0f} s)", flush=True)
     return result
 

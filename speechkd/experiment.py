@@ -141,23 +141,24 @@ def write_json(path, payload):
         fout.write("\n")
 
 
-def start_experiment(argv, folder_key="output_folder"):
-    """What every recipe script does first, SpeechBrain's way.
+def open_experiment(hparams_file, overrides=None, folder_key=None):
+    """Load a recipe YAML with overrides and create its experiment folder.
 
-    Parses ``hparams.yaml --key=value ...``, loads the YAML with the
-    overrides, and creates the experiment folder (``hparams[folder_key]``)
-    with ``hyperparams.yaml`` and ``log.txt``.
+    The folder is ``hparams[folder_key]``, by default ``output_folder`` (or
+    ``cache_folder`` for a YAML without one); it receives SpeechBrain's
+    ``hyperparams.yaml`` and ``log.txt``.
 
     Returns
     -------
-    hparams : dict
-    run_opts : dict
+    dict
+        The loaded hparams.
     """
     from hyperpyyaml import load_hyperpyyaml
 
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overrides = overrides or {}
     with open(hparams_file) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    folder_key = folder_key or ("output_folder" if "output_folder" in hparams else "cache_folder")
     sb.create_experiment_directory(
         experiment_directory=hparams[folder_key],
         hyperparams_to_save=hparams_file,
@@ -169,4 +170,18 @@ def start_experiment(argv, folder_key="output_folder"):
         os.remove(copied)
     if sys.argv[0].endswith(".py") and os.path.isfile(sys.argv[0]):
         shutil.copy(os.path.realpath(sys.argv[0]), hparams[folder_key])
-    return hparams, run_opts
+    return hparams
+
+
+def start_experiment(argv, folder_key=None):
+    """What every recipe script does first, SpeechBrain's way.
+
+    Parses ``hparams.yaml --key=value ...`` and calls :func:`open_experiment`.
+
+    Returns
+    -------
+    hparams : dict
+    run_opts : dict
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    return open_experiment(hparams_file, overrides, folder_key), run_opts

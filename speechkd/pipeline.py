@@ -20,18 +20,12 @@ import os
 import subprocess
 import sys
 
-import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechkd.experiment import open_experiment
 from speechkd.report import record_stage_seconds
 from speechkd.stages import Stage, run_stages
-
-
-def load_recipe_hparams(hparams_file, overrides):
-    """Load a recipe YAML with overrides, as the recipe's own script would."""
-    with open(hparams_file) as fin:
-        return load_hyperpyyaml(fin, overrides)
 
 
 def recipe_config(hparams_file, overrides):
@@ -82,10 +76,7 @@ class Pipeline:
 
         def run():
             torch.set_num_threads(threads)
-            hparams = load_recipe_hparams(hparams_file, overrides)
-            sb.create_experiment_directory(folder, hyperparams_to_save=hparams_file,
-                                           overrides=overrides)
-            body(hparams)
+            body(open_experiment(hparams_file, overrides, folder_key))
 
         config = {**recipe_config(hparams_file, overrides), "threads": threads}
         return Stage(name, folder, run, config, after=after, parallel=parallel)

@@ -7,9 +7,7 @@ import sys
 
 import pytest
 import soundfile as sf
-import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.adaptation import (
     check_parallel_pairs,
@@ -22,6 +20,7 @@ from speechkd.brains.distill import cache_teachers
 from speechkd.data.corpus import build_corpus
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.data.pipelines import BadInputError, make_dataset
+from speechkd.experiment import open_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HPARAMS = os.path.join(ROOT, "hparams", "domain_adaptation")
@@ -32,12 +31,7 @@ RUN_OPTS = {"device": "cpu", "noprogressbar": True}
 
 
 def run_yaml(name, function, overrides):
-    path = os.path.join(HPARAMS, f"{name}.yaml")
-    with open(path) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    folder = hparams.get("output_folder") or hparams["cache_folder"]
-    sb.create_experiment_directory(experiment_directory=folder, hyperparams_to_save=path,
-                                   overrides=overrides)
+    hparams = open_experiment(os.path.join(HPARAMS, f"{name}.yaml"), overrides)
     return function(hparams, RUN_OPTS)
 
 
