@@ -118,3 +118,22 @@ def ctc_path_log_prob(log_probs: torch.Tensor | np.ndarray, labels: Sequence[int
         blank=blank, reduction="sum", zero_infinity=False,
     )
     return -float(loss)
+
+
+def greedy_transcripts(log_probs: torch.Tensor, frames: torch.Tensor, inventory) -> list[str]:
+    """Greedy CTC transcripts of a batch.
+
+    Parameters
+    ----------
+    log_probs : torch.Tensor
+        ``(batch, time, V)`` log-probabilities.
+    frames : torch.Tensor
+        ``(batch,)`` valid frames (absolute).
+    inventory : speechkd.text.TokenInventory
+        Gives the blank and the symbols.
+
+    Returns
+    -------
+    list of str
+    """
+    return [inventory.decode(ids) for ids in ctc_greedy(log_probs, frames, inventory.blank_index)]

@@ -1,4 +1,11 @@
-"""Evaluation of a set of trained models and their fused ensemble, as the pipeline reports them."""
+"""Evaluation of a set of trained models and their fused ensemble, as the pipeline reports them.
+
+The fused ensemble is decoded through one code path,
+:meth:`speechkd.distill.target.TeacherTarget.fused_log_probs` (the KD target
+at τ = 1 on the frames every teacher covers), whether the teachers come from
+a posterior cache (:func:`fused_error_rates`) or run online
+(:func:`ensemble_error_rates`).
+"""
 
 import glob
 import json
@@ -9,13 +16,14 @@ import numpy as np
 import speechbrain as sb
 import torch
 
-from speechkd.brains.ctc import decode_batch
 from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset
+from speechkd.decoding import greedy_transcripts
 from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
-from speechkd.distill.losses import DistillationLoss
-from speechkd.distill.teachers import TeacherEnsemble, build_cache
+from speechkd.distill.losses import teacher_batch_from_log_probs
+from speechkd.distill.target import TeacherTarget
+from speechkd.distill.teachers import TeacherEnsemble, build_cache, teacher_posteriors
 from speechkd.experiment import load_model, write_json
 from speechkd.inference import iterate_posteriors
 from speechkd.metrics import ErrorRates
@@ -52,11 +60,12 @@ def measure_rtf(model, dataset, threads, repeats=3):
 
 
 def fused_error_rates(ensemble, cache, dataset, strategy, dev_wer=None, batch_size=16):
-    """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1).
+    """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1), from a cache.
 
     Arguments
     ---------
     ensemble : TeacherEnsemble
+        Gives the inventory the fused posteriors are decoded in.
     cache : PosteriorCache
         Full-distribution cache of the teachers on ``dataset``.
     dataset : DynamicItemDataset
@@ -64,28 +73,58 @@ def fused_error_rates(ensemble, cache, dataset, strategy, dev_wer=None, batch_si
         ``best`` picks per utterance the teacher closest to the reference:
         an oracle at test time, reported as such.
     dev_wer : list of float, optional
-        Teachers' dev WER for ``weighted`` (the test cache has none).
+        Teachers' dev WER for ``weighted`` (the test cache has none);
+        defaults to the cache's.
+    batch_size : int
 
     Returns
     -------
     speechkd.metrics.ErrorRates
     """
-    fuse = DistillationLoss.from_cache(cache, ensemble.inventory.symbols,
-                                       max(cache.frame_shifts_ms), strategy=strategy, alpha=0.0,
-                                       dev_wer=dev_wer)
+    inventory = ensemble.inventory
+    target = TeacherTarget(cache, inventory.symbols, max(cache.frame_shifts_ms), strategy=strategy,
+                           dev_wer=dev_wer)
     error_rates = ErrorRates()
-
     for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
-        teacher = cache.collate(batch.id)
-        frames = torch.stack([
-            torch.div(teacher["frames"][:, i] + f - 1, f, rounding_mode="floor")
-            for i, f in enumerate(fuse.factors)
-        ], 1).min(dim=1).values
-        time_steps = int(frames.max())
-        fused = fuse.teacher_target(teacher, frames, time_steps)[..., :-1]
-        log_probs = fused.clamp_min(1e-12).log()
-        rel = frames.float() / time_steps
-        error_rates.append(batch.id, batch.wrd, decode_batch(log_probs, rel, ensemble.inventory),
+        log_probs, frames = target.fused_log_probs(cache.collate(batch.id))
+        error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
+                           langs=batch.lang, domains=batch.domain)
+    return error_rates
+
+
+def ensemble_error_rates(ensemble, dataset, batch_size, strategy="average", strategy_options=None):
+    """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1), teachers run online.
+
+    The same fusion as :func:`fused_error_rates` (and as the KD target), on
+    teachers run now rather than read from a cache.
+
+    Arguments
+    ---------
+    ensemble : speechkd.distill.teachers.TeacherEnsemble
+        Teachers sharing one inventory (:attr:`TeacherEnsemble.inventory`).
+    dataset : DynamicItemDataset
+        With the ensemble's signal (``sig``), ``wrd``, ``lang`` and ``domain``.
+    batch_size : int
+    strategy : str
+        An ensemble strategy needing no per-utterance errors (``average``,
+        ``geometric``, ``confidence``; ``weighted`` with static weights in
+        ``strategy_options``): online teachers have neither errors nor dev WER.
+    strategy_options : dict, optional
+        As :class:`~speechkd.distill.target.TeacherTarget` takes them.
+
+    Returns
+    -------
+    speechkd.metrics.ErrorRates
+    """
+    inventory = ensemble.inventory
+    # k=0: the teacher batches below hold full distributions, whatever the ensemble's own k
+    target = TeacherTarget(ensemble, inventory.symbols, max(ensemble.frame_shifts_ms), strategy=strategy,
+                           strategy_options=strategy_options, k=0)
+    error_rates = ErrorRates()
+    for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size):
+        teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], k=0)
+        log_probs, frames = target.fused_log_probs(teacher)
+        error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
                            langs=batch.lang, domains=batch.domain)
     return error_rates
 
@@ -118,7 +157,8 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
         }
     write_json(os.path.join(out, "models.json"), models)
 
-    ensemble = TeacherEnsemble({name: model_folders[name] for name in teacher_names})
+    # each teacher's model.json name is its key here, so the cache names match teacher_names
+    ensemble = TeacherEnsemble([model_folders[name] for name in teacher_names])
     dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
     cache = build_cache(ensemble, {"test": dataset}, os.path.join(out, "test_cache"), k=0,
                         features={"sample_rate": 16000, "split": test_name},

@@ -55,6 +55,28 @@ def inventory_for(manifests, tokens_path):
     return inventory
 
 
+def student_inventory(tokens, ensemble, manifests, tokens_path):
+    """The student's tokens: the teachers' (``tokens="teachers"``) or built from its data (``"own"``).
+
+    With ``own``, the teacher target maps teacher tokens to the student's by symbol.
+
+    Arguments
+    ---------
+    tokens : {"teachers", "own"}
+    ensemble : speechkd.distill.TeacherEnsemble
+    manifests : list of str
+        Manifests whose transcripts an ``own`` inventory must cover.
+    tokens_path : str
+        Where the inventory is saved (``tokens.txt`` of the experiment).
+    """
+    if tokens == "teachers":
+        ensemble.inventory.save(tokens_path)
+        return ensemble.inventory
+    if tokens != "own":
+        raise ValueError(f"student_tokens must be 'teachers' or 'own', got {tokens!r}")
+    return inventory_for(manifests, tokens_path)
+
+
 def build_model(model_factory, inventory, folder, name=None):
     """Instantiate the YAML's ``model`` (a ``!name:`` partial) and write ``model.json``.
 

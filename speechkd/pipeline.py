@@ -20,10 +20,8 @@ import os
 import subprocess
 import sys
 
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechkd.experiment import open_experiment
 from speechkd.report import record_stage_seconds
 from speechkd.stages import Stage, run_stages
 
@@ -32,6 +30,41 @@ def recipe_config(hparams_file, overrides):
     """The part of a stage's fingerprint that describes a recipe run."""
     with open(hparams_file) as fin:
         return {"hparams": fin.read(), "overrides": overrides}
+
+
+def run_recipe(script, hparams_file, overrides, threads=1):
+    """Run ``python <script> <hparams_file> --key=value ...`` as a user would; raise if it fails.
+
+    Arguments
+    ---------
+    script : str
+        Recipe script, e.g. ``recipes/ctc/train.py``.
+    hparams_file : str
+    overrides : dict
+        Values are written as YAML (flow style), as SpeechBrain parses them.
+    threads : int
+        Torch CPU threads of the recipe process (``OMP_NUM_THREADS``).
+    """
+    command = [sys.executable, script, hparams_file, *overrides_to_argv(overrides)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    subprocess.run(command, env=env, check=True)
+
+
+def describe_call(partial):
+    """A ``!name:`` partial as JSON-able data (for a stage's fingerprint)."""
+    return {"function": f"{partial.func.__module__}.{partial.func.__qualname__}",
+            "arguments": {key: list(v) if isinstance(v, tuple) else v for key, v in partial.keywords.items()}}
+
+
+def overrides_to_argv(overrides):
+    """``{"teachers": ["a", "b"], "lr": 0.1}`` -> ``["--teachers=[a, b]", "--lr=0.1"]``."""
+    import yaml
+
+    argv = []
+    for key, value in overrides.items():
+        text = yaml.safe_dump([value], default_flow_style=True, width=float("inf")).strip()
+        argv.append(f"--{key}={text[1:-1]}")
+    return argv
 
 
 class Pipeline:
@@ -61,9 +94,9 @@ class Pipeline:
     def teacher_folders(self):
         return [self.folder("teachers", name) for name in self.hparams["teachers"]]
 
-    def recipe_stage(self, name, spec, overrides, body, folder, after, folder_key="output_folder",
+    def recipe_stage(self, name, script, spec, overrides, folder, after, folder_key="output_folder",
                      parallel=False):
-        """A stage that loads a recipe YAML and calls the recipe's library function.
+        """A stage that runs a recipe script on its YAML, with overrides.
 
         ``spec`` holds ``hparams`` (the recipe YAML), ``overrides`` and
         optionally ``threads`` (torch CPU threads for this stage; default
@@ -75,30 +108,26 @@ class Pipeline:
         threads = spec.get("threads", self.hparams["train_threads"])
 
         def run():
-            torch.set_num_threads(threads)
-            body(open_experiment(hparams_file, overrides, folder_key))
+            run_recipe(script, hparams_file, overrides, threads)
 
-        config = {**recipe_config(hparams_file, overrides), "threads": threads}
+        config = {**recipe_config(hparams_file, overrides), "script": script, "threads": threads}
         return Stage(name, folder, run, config, after=after, parallel=parallel)
 
     def stages(self):
-        from speechkd.brains.ctc import train_ctc
-        from speechkd.brains.distill import cache_teachers, train_distill
-
         hp = self.hparams
         stages = [Stage("corpus", self.folder("corpus"), self.build_corpus,
-                        {**self.data, "options": hp["corpus_options"]})]
+                        {**self.data, "prepare": describe_call(hp["prepare"])})]
         teacher_stages = []
         for name, spec in hp["teachers"].items():
-            stage = self.recipe_stage(f"teacher_{name}", spec, {"name": name}, train_ctc,
+            stage = self.recipe_stage(f"teacher_{name}", "recipes/ctc/train.py", spec, {"name": name},
                                       self.folder("teachers", name), after=("corpus",),
                                       parallel=True)
             stages.append(stage)
             teacher_stages.append(stage.name)
-        stages.append(self.recipe_stage("baseline", hp["student"], {"name": "baseline"}, train_ctc,
+        stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", hp["student"], {"name": "baseline"},
                                         self.folder("baseline"), after=("corpus",), parallel=True))
         kd_common = {"teachers": self.teacher_folders(), "top_k": hp["top_k"]}
-        stages.append(self.recipe_stage("cache", hp["cache"], kd_common, cache_teachers,
+        stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", hp["cache"], kd_common,
                                         self.folder("cache"), after=tuple(teacher_stages),
                                         folder_key="cache_folder"))
         kd_common["cache_folder"] = self.folder("cache")
@@ -106,8 +135,8 @@ class Pipeline:
                                                         **hp["distill"]["overrides"]}}
         distill_spec.setdefault("threads", hp["student"].get("threads", hp["train_threads"]))
         stages.append(self.recipe_stage(
-            "distill", distill_spec, {"name": "student_kd", "strategy": hp["strategy"], **kd_common},
-            train_distill, self.folder("distill"), after=("cache",),
+            "distill", "recipes/distill/train.py", distill_spec,
+            {"name": "student_kd", "strategy": hp["strategy"], **kd_common}, self.folder("distill"), after=("cache",),
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
@@ -120,10 +149,7 @@ class Pipeline:
         return stages
 
     def build_corpus(self):
-        from speechkd.data.corpus import build_corpus
-
-        build_corpus(self.data["corpus_task"], self.data["corpus_size"], self.data["data_folder"],
-                     seed=self.data["corpus_seed"], progress=False, **self.hparams["corpus_options"])
+        self.hparams["prepare"]()
 
     def model_folders(self):
         """Report name -> experiment folder, teachers first."""

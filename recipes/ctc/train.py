@@ -1,22 +1,61 @@
 #!/usr/bin/env python3
-"""Train a CTC acoustic model (teacher or student) on a speechkd corpus.
+"""Train a CTC acoustic model (teacher or student).
 
-Builds the embedded corpus if needed, trains the model named in the YAML,
-keeps the checkpoint with the best dev WER, then writes ``wer_<set>.txt``
-and ``results.json`` for every test set.
+The YAML names the data preparation (speechkd's embedded corpus by default),
+the model and the objective (CTC alone); the checkpoint with the best dev
+WER is tested on every ``test_csvs`` set (``wer_<set>.txt``, ``results.json``).
 
     python recipes/ctc/train.py hparams/ctc/conformer.yaml
     python recipes/ctc/train.py hparams/ctc/student.yaml --data_folder=data/numbers-small --seed=2
+    torchrun --nproc_per_node=2 recipes/ctc/train.py hparams/ctc/student.yaml --distributed_backend=gloo
 
 A killed run resumes from its last checkpoint when rerun with the same command.
 """
 
+import os
 import sys
 
-from speechkd.brains.ctc import prepare_data, train_ctc
-from speechkd.experiment import start_experiment
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.brains.distill import DistillBrain
+from speechkd.data.pipelines import make_dataset, test_sets
+from speechkd.experiment import build_model, inventory_for
 
 if __name__ == "__main__":
-    hparams, run_opts = start_experiment(sys.argv[1:])
-    prepare_data(hparams)
-    train_ctc(hparams, run_opts)
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+                                   overrides=overrides)
+
+    # Data preparation: whatever function the YAML names, on the main process only
+    sb.utils.distributed.run_on_main(hparams["prepare"])
+
+    # Tokens from the transcripts, then the model (its output layer is sized by them)
+    manifests = [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]]
+    inventory = inventory_for(manifests, os.path.join(hparams["output_folder"], "tokens.txt"))
+    model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
+    hparams["checkpointer"].add_recoverable("model", model)
+
+    train_set = make_dataset(hparams["train_csv"], hparams["data_folder"], inventory, sort=hparams["sorting"])
+    valid_set = make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)
+
+    brain = DistillBrain(
+        modules={"model": model},
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        inventory=inventory,
+    )
+    brain.fit(
+        hparams["epoch_counter"],
+        train_set,
+        valid_set,
+        train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": hparams["sorting"] == "random"},
+        valid_loader_kwargs={"batch_size": hparams["batch_size"]},
+    )
+    for name, test_set in test_sets(hparams["test_csvs"], hparams["data_folder"], inventory):
+        brain.evaluate(test_set, name=name, min_key="WER", test_loader_kwargs={"batch_size": hparams["batch_size"]})

@@ -3,21 +3,70 @@
 
     L = alpha * CTC + (1 - alpha) * tau^2 * mean_t KL(teachers^tau || student^tau)
 
-Teachers come from the posterior cache (recipes/distill/cache_teachers.py)
-or, with ``--online=True``, run inside the training step. ``--alpha=0``
-needs no transcripts.
+The objective's terms, the teacher target (fusion strategy, inventory
+mapping, delay) and the student are declared in the YAML. Teachers come from
+the posterior cache (recipes/distill/cache_teachers.py) or, with
+``--online=True``, run inside the training step. ``--alpha=0`` needs no
+transcripts.
 
     python recipes/distill/train.py hparams/distill/student.yaml
     python recipes/distill/train.py hparams/distill/student.yaml --strategy=best --temperature=2
 """
 
+import os
 import sys
 
-from speechkd.brains.ctc import prepare_data
-from speechkd.brains.distill import train_distill
-from speechkd.experiment import start_experiment
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.brains.distill import DistillBrain
+from speechkd.data.pipelines import make_dataset, test_sets
+from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
+from speechkd.experiment import build_model, student_inventory
 
 if __name__ == "__main__":
-    hparams, run_opts = start_experiment(sys.argv[1:])
-    prepare_data(hparams)
-    train_distill(hparams, run_opts)
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+                                   overrides=overrides)
+    sb.utils.distributed.run_on_main(hparams["prepare"])
+
+    # Teachers: run online, or their posterior cache (refused unless made from exactly these teachers)
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"], k=hparams["top_k"])
+    teachers = ensemble if hparams["online"] else open_cache_for(
+        ensemble, hparams["cache_folder"], hparams["top_k"],
+        cache_features(hparams["data_folder"], hparams["teacher_domain"]), os.path.abspath(hparams["valid_csv"]),
+    )
+
+    # The student, with the teachers' tokens or its own
+    labelled = [hparams["train_csv"]] if hparams["objective"].needs_transcripts else []
+    inventory = student_inventory(hparams["student_tokens"], ensemble,
+                                  [*labelled, hparams["valid_csv"], *hparams["test_csvs"]],
+                                  os.path.join(hparams["output_folder"], "tokens.txt"))
+    model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
+    hparams["checkpointer"].add_recoverable("model", model)
+
+    train_set = make_dataset(hparams["train_csv"], hparams["data_folder"], inventory,
+                             need_text=hparams["objective"].needs_transcripts, sort=hparams["sorting"])
+    valid_set = make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)
+
+    brain = DistillBrain(
+        modules={"model": model},
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        inventory=inventory,
+        teachers=teachers,
+    )
+    brain.fit(
+        hparams["epoch_counter"],
+        train_set,
+        valid_set,
+        train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": hparams["sorting"] == "random"},
+        valid_loader_kwargs={"batch_size": hparams["batch_size"]},
+    )
+    for name, test_set in test_sets(hparams["test_csvs"], hparams["data_folder"], inventory):
+        brain.evaluate(test_set, name=name, min_key="WER", test_loader_kwargs={"batch_size": hparams["batch_size"]})

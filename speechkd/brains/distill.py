@@ -1,176 +1,190 @@
-"""Distillation of a teacher ensemble into a student (cached or online teachers)."""
+"""The one Brain every speechkd training recipe uses: a CTC student, an objective of terms.
 
+Plain CTC training is the objective with the ``ctc`` term alone; distillation
+adds a posterior-KL term against a teacher target; domain adaptation makes
+the student hear another signal (``student_signal``) and may condition the
+KL on transcripts; the low-resource student mixes labelled and unlabelled
+rows (the dataset's ``labelled`` item). None of that is a subclass.
+
+The forward pass goes through ``model.forward`` (so SpeechBrain's DDP
+wrapping works), and the Brain is configured through its constructor and the
+YAML: ``objective`` (:class:`speechkd.distill.Objective`), ``teacher_target``
+(a ``!name:speechkd.distill.TeacherTarget`` partial, when a term needs
+teachers), ``augment``, ``batch_size``, ``epoch_counter``, ``train_logger``,
+``lr_annealing`` (optional), ``student_signal`` (optional, default ``sig``)
+and ``output_folder``.
+"""
+
+import collections
 import os
 
 import speechbrain as sb
 import torch
 
-from speechkd.brains.ctc import CTCBrain, fit_and_test, make_brain
-from speechkd.data.pipelines import make_dataset
-from speechkd.distill.losses import DistillationLoss
-from speechkd.distill.teachers import TeacherEnsemble, build_cache, open_cache_for
-from speechkd.experiment import build_model, inventory_for, model_name
+from speechkd.decoding import greedy_transcripts
+from speechkd.distill.objectives import CTCTerm, ObjectiveBatch
+from speechkd.metrics import ErrorRates, write_results_json
+from speechkd.models import count_parameters
+from speechkd.models.features import relative_lengths_to_absolute
 
 
-class DistillBrain(CTCBrain):
-    """CTCBrain whose training objective is DESIGN.md's KD loss.
+class DistillBrain(sb.Brain):
+    """Trains ``modules.model`` (a CTC acoustic model) on the YAML's ``objective``.
 
-    ``alpha * CTC + (1 - alpha) * tau^2 * mean_t KL(teacher^tau || student^tau)``,
-    teachers read from a posterior cache by utterance ID, or run online on
-    the batch (``online: True``) when the teacher's input is transformed on
-    the fly. The CTC and KD parts are logged separately.
+    Arguments
+    ---------
+    modules, opt_class, hparams, run_opts, checkpointer
+        As for :class:`speechbrain.Brain`.
+    inventory : speechkd.text.TokenInventory
+        The student's tokens: decodes dev and test transcripts.
+    teachers : PosteriorCache or TeacherEnsemble, optional
+        Where teacher batches come from (by utterance ID, or run online on the
+        batch); required when a term of the objective needs teachers.
 
-    Attributes set before ``fit``: ``loss_fn`` (DistillationLoss), ``cache``
-    (PosteriorCache or None), ``ensemble`` (TeacherEnsemble, online only),
-    ``teacher_signal`` (batch item the online teachers hear: ``sig`` or
-    ``sig_parallel``).
+    Dev and test loss is CTC on the transcripts (the LR schedule follows it);
+    dev WER picks the checkpoint; ``evaluate(test_set, name=...)`` writes
+    ``wer_<name>.txt`` and merges ``<name>`` into ``results.json``.
     """
 
-    cache = None
-    ensemble = None
-    teacher_signal = "sig"
+    def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None,
+                 *, inventory, teachers=None):
+        super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        self.inventory = inventory
+        self.student = self.modules.model  # the bare model: DDP wraps self.modules.model at fit start
+        self.objective = self.hparams.objective
+        self.teachers = teachers
+        self.target = None
+        if self.objective.needs_teacher:
+            if teachers is None:
+                raise ValueError("the objective has a teacher term but the recipe gave no teachers "
+                                 "(a posterior cache or an online TeacherEnsemble)")
+            self.target = self.hparams.teacher_target(teachers, inventory.symbols, self.student.frame_shift_ms)
+        self.dev_ctc = CTCTerm(blank_index=inventory.blank_index)
+        self.test_name = "test"
 
-    def teacher_batch(self, batch):
-        """The teachers' tensors for this batch, from the cache or computed online."""
-        if self.cache is not None:
-            return self.cache.collate(batch.id, device=self.device)
-        wavs, wav_lens = getattr(batch, self.teacher_signal)
-        return self.ensemble.teacher_batch(wavs, wav_lens, self.loss_fn_k)
-
-    @property
-    def loss_fn_k(self):
-        return self.hparams.top_k
+    # ------------------------------------------------------------------ forward and objective
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        signal = getattr(self.hparams, "student_signal", "sig") if stage == sb.Stage.TRAIN else "sig"
+        wavs, wav_lens = getattr(batch, signal)
+        augment = stage == sb.Stage.TRAIN and self.hparams.augment
+        return self.modules.model(wavs, wav_lens, spec_augment=augment), wav_lens
 
     def compute_objectives(self, predictions, batch, stage):
         log_probs, wav_lens = predictions
+        tokens, token_lens = batch.tokens if hasattr(batch, "tokens") else (None, None)
         if stage != sb.Stage.TRAIN:
             self.track_errors(log_probs, wav_lens, batch)
-            if not hasattr(batch, "tokens"):
+            if tokens is None:
                 return torch.zeros((), device=self.device)
-            return self.ctc_loss(log_probs, wav_lens, batch)
-        tokens, token_lens = batch.tokens if self.loss_fn.alpha > 0 else (None, None)
-        parts = self.loss_fn(log_probs, wav_lens, self.teacher_batch(batch), tokens, token_lens)
-        for key in ("ctc", "kd"):
-            self.loss_parts[key] += float(parts[key].detach())
-        self.loss_parts["batches"] += 1
-        return parts["loss"]
+            return self.dev_ctc(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens))
+        if not self.objective.needs_transcripts:
+            tokens = token_lens = None
+        labelled = getattr(batch, "labelled", None)
+        teacher = self.teachers.teacher_batch(batch, self.device) if self.target is not None else None
+        values = self.objective(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens, labelled,
+                                               teacher, self.target))
+        self.log_terms(values)
+        return values["loss"]
+
+    def log_terms(self, values):
+        """Accumulate each term's value (and its statistics) for the epoch's train stats."""
+        if len(self.objective.terms) < 2:
+            return
+        for key, value in values.items():
+            if key != "loss":
+                self.term_sums[key][0] += float(value)
+                self.term_sums[key][1] += 1
+
+    def track_errors(self, log_probs, wav_lens, batch):
+        """Decode greedily and accumulate WER/CER for the current stage."""
+        frames = relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+        hyps = greedy_transcripts(log_probs, frames, self.inventory)
+        self.error_rates.append(batch.id, batch.wrd, hyps, langs=batch.lang, domains=batch.domain)
+
+    # ------------------------------------------------------------------ stages
+    def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
+        """Fit the student's feature normalizer on ``train_set`` (fresh runs only), then SpeechBrain's fit.
+
+        A resumed run recovers the normalizer with the model; a model that
+        arrives fitted (fine-tuning) keeps its own.
+        """
+        if self.checkpointer.find_checkpoint() is None and not self.student.normalizer_fitted:
+            fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size)
+        return super().fit(epoch_counter, train_set, valid_set, **kwargs)
+
+    def evaluate(self, test_set, name="test", **kwargs):
+        """SpeechBrain's evaluate; results go to ``wer_<name>.txt`` and ``results.json``."""
+        self.test_name = name
+        return super().evaluate(test_set, **kwargs)
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        for param in self.modules.parameters():  # results count every parameter, frozen or not
+            param.requires_grad = True
 
     def on_stage_start(self, stage, epoch=None):
-        super().on_stage_start(stage, epoch)
-        if stage == sb.Stage.TRAIN:
-            self.loss_parts = {"ctc": 0.0, "kd": 0.0, "batches": 0}
+        if stage != sb.Stage.TRAIN:
+            self.error_rates = ErrorRates()
+        else:
+            self.term_sums = collections.defaultdict(lambda: [0.0, 0])
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        super().on_stage_end(stage, stage_loss, epoch)
+        stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
-            batches = max(self.loss_parts["batches"], 1)
-            self.train_stats.update(
-                ctc=self.loss_parts["ctc"] / batches, kd=self.loss_parts["kd"] / batches
+            stats.update({key: total / count for key, (total, count) in self.term_sums.items()})
+            self.train_stats = stats
+            return
+        summary = self.error_rates.summary()
+        stats.update(WER=summary["wer"], CER=summary["cer"])
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"]
+            annealing = getattr(self.hparams, "lr_annealing", None)
+            if annealing is not None:  # on the dev loss: early on the WER sits at 100 while CTC learns
+                lr, new_lr = annealing(stats["loss"])
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats,
             )
+            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats,
+            )
+            self.write_test_results(summary)
+
+    def write_test_results(self, summary):
+        """Write ``wer_<name>.txt`` and merge this set into ``results.json`` (main process only)."""
+        if not sb.utils.distributed.if_main_process():
+            return
+        folder = self.hparams.output_folder
+        self.error_rates.write_wer_file(os.path.join(folder, f"wer_{self.test_name}.txt"))
+        write_results_json(os.path.join(folder, "results.json"), {
+            "params": count_parameters(self.student),
+            "frame_shift_ms": self.student.frame_shift_ms,
+            "sets": {self.test_name: summary},
+        })
 
 
-def teacher_folders(hparams):
-    """``teachers`` in YAML (a list of experiment folders) -> {name: folder}.
+@torch.no_grad()
+def fit_normalizer(model, dataset, batch_size=16, max_batches=50):
+    """Fit the model's global feature normalizer on (part of) a dataset.
 
-    Names come from each folder's ``model.json``; a repeated name gets the
-    folder's position appended.
+    Arguments
+    ---------
+    model : speechkd.models.AcousticModel
+    dataset : DynamicItemDataset
+        Must provide ``sig``.
+    batch_size : int
+    max_batches : int
+        Enough batches for stable mean/std; the rest is not read.
     """
-    folders = {}
-    for index, folder in enumerate(hparams["teachers"]):
-        if not os.path.exists(os.path.join(folder, "model.json")):
-            raise FileNotFoundError(f"teacher {index}: no trained model at {folder} (no model.json)")
-        name = model_name(folder)
-        folders[f"{name}{index}" if name in folders else name] = folder
-    return folders
+    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
 
+    def audio_batches():
+        for index, batch in enumerate(loader):
+            if index == max_batches:
+                break
+            yield batch.sig  # raw (wavs, rel_lens): the model computes its own log-mels
 
-def cache_settings(hparams):
-    """What the cached posteriors depend on besides the teachers and k (recorded in meta.json).
-
-    Returns
-    -------
-    features : dict
-        Sample rate, corpus folder and the domain the teachers heard.
-    manifest : str
-        Absolute path of the dev manifest, the transcripts of the agreement diagnostic.
-    """
-    features = {"sample_rate": 16000, "data_folder": os.path.abspath(hparams["data_folder"]),
-                "teacher_domain": hparams["teacher_domain"]}
-    return features, os.path.abspath(hparams["dev_csv"])
-
-
-def cache_teachers(hparams, run_opts=None):
-    """Cache the ensemble's top-k posteriors on the train and dev manifests; the cache recipe's body."""
-    device = (run_opts or {}).get("device") or "cpu"
-    ensemble = TeacherEnsemble(teacher_folders(hparams), device=device)
-    datasets = {
-        split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="none")
-        for split, csv in {"train": hparams["train_csv"], "dev": hparams["dev_csv"]}.items()
-    }
-    features, manifest = cache_settings(hparams)
-    return build_cache(
-        ensemble, datasets, hparams["cache_folder"], hparams["top_k"], features,
-        batch_size=hparams["batch_size"], manifest=manifest,
-    )
-
-
-def train_distill(hparams, run_opts=None):
-    """Distil the teachers into the YAML's student, then test it; the distill recipe's body.
-
-    Returns
-    -------
-    dict
-        The student's ``results.json``.
-    """
-
-    folder = hparams["output_folder"]
-    device = (run_opts or {}).get("device") or "cpu"
-    ensemble = TeacherEnsemble(teacher_folders(hparams), device=device)
-    inventory = student_inventory(hparams, ensemble, folder)
-    model = build_model(hparams["model"], inventory, folder, hparams["name"])
-    need_text = hparams["alpha"] > 0
-    online = hparams["online"]
-    train_set = make_dataset(
-        hparams["train_csv"], hparams["data_folder"], inventory, need_text=need_text,
-        parallel_manifest=hparams.get("teacher_csv") if online else None,
-        sort=hparams["sorting"],
-    )
-    datasets = {"train": train_set,
-                "valid": make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)}
-    brain = make_brain(DistillBrain, model, inventory, hparams, run_opts)
-    kd_options = dict(
-        alpha=hparams["alpha"], temperature=hparams["temperature"], strategy=hparams["strategy"],
-        strategy_options=hparams["strategy_options"], oov_mode=hparams["oov_mode"],
-        blank_threshold=hparams["blank_threshold"], blank_weight=hparams["blank_weight"],
-        teacher_delay=hparams["teacher_delay"],
-    )
-    if online:
-        brain.ensemble = ensemble
-        brain.teacher_signal = "sig_parallel" if hparams.get("teacher_csv") else "sig"
-        brain.loss_fn = DistillationLoss(
-            teacher_symbols=[ensemble.inventory.symbols] * len(ensemble.names),
-            student_symbols=inventory.symbols,
-            teacher_frame_shifts_ms=[m.frame_shift_ms for m in ensemble.models],
-            student_frame_shift_ms=model.frame_shift_ms,
-            k=hparams["top_k"], teacher_names=ensemble.names, **kd_options,
-        )
-    else:
-        brain.cache = open_cache_for(ensemble, hparams["cache_folder"], hparams["top_k"],
-                                     *cache_settings(hparams))
-        brain.loss_fn = DistillationLoss.from_cache(
-            brain.cache, inventory.symbols, model.frame_shift_ms, **kd_options
-        )
-    return fit_and_test(brain, model, datasets, hparams)
-
-
-def student_inventory(hparams, ensemble, folder):
-    """The student's tokens: the teachers' (``student_tokens: teachers``) or its data's (``own``).
-
-    With ``own``, the KD loss maps teacher tokens to the student's by symbol.
-    """
-    path = os.path.join(folder, "tokens.txt")
-    if hparams["student_tokens"] == "teachers":
-        ensemble.inventory.save(path)
-        return ensemble.inventory
-    labelled = [hparams["train_csv"]] if hparams["alpha"] > 0 else []
-    return inventory_for([*labelled, hparams["valid_csv"], *hparams["test_csvs"]], path)
+    model.fit_normalizer(audio_batches())

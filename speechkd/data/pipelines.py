@@ -251,3 +251,9 @@ def attach_parallel(data, parallel_manifest, data_root):
             )
         item["wav_parallel"] = resolve_path(partner["wav"], data_root)
 
+
+
+def test_sets(manifests, data_root, inventory):
+    """``(name, dataset)`` for each test manifest; the name is the file's stem (``test_noise.csv`` -> ``test_noise``)."""
+    for manifest in manifests:
+        yield os.path.splitext(os.path.basename(manifest))[0], make_dataset(manifest, data_root, inventory)

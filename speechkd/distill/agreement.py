@@ -13,6 +13,9 @@ measures it on a posterior cache:
 
 It also greedy-decodes each teacher and each fused posterior (one per ensemble
 strategy, at τ = 1) and reports their corpus WER against the transcripts.
+Teachers are brought onto the union of their symbols at the common rate by a
+:class:`~speechkd.distill.target.TeacherTarget` (``oov_mode="renormalize"``),
+the same code the KD target and the ensemble evaluation run.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import numpy as np
 import torch
 
 from speechkd.distill.cache import PosteriorCache
-from speechkd.distill.ensemble import combine, weights_from_dev_wer
-from speechkd.distill.losses import DistillationLoss
+from speechkd.distill.ensemble import combine
+from speechkd.distill.target import TeacherTarget
 
 DEFAULT_STRATEGIES = ("average", "geometric", "weighted", "best", "confidence")
 
@@ -149,17 +152,6 @@ def teacher_agreement(
     names = cache.teacher_names
     shift = frame_shift_ms or max(cache.frame_shifts_ms)
     symbols = _common_symbols(cache.symbols)
-    projector = DistillationLoss(
-        cache.symbols,
-        symbols,
-        cache.frame_shifts_ms,
-        shift,
-        k=0,
-        alpha=0.0,
-        temperature=1.0,
-        oov_mode="renormalize",
-        teacher_names=names,
-    )
     rows = [r for r in manifest_rows if r["ID"] in cache]
     missing = len(manifest_rows) - len(rows)
     skipped: dict[str, str] = {}
@@ -172,6 +164,13 @@ def teacher_agreement(
         else:
             runnable.append(strategy)
 
+    def target(strategy="average"):
+        return TeacherTarget(cache, symbols, shift, strategy=strategy,
+                             strategy_options={"wer_temperature": wer_temperature}, oov_mode="renormalize")
+
+    projector = target()
+    fusers = {strategy: target(strategy) for strategy in runnable}
+
     n = len(names)
     hits = np.zeros((n, n), dtype=np.int64)
     totals = np.zeros((n, n), dtype=np.int64)
@@ -182,13 +181,10 @@ def teacher_agreement(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         teacher = cache.collate([r["ID"] for r in chunk])
-        pooled = -(-teacher["frames"] // torch.tensor(projector.factors)[None, :])
-        frames = pooled.min(1).values
-        time = int(frames.max())
-        probs = projector.teacher_probs(teacher, frames, time, 1.0)  # (batch, teachers, time, V+1)
-        fused = {
-            s: combine(s, probs, **_options(s, teacher, cache, wer_temperature)) for s in runnable
-        }
+        frames = projector.pooled_frames(teacher)
+        probs = projector.teacher_probs(teacher, frames, int(frames.max()), 1.0)  # (batch, teachers, time, V+1)
+        fused = {s: combine(s, probs, **fuser.strategy_kwargs(teacher, probs.dtype, probs.device))
+                 for s, fuser in fusers.items()}
         for b, row in enumerate(chunk):
             length = int(frames[b])
             refs.append(row["wrd"])
@@ -226,14 +222,6 @@ def teacher_agreement(
         "wer": {key: _wer(refs, hyp) for key, hyp in hyps.items()},
         "skipped": skipped,
     }
-
-
-def _options(strategy: str, teacher: dict, cache, wer_temperature: float) -> dict:
-    if strategy == "weighted":
-        return {"weights": weights_from_dev_wer(cache.dev_wer_list(), wer_temperature).float()}
-    if strategy == "best":
-        return {"errors": teacher["teacher_wer"], "tie_break": teacher["teacher_cer"]}
-    return {}
 
 
 def _decode(probs: torch.Tensor, symbols: Sequence[str]) -> str:

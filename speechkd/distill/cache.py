@@ -64,22 +64,6 @@ def symbols_fingerprint(symbols: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(symbols).encode()).hexdigest()[:16]
 
 
-def teacher_entry(name: str, model: torch.nn.Module, symbols: Sequence[str] | None = None) -> dict:
-    """The ``meta["teachers"]`` record for a teacher model.
-
-    ``symbols`` only when this teacher's inventory differs from the cache's.
-    """
-    entry = {
-        "name": name,
-        "class": type(model).__name__,
-        "fingerprint": fingerprint_module(model),
-        "frame_shift_ms": int(model.frame_shift_ms),
-    }
-    if symbols is not None:
-        entry["tokens"] = {"symbols": list(symbols), "fingerprint": symbols_fingerprint(symbols)}
-    return entry
-
-
 def make_meta(
     teachers: Sequence[dict],
     symbols: Sequence[str],
@@ -605,6 +589,10 @@ class PosteriorCache:
             return None
         return [self.dev_wer[n] for n in self.teacher_names]
 
+    def teacher_batch(self, batch, device: str | torch.device | None = None) -> dict:
+        """The cached teachers of a SpeechBrain batch (by ``batch.id``): what online teachers would give."""
+        return self.collate(batch.id, device=device)
+
     def collate(self, utt_ids: Sequence[str], device: str | torch.device | None = None) -> dict:
         """Padded teacher tensors for a batch (the ``teacher`` argument of the KD loss).
 
@@ -651,9 +639,3 @@ class PosteriorCache:
             out = {k: v.to(device) for k, v in out.items()}
         out["utt_ids"] = list(utt_ids)
         return out
-
-
-def iter_cached(cache: PosteriorCache, utt_ids: Iterable[str] | None = None):
-    """Yield ``(utt_id, cache.get(utt_id))`` for the given (default: all) utterances."""
-    for utt in utt_ids if utt_ids is not None else cache.utt_ids:
-        yield utt, cache.get(utt)

@@ -17,9 +17,11 @@ most probable token equals the aligned label (blank included). Two levels:
   otherwise.
 
 Utterances without a label (the unlabelled part of the target data) always
-learn from the teacher. :func:`adaptation_loss` is the whole objective of
-the domain-adaptation student: KD on every utterance (conditional targets
-on the labelled ones when asked) plus CTC on the labelled utterances only::
+learn from the teacher. The domain-adaptation student's objective is
+:class:`~speechkd.distill.objectives.PosteriorKL` with ``conditional`` set
+(these functions build its target) plus a
+:class:`~speechkd.distill.objectives.CTCTerm`, which reads the labelled
+utterances only::
 
     L = α · mean_{u labelled} CTC_u / |y_u| + (1 − α) · τ² · mean_t KL(target_t^τ ‖ student_t^τ)
 """
@@ -28,8 +30,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from speechkd.distill.losses import relative_to_frames, topk_kl
 
 LEVELS = ("frame", "utterance")
 
@@ -146,7 +146,7 @@ def conditional_targets(
     teacher_target : torch.Tensor
         ``(batch, time, V + 1)`` teacher distribution at the student's rate
         and inventory (last column: out-of-inventory mass), as
-        :meth:`DistillationLoss.teacher_target` gives it.
+        :class:`~speechkd.distill.target.TeacherTarget` gives it.
     alignment : torch.Tensor
         ``(batch, time)`` aligned label per frame (:func:`ctc_forced_alignment`),
         ``-1`` where there is none.
@@ -180,95 +180,3 @@ def conditional_targets(
     one_hot = F.one_hot(alignment.clamp_min(0), vocab + 1).to(teacher_target.dtype)
     target = torch.where(use_label[..., None], one_hot, teacher_target)
     return target, ~use_label
-
-
-def _per_utterance_ctc(logits, frames, targets, target_lens, rows, blank):
-    """Mean over ``rows`` of CTC / label length (``F.ctc_loss``'s ``mean`` on a subset)."""
-    losses = F.ctc_loss(
-        F.log_softmax(logits[rows], -1).transpose(0, 1),
-        targets[rows].long(),
-        frames[rows],
-        target_lens[rows],
-        blank=blank,
-        reduction="none",
-        zero_infinity=True,
-    )
-    return (losses / target_lens[rows].clamp_min(1).to(losses.dtype)).mean()
-
-
-def adaptation_loss(
-    loss_fn,
-    student_out: torch.Tensor,
-    student_lens: torch.Tensor,
-    teacher: dict,
-    targets: torch.Tensor | None,
-    target_lens: torch.Tensor | None,
-    labelled: torch.Tensor,
-    conditional: str | None = None,
-) -> dict[str, torch.Tensor]:
-    """The domain-adaptation student's loss on one batch.
-
-    Parameters
-    ----------
-    loss_fn : speechkd.distill.losses.DistillationLoss
-        Gives the teacher target (ensemble, temperature, inventory, frame
-        rate), ``k``, ``alpha``, ``temperature`` and ``blank_index``.
-    student_out : torch.Tensor
-        ``(batch, time, V)`` student logits or log-probabilities.
-    student_lens : torch.Tensor
-        ``(batch,)`` relative lengths (or absolute frames if integer).
-    teacher : dict
-        Teacher batch (cache or online).
-    targets, target_lens : torch.Tensor or None
-        ``(batch, label_len)`` and ``(batch,)`` (relative or absolute); only
-        the rows of labelled utterances are read. None when nothing is labelled.
-    labelled : torch.Tensor
-        ``(batch,)`` bool: utterances whose transcript may be used.
-    conditional : {None, "frame", "utterance"}
-        Conditional T/S level on the labelled utterances; None = plain T/S.
-
-    Returns
-    -------
-    dict
-        ``loss``, ``ctc`` (zero without labelled utterances), ``kd``, and
-        ``teacher_share``: the fraction of valid frames of labelled
-        utterances that learnt from the teacher (1.0 without conditional T/S).
-    """
-    _batch, time, _vocab = student_out.shape
-    dtype = torch.float64 if student_out.dtype == torch.float64 else torch.float32
-    logits = student_out.to(dtype)
-    frames = relative_to_frames(student_lens.to(logits.device), time)
-    labelled = labelled.to(logits.device) & (targets is not None)
-    valid = torch.arange(time, device=logits.device)[None, :] < frames[:, None]
-    zero = logits.new_zeros(())
-    if targets is not None:
-        targets = targets.to(logits.device)
-        target_lens = relative_to_frames(target_lens.to(logits.device), targets.shape[1])
-
-    tau = loss_fn.temperature
-    target = loss_fn.teacher_target(teacher, frames, time, dtype=dtype)
-    teacher_share = logits.new_ones(())
-    if conditional is not None and bool(labelled.any()):
-        plain = target if tau == 1.0 else loss_fn.teacher_target(teacher, frames, time, 1.0, dtype)
-        vocab = plain.shape[-1] - 1
-        probs = plain[..., :vocab]
-        alignment = ctc_forced_alignment(
-            probs.clamp_min(1e-30).log(), frames, targets, target_lens, loss_fn.blank_index
-        )
-        right = (greedy_matches_reference(probs, frames, targets, target_lens, loss_fn.blank_index)
-                 if conditional == "utterance" else None)
-        target, from_teacher = conditional_targets(target, alignment, labelled, conditional, right)
-        counted = valid & labelled[:, None]
-        teacher_share = (from_teacher & counted).sum() / counted.sum().clamp_min(1)
-
-    student = F.log_softmax(logits / tau, dim=-1)
-    kl = topk_kl(target, student, loss_fn.k)
-    weight = valid.to(dtype)
-    kd = tau**2 * (kl * weight).sum() / weight.sum().clamp_min(1.0)
-
-    ctc = zero
-    if bool(labelled.any()):
-        ctc = _per_utterance_ctc(logits, frames, targets, target_lens, labelled, loss_fn.blank_index)
-    alpha = loss_fn.alpha
-    return {"loss": alpha * ctc + (1.0 - alpha) * kd, "ctc": ctc, "kd": kd,
-            "teacher_share": teacher_share}

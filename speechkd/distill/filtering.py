@@ -28,9 +28,7 @@ import numpy as np
 import torch
 
 from speechkd.distill.agreement import greedy_collapse, ids_to_text
-from speechkd.distill.align import frame_ratio, match_length, pool_frames
-from speechkd.distill.cache import teacher_symbols
-from speechkd.distill.losses import reconstruct_dense
+from speechkd.distill.target import TeacherTarget
 
 logger = logging.getLogger(__name__)
 
@@ -150,44 +148,12 @@ def agreement_filter(scores: Mapping[str, Mapping], method: str, threshold: floa
     return kept, report
 
 
-def common_rate_probs(values, ids, frames, vocab_sizes, shifts_ms) -> tuple[torch.Tensor, int]:
-    """Dense per-teacher probabilities of one utterance on the coarsest teacher's frame rate.
-
-    Arguments
-    ---------
-    values, ids : torch.Tensor
-        ``(teachers, time, width)`` cached top-k log-probs and token ids
-        (one row of :meth:`PosteriorCache.collate`).
-    frames : torch.Tensor
-        ``(teachers,)`` valid frames of each teacher at its own rate.
-    vocab_sizes : sequence of int
-        Each teacher's vocabulary size (all equal: one inventory).
-    shifts_ms : sequence of int
-        Each teacher's frame shift.
-
-    Returns
-    -------
-    probs : torch.Tensor
-        ``(teachers, time, vocab)``, valid frames only.
-    n_frames : int
-    """
-    if len(set(vocab_sizes)) != 1:
-        raise ValueError(f"teachers have different vocabularies {list(vocab_sizes)}; "
-                         "the agreement filter needs one inventory")
-    coarsest = max(shifts_ms)
-    pooled = []
-    for i, shift in enumerate(shifts_ms):
-        dense = reconstruct_dense(values[i : i + 1, : frames[i]], ids[i : i + 1, : frames[i]],
-                                  vocab_sizes[i])
-        pooled.append(pool_frames(dense, frames[i : i + 1], frame_ratio(shift, coarsest)))
-    n_frames = int(min(f[0] for _, f in pooled))
-    target = torch.tensor([n_frames])
-    aligned = [match_length(p, f, target, n_frames) for p, f in pooled]
-    return torch.cat(aligned, 0), n_frames
-
-
-def cache_agreement_scores(cache, utt_ids: Sequence[str]) -> dict:
+def cache_agreement_scores(cache, utt_ids: Sequence[str], batch_size: int = 16) -> dict:
     """Agreement scores of cached utterances (see :func:`utterance_agreement`).
+
+    Each teacher's cached distribution is brought to the coarsest teacher's
+    frame rate by :meth:`TeacherTarget.teacher_probs <speechkd.distill.target.TeacherTarget.teacher_probs>`
+    (dense reconstruction, pooling, length matching: what the KD target does), then scored.
 
     Arguments
     ---------
@@ -195,18 +161,31 @@ def cache_agreement_scores(cache, utt_ids: Sequence[str]) -> dict:
         Teachers sharing one inventory (what :class:`TeacherEnsemble` caches).
     utt_ids : sequence of str
         Utterances to score (all must be cached).
+    batch_size : int
+        Utterances read from the cache at a time.
 
     Returns
     -------
     dict
         Utterance ID -> scores, in ``utt_ids`` order.
+
+    Raises
+    ------
+    ValueError
+        If the teachers' inventories differ.
     """
-    symbols = teacher_symbols(cache.meta)[0]
-    vocab_sizes = [len(s) for s in teacher_symbols(cache.meta)]
+    if len({tuple(symbols) for symbols in cache.symbols}) != 1:
+        raise ValueError(f"teachers {cache.teacher_names} have different inventories; "
+                         "the agreement filter needs one inventory")
+    symbols = list(cache.symbols[0])
+    common = TeacherTarget(cache, symbols, max(cache.frame_shifts_ms), oov_mode="renormalize")
+    utt_ids = list(utt_ids)
     scores = {}
-    for utt in utt_ids:
-        batch = cache.collate([utt])
-        probs, _ = common_rate_probs(batch["log_probs"][0], batch["ids"][0], batch["frames"][0],
-                                     vocab_sizes, cache.frame_shifts_ms)
-        scores[utt] = utterance_agreement(probs, symbols)
+    for start in range(0, len(utt_ids), batch_size):
+        chunk = utt_ids[start : start + batch_size]
+        teacher = cache.collate(chunk)
+        frames = common.pooled_frames(teacher)
+        probs = common.teacher_probs(teacher, frames, int(frames.max()))[..., :-1]  # drop the (empty) OOV column
+        for row, utt in enumerate(chunk):
+            scores[utt] = utterance_agreement(probs[row, :, : int(frames[row])], symbols)
     return scores

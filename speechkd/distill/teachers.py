@@ -1,92 +1,283 @@
-"""Teacher ensembles: loading trained teachers, caching their posteriors, running them online."""
+"""Teachers: the interface every teacher implements, speechkd's own models, and the ensemble.
+
+A teacher is anything that, given a batch of 16 kHz waveforms, returns
+per-frame log-probabilities with their lengths, and declares its frame
+shift, its symbols (with the blank's index, wherever it is) and the input it
+wants (sample rate, waveform normalization). :class:`Teacher` is that
+contract; :class:`SpeechkdTeacher` (a trained speechkd experiment folder) is
+one implementation, a posterior cache (:class:`~speechkd.distill.cache.PosteriorCache`)
+the other source of teacher batches. A new kind of teacher is one subclass
+of :class:`Teacher`, named in the YAML's ``teachers`` list with ``!new:``.
+
+:class:`TeacherEnsemble` runs several teachers on one batch; their
+inventories and frame shifts may differ (the teacher target maps
+inventories by symbol and pools frames).
+"""
+
+from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 
 import jiwer
 import speechbrain as sb
 import torch
+import torchaudio
 
 from speechkd.decoding import ctc_greedy
 from speechkd.distill.cache import (
     PosteriorCache,
     PosteriorCacheWriter,
+    fingerprint_module,
     make_meta,
-    teacher_entry,
+    symbols_fingerprint,
 )
 from speechkd.distill.losses import teacher_batch_from_log_probs
-from speechkd.experiment import load_model
+from speechkd.experiment import load_model, model_name
+from speechkd.models.features import relative_lengths_to_absolute
+from speechkd.text import BLANK
 
 logger = logging.getLogger(__name__)
 
+INPUT_SAMPLE_RATE = 16000
 
-class TeacherEnsemble:
-    """Trained teachers sharing one token inventory.
 
-    Arguments
-    ---------
-    folders : dict
-        Teacher name -> experiment folder of a trained CTC model.
-    device : str
+class Teacher(ABC):
+    """One acoustic-model teacher: 16 kHz waveforms in, per-frame log-probabilities out.
 
-    Raises
-    ------
-    ValueError
-        If two teachers were trained with different token inventories
-        (names both and the symbols that differ).
+    Subclasses set the attributes below (in ``__init__``) and implement
+    :meth:`forward_log_probs` and :meth:`fingerprint`.
+
+    Attributes
+    ----------
+    name : str
+        The teacher's name in caches, logs and reports.
+    symbols : list of str
+        Output tokens in index order, as the model names them.
+    blank_index : int
+        Index of the CTC blank in ``symbols`` (0 for speechkd and HF, last for some toolkits).
+    frame_shift_ms : int
+        Output frame shift.
+    sample_rate : int
+        Input sample rate the model wants; 16 kHz batches are resampled to it.
+    normalize_waveform : bool
+        Whether each waveform is scaled to zero mean and unit variance over its
+        valid samples first (wav2vec2-style feature extractors).
+    word_delimiter : str
+        The symbol that separates words (``" "``; ``"|"`` for wav2vec2 vocabularies).
     """
 
-    def __init__(self, folders, device="cpu"):
-        self.names = list(folders)
-        self.models, inventories = [], []
-        for name in self.names:
-            model, inventory = load_model(folders[name], device=device)
-            self.models.append(model)
-            inventories.append(inventory)
-        first = inventories[0]
-        for name, inventory in zip(self.names[1:], inventories[1:]):
-            if inventory.symbols != first.symbols:
-                differ = sorted(set(inventory.symbols) ^ set(first.symbols)) or "order"
-                raise ValueError(
-                    f"teachers '{self.names[0]}' and '{name}' use different token inventories "
-                    f"(differ in: {differ}); a cache holds teachers of one inventory"
-                )
-        self.inventory = first
-        self.device = device
+    name: str
+    symbols: list
+    blank_index: int = 0
+    frame_shift_ms: int
+    sample_rate: int = INPUT_SAMPLE_RATE
+    normalize_waveform: bool = False
+    word_delimiter: str = " "
 
-    def meta(self, k, features, manifest=None):
-        """Cache ``meta`` fingerprinting these teachers (weights, inventory, shift), ``k`` and features.
+    @abstractmethod
+    def forward_log_probs(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model on prepared input.
 
-        ``manifest`` (a CSV with transcripts) is recorded for ``speechkd teachers agreement``.
-        """
-        entries = [
-            teacher_entry(name, model, self.inventory.symbols)
-            for name, model in zip(self.names, self.models)
-        ]
-        return make_meta(
-            entries,
-            self.inventory.symbols,
-            features=features,
-            k=k,
-            tokens_fingerprint=self.inventory.fingerprint,
-            manifest=manifest,
-        )
-
-    @torch.no_grad()
-    def log_probs(self, wavs, wav_lens):
-        """Each teacher's log-posteriors for a batch.
+        Parameters
+        ----------
+        wavs : torch.Tensor
+            ``(batch, samples)`` at :attr:`sample_rate`, normalized if asked.
+        wav_lens : torch.Tensor
+            ``(batch,)`` relative lengths.
 
         Returns
         -------
-        list of torch.Tensor
-            One ``(batch, frames_i, vocab)`` per teacher (own frame rate).
+        log_probs : torch.Tensor
+            ``(batch, frames, len(symbols))``.
+        frames : torch.Tensor
+            ``(batch,)`` long, valid output frames per utterance.
         """
-        return [model(wavs, wav_lens) for model in self.models]
 
-    def teacher_batch(self, wavs, wav_lens, k):
-        """Online teachers in the cache's form (top-k, fp16-rounded): what ``PosteriorCache.collate`` gives."""
-        log_probs = self.log_probs(wavs, wav_lens)
-        return teacher_batch_from_log_probs(log_probs, [wav_lens] * len(log_probs), k)
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A string that changes whenever the teacher's outputs could (e.g. a hash of its weights)."""
+
+    @property
+    def canonical_symbols(self) -> list:
+        """``symbols`` with the blank named ``<blank>``, so inventories map onto each other by symbol."""
+        symbols = list(self.symbols)
+        symbols[self.blank_index] = BLANK
+        return symbols
+
+    @property
+    def tokens_fingerprint(self) -> str:
+        """Fingerprint of the inventory as a whole (a cache's ``tokens.fingerprint`` is its first teacher's)."""
+        return symbols_fingerprint(self.canonical_symbols)
+
+    def entry(self) -> dict:
+        """This teacher's record in a cache's ``meta.json``."""
+        entry = {"name": self.name, "class": self.class_name, "fingerprint": self.fingerprint(),
+                 "frame_shift_ms": int(self.frame_shift_ms)}
+        entry["tokens"] = {"symbols": self.canonical_symbols,
+                           "fingerprint": symbols_fingerprint(self.canonical_symbols)}
+        if self.sample_rate != INPUT_SAMPLE_RATE or self.normalize_waveform:
+            entry["input"] = {"sample_rate": self.sample_rate, "normalize_waveform": self.normalize_waveform}
+        return entry
+
+    @property
+    def class_name(self) -> str:
+        return type(self).__name__
+
+    def prepare_input(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+        """16 kHz ``(batch, samples)`` -> the input this teacher wants (rate, normalization; padding stays 0)."""
+        if self.sample_rate != INPUT_SAMPLE_RATE:
+            wavs = torchaudio.functional.resample(wavs, INPUT_SAMPLE_RATE, self.sample_rate)
+        if self.normalize_waveform:
+            valid = (torch.arange(wavs.shape[1], device=wavs.device)[None, :]
+                     < relative_lengths_to_absolute(wav_lens, wavs.shape[1])[:, None]).to(wavs.dtype)
+            count = valid.sum(1, keepdim=True).clamp_min(1.0)
+            mean = (wavs * valid).sum(1, keepdim=True) / count
+            var = (((wavs - mean) * valid) ** 2).sum(1, keepdim=True) / count
+            wavs = (wavs - mean) / torch.sqrt(var + 1e-7) * valid
+        return wavs
+
+    @torch.no_grad()
+    def log_probs(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, frames, V)`` log-probabilities and ``(batch,)`` frames of 16 kHz waveforms."""
+        return self.forward_log_probs(self.prepare_input(wavs, wav_lens), wav_lens)
+
+    def decode(self, ids) -> str:
+        """Text of CTC-collapsed token ids (blank skipped, word delimiter -> space)."""
+        text = "".join(self.symbols[int(i)] for i in ids if int(i) != self.blank_index)
+        return " ".join(text.replace(self.word_delimiter, " ").split())
+
+
+class SpeechkdTeacher(Teacher):
+    """A model trained by a speechkd recipe, loaded from its experiment folder (best checkpoint).
+
+    Parameters
+    ----------
+    folder : str
+        Experiment folder with ``model.json``, ``tokens.txt`` and ``save/``.
+    name : str, optional
+        Defaults to the name in ``model.json``.
+    device : str
+    """
+
+    def __init__(self, folder: str, name: str | None = None, device: str = "cpu"):
+        if not os.path.exists(os.path.join(folder, "model.json")):
+            raise FileNotFoundError(f"no trained speechkd model at {folder} (no model.json)")
+        self.folder = folder
+        self.model, self.inventory = load_model(folder, device=device)
+        self.name = name or model_name(folder)
+        self.symbols = list(self.inventory.symbols)
+        self.blank_index = self.inventory.blank_index
+        self.frame_shift_ms = self.model.frame_shift_ms
+
+    def forward_log_probs(self, wavs, wav_lens):
+        log_probs = self.model(wavs, wav_lens)
+        return log_probs, relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+
+    def fingerprint(self) -> str:
+        return fingerprint_module(self.model)
+
+    @property
+    def class_name(self) -> str:
+        return type(self.model).__name__
+
+    @property
+    def tokens_fingerprint(self) -> str:
+        return self.inventory.fingerprint
+
+    def decode(self, ids) -> str:
+        return self.inventory.decode(ids)
+
+
+def as_teacher(spec, device: str = "cpu") -> Teacher:
+    """A :class:`Teacher` from a YAML entry: a Teacher object, or a speechkd experiment folder."""
+    if isinstance(spec, Teacher):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return SpeechkdTeacher(str(spec), device=device)
+    raise TypeError(f"a teacher must be a speechkd experiment folder or a speechkd.distill.Teacher, "
+                    f"got {type(spec).__name__}")
+
+
+class TeacherEnsemble:
+    """Several teachers run on the same batch (inventories and frame shifts may differ).
+
+    Parameters
+    ----------
+    teachers : list
+        :class:`Teacher` objects or speechkd experiment folders. A repeated
+        name gets the teacher's position appended.
+    device : str
+    k : int
+        Tokens per frame kept when the ensemble gives teacher batches online
+        (the same top-k and fp16 rounding as a cache of that k; 0 = all).
+    signal : str
+        The batch item the teachers hear online (``sig``; ``sig_parallel``
+        for the clean half of a parallel pair).
+    """
+
+    def __init__(self, teachers, device: str = "cpu", k: int = 0, signal: str = "sig"):
+        if not teachers:
+            raise ValueError("the ensemble needs at least one teacher")
+        self.teachers = [as_teacher(spec, device) for spec in teachers]
+        self.names = []
+        for index, teacher in enumerate(self.teachers):
+            self.names.append(f"{teacher.name}{index}" if teacher.name in self.names else teacher.name)
+        self.device, self.k, self.signal = device, int(k), signal
+
+    # ---- the description a TeacherTarget reads (a PosteriorCache declares the same)
+    @property
+    def teacher_names(self) -> list:
+        return self.names
+
+    @property
+    def symbols(self) -> list:
+        return [t.canonical_symbols for t in self.teachers]
+
+    @property
+    def frame_shifts_ms(self) -> list:
+        return [int(t.frame_shift_ms) for t in self.teachers]
+
+    def dev_wer_list(self):
+        """Online teachers have no recorded dev WER (a cache has)."""
+        return None
+
+    @property
+    def inventory(self):
+        """The token inventory all teachers share (speechkd teachers only)."""
+        first = self.teachers[0]
+        for name, teacher in zip(self.names[1:], self.teachers[1:]):
+            if teacher.canonical_symbols != first.canonical_symbols:
+                differ = sorted(set(teacher.canonical_symbols) ^ set(first.canonical_symbols)) or "order"
+                raise ValueError(f"teachers '{self.names[0]}' and '{name}' use different token inventories "
+                                 f"(differ in: {differ}); give the student its own (student_tokens: own)")
+        if not hasattr(first, "inventory"):
+            raise ValueError(f"teacher '{self.names[0]}' is not a speechkd model: give the student its own "
+                             "inventory (student_tokens: own)")
+        return first.inventory
+
+    def meta(self, k, features, manifest=None):
+        """Cache ``meta`` fingerprinting these teachers (weights, inventory, shift, input), ``k`` and features.
+
+        Every teacher records its inventory; the cache's own is the first teacher's.
+        """
+        first = self.teachers[0]
+        entries = [{**teacher.entry(), "name": name} for name, teacher in zip(self.names, self.teachers)]
+        return make_meta(entries, first.canonical_symbols, features=features, k=k,
+                         tokens_fingerprint=first.tokens_fingerprint, manifest=manifest)
+
+    @torch.no_grad()
+    def log_probs(self, wavs, wav_lens):
+        """Each teacher's ``((batch, frames_i, V_i) log-probs, (batch,) frames)`` at its own rate."""
+        return [teacher.log_probs(wavs, wav_lens) for teacher in self.teachers]
+
+    def teacher_batch(self, batch, device=None):
+        """The teachers run on ``batch``'s :attr:`signal`, in a cache's form (top-k, fp16-rounded)."""
+        wavs, wav_lens = getattr(batch, self.signal)
+        outputs = self.log_probs(wavs.to(self.device), wav_lens.to(self.device))
+        teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], self.k)
+        return teacher if device is None else {key: value.to(device) for key, value in teacher.items()}
 
 
 def utterance_errors(ref, hyp):
@@ -129,32 +320,22 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
         todo = [utt for utt in dataset.data_ids if utt not in writer.done_ids]
         if not todo:
             continue
-        logger.info(
-            "caching %d %s utterances (%d already cached)",
-            len(todo),
-            split,
-            len(dataset.data_ids) - len(todo),
-        )
-        for batch, per_teacher, frames in teacher_posteriors(ensemble, dataset, batch_size):
+        logger.info("caching %d %s utterances (%d already cached)", len(todo), split,
+                    len(dataset.data_ids) - len(todo))
+        for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size):
             for row, utt_id in enumerate(batch.id):
                 if utt_id in writer.done_ids:
                     continue
                 errors = []
-                for name, log_probs, n_frames in zip(ensemble.names, per_teacher, frames):
-                    lp = log_probs[row, : n_frames[row]]
-                    hyp = ensemble.inventory.decode(
-                        ctc_greedy(lp[None], n_frames[row : row + 1])[0]
-                    )
+                for name, teacher, (log_probs, frames) in zip(ensemble.names, ensemble.teachers, outputs):
+                    hyp = teacher.decode(ctc_greedy(log_probs[row : row + 1], frames[row : row + 1],
+                                                    teacher.blank_index)[0])
                     errors.append(utterance_errors(batch.wrd[row], hyp))
                     if split == dev_split:
                         ref_words = max(len(batch.wrd[row].split()), 1)
                         dev_errors[name][0] += errors[-1]["wer"] * ref_words / 100.0
                         dev_errors[name][1] += ref_words
-                writer.add(
-                    utt_id,
-                    [lp[row, : n[row]] for lp, n in zip(per_teacher, frames)],
-                    errors_per_teacher=errors,
-                )
+                writer.add(utt_id, [lp[row, : n[row]] for lp, n in outputs], errors_per_teacher=errors)
     if all(count for _, count in dev_errors.values()):
         writer.set_dev_wer({name: 100.0 * e / n for name, (e, n) in dev_errors.items()})
     writer.close()
@@ -162,19 +343,30 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
 
 
 @torch.no_grad()
-def teacher_posteriors(ensemble, dataset, batch_size, signal="sig"):
-    """Yield ``(batch, per_teacher_log_probs, per_teacher_frames)`` over a dataset.
+def teacher_posteriors(ensemble, dataset, batch_size):
+    """Yield ``(batch, [(log_probs, frames) per teacher])`` over a dataset, on the CPU.
 
-    The audio is read once per batch and fed to every teacher; log-probs are
-    ``(batch, frames_i, vocab)`` on the CPU, frames ``(batch,)`` valid frames.
+    The audio (the ensemble's ``signal``) is read once per batch and fed to every teacher.
     """
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
     for batch in loader:
-        wavs, wav_lens = getattr(batch, signal)
-        wavs, wav_lens = wavs.to(ensemble.device), wav_lens.to(ensemble.device)
-        per_teacher = [lp.cpu() for lp in ensemble.log_probs(wavs, wav_lens)]
-        frames = [(wav_lens.cpu() * lp.shape[1]).round().long() for lp in per_teacher]
-        yield batch, per_teacher, frames
+        wavs, wav_lens = getattr(batch, ensemble.signal)
+        outputs = ensemble.log_probs(wavs.to(ensemble.device), wav_lens.to(ensemble.device))
+        yield batch, [(lp.cpu(), frames.cpu()) for lp, frames in outputs]
+
+
+def cache_features(data_folder, teacher_domain, sample_rate=INPUT_SAMPLE_RATE):
+    """What cached posteriors depend on besides the teachers and k (recorded in, and checked against, ``meta.json``).
+
+    Arguments
+    ---------
+    data_folder : str
+        The corpus the teachers heard (made absolute).
+    teacher_domain : str
+        The domain of the audio they heard (``clean`` for the clean half of parallel data).
+    """
+    return {"sample_rate": sample_rate, "data_folder": os.path.abspath(data_folder),
+            "teacher_domain": teacher_domain}
 
 
 def open_cache_for(ensemble, cache_folder, k, features, manifest=None):

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from speechkd.models.augment import spec_augment as augment_features
 from speechkd.models.features import (
     GlobalNormalizer,
     LogMelFilterbank,
@@ -155,9 +156,17 @@ class AcousticModel(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement encode()")
 
-    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
-        """(batch, samples), (batch,) -> (batch, out_frames, n_tokens) CTC log-probabilities."""
-        logits = self.encode(self.featurize(wavs, wav_lens), wav_lens)
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor, spec_augment: bool = False) -> torch.Tensor:
+        """(batch, samples), (batch,) -> (batch, out_frames, n_tokens) CTC log-probabilities.
+
+        Everything a training step needs runs here (so a DDP wrapper sees it);
+        ``spec_augment`` masks time and frequency bands of the features
+        (:func:`speechkd.models.augment.spec_augment`), for training.
+        """
+        feats = self.featurize(wavs, wav_lens)
+        if spec_augment:
+            feats = augment_features(feats, wav_lens)
+        logits = self.encode(feats, wav_lens)
         return torch.log_softmax(logits, dim=-1)
 
     @torch.no_grad()

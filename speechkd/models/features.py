@@ -211,7 +211,13 @@ class GlobalNormalizer(nn.Module):
 
 
 def relative_lengths_to_absolute(rel_lens: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Relative lengths (batch,) in (0, 1] -> absolute int64 lengths, rounded."""
+    """Relative lengths (batch,) in (0, 1] -> absolute int64 lengths, ``round(rel * max_len)``.
+
+    The one place speechkd turns SpeechBrain's relative lengths into frames or
+    samples. Integer input is taken as already absolute and returned as int64.
+    """
+    if not rel_lens.is_floating_point():
+        return rel_lens.long()
     return torch.round(rel_lens.float() * max_len).long().clamp(0, max_len)
 
 

@@ -24,3 +24,22 @@ def meta_for(symbols, shifts=(10,), k=0, names=None, features=None):
 
 def fp16_round(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float16).to(x.dtype)
+
+
+def teachers_like(symbols, shifts=(20,), k=0, names=None, dev_wer=None):
+    """Stand-in for a PosteriorCache or TeacherEnsemble: exactly what a TeacherTarget reads.
+
+    ``symbols`` is one list per teacher, or a single list shared by all.
+    """
+    from types import SimpleNamespace
+
+    symbols = list(symbols)
+    if symbols and isinstance(symbols[0], str):
+        symbols = [symbols] * len(shifts)
+    return SimpleNamespace(
+        teacher_names=list(names or [f"teacher{i}" for i in range(len(shifts))]),
+        symbols=[list(s) for s in symbols],
+        frame_shifts_ms=list(shifts),
+        k=k,
+        dev_wer_list=lambda: None if dev_wer is None else list(dev_wer),
+    )

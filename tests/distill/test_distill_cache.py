@@ -12,7 +12,6 @@ from speechkd.distill.cache import (
     PosteriorCache,
     PosteriorCacheWriter,
     fingerprint_module,
-    teacher_entry,
 )
 
 V = len(SYMBOLS)
@@ -182,11 +181,31 @@ def test_fingerprint_module_is_deterministic_and_tracks_weights():
     with torch.no_grad():
         b.bias[0] += 1e-6
     assert fingerprint_module(a) != fingerprint_module(b)
-    a.frame_shift_ms = 40
-    entry = teacher_entry("lin", a)
-    assert entry == {
+
+
+def test_teacher_entry_records_weights_shift_and_canonical_inventory():
+    """A teacher's ``meta["teachers"]`` record (what a cache fingerprints it by)."""
+    from speechkd.distill.cache import symbols_fingerprint
+    from speechkd.distill.teachers import Teacher
+
+    class LinearTeacher(Teacher):
+        def __init__(self, module):
+            self.module, self.name, self.frame_shift_ms = module, "lin", 40
+            self.symbols, self.blank_index = ["a", "b", "_"], 2  # blank last, as some toolkits do
+
+        def forward_log_probs(self, wavs, wav_lens):
+            raise NotImplementedError
+
+        def fingerprint(self):
+            return fingerprint_module(self.module)
+
+    torch.manual_seed(0)
+    teacher = LinearTeacher(torch.nn.Linear(4, 3))
+    canonical = ["a", "b", "<blank>"]
+    assert teacher.entry() == {
         "name": "lin",
-        "class": "Linear",
-        "fingerprint": fingerprint_module(a),
+        "class": "LinearTeacher",
+        "fingerprint": fingerprint_module(teacher.module),
         "frame_shift_ms": 40,
+        "tokens": {"symbols": canonical, "fingerprint": symbols_fingerprint(canonical)},
     }

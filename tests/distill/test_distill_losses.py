@@ -1,18 +1,15 @@
-"""KD loss against float64 brute-force references."""
+"""The KD objective (TeacherTarget + PosteriorKL + CTCTerm) against float64 brute-force references."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from distill_helpers import SYMBOLS, meta_for, random_log_probs
+from distill_helpers import SYMBOLS, meta_for, random_log_probs, teachers_like
 
 from speechkd.distill.cache import PosteriorCache, PosteriorCacheWriter
-from speechkd.distill.losses import (
-    DistillationLoss,
-    reconstruct_dense,
-    teacher_batch_from_log_probs,
-    topk_kl,
-)
+from speechkd.distill.losses import reconstruct_dense, teacher_batch_from_log_probs, topk_kl
+from speechkd.distill.objectives import CTCTerm, Objective, ObjectiveBatch, ObjectiveTerm, PosteriorKL
+from speechkd.distill.target import TeacherTarget
 
 V = len(SYMBOLS)
 
@@ -72,16 +69,23 @@ def reference_kd(student, frames, teachers, k, tau, weights=None, frame_weights=
     return tau**2 * total / norm
 
 
-def make_loss(**kwargs):
-    defaults = {
-        "teacher_symbols": [SYMBOLS],
-        "student_symbols": SYMBOLS,
-        "teacher_frame_shifts_ms": [20],
-        "student_frame_shift_ms": 20,
-        "alpha": 0.0,
-    }
-    defaults.update(kwargs)
-    return DistillationLoss(**defaults)
+def make_target(teacher_symbols=(SYMBOLS,), student_symbols=SYMBOLS, shifts=(20,), student_shift=20, k=0,
+                dev_wer=None, **options):
+    """A TeacherTarget over explicit inventories and shifts (no cache)."""
+    teachers = teachers_like(teacher_symbols, shifts, k, dev_wer=dev_wer)
+    return TeacherTarget(teachers, student_symbols, student_shift, **options)
+
+
+def make_loss(alpha=0.0, temperature=1.0, **kl_options):
+    """The distillation objective ``α·CTC + (1−α)·τ²·mean_t KL`` (what DistillationLoss was)."""
+    return Objective({"ctc": CTCTerm(), "kd": PosteriorKL(temperature=temperature, **kl_options)},
+                     {"ctc": alpha, "kd": 1.0 - alpha})
+
+
+def run(loss, student, lens, teacher=None, target=None, tokens=None, token_lens=None, labelled=None):
+    """``loss`` on one batch; ``student`` are logits (log-softmaxed here, as a model outputs)."""
+    batch = ObjectiveBatch(F.log_softmax(student, -1), lens, tokens, token_lens, labelled, teacher, target)
+    return loss(batch)
 
 
 @pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
@@ -91,8 +95,8 @@ def test_full_distribution_single_teacher_is_exact_kl(tau):
     teacher_lp = random_log_probs(g, 3, 9, V)
     lens = torch.tensor([1.0, 7 / 9, 4 / 9], dtype=torch.float64)
     frames = torch.tensor([9, 7, 4])
-    loss = make_loss(temperature=tau, k=0)
-    out = loss(student, lens, exact_teacher_batch([teacher_lp], frames[:, None], 0))
+    out = run(make_loss(temperature=tau), student, lens,
+              exact_teacher_batch([teacher_lp], frames[:, None], 0), make_target(k=0))
     q = torch.softmax(teacher_lp / tau, -1)
     kl = (q * (torch.log_softmax(teacher_lp / tau, -1) - torch.log_softmax(student / tau, -1))).sum(
         -1
@@ -110,11 +114,9 @@ def test_topk_two_teachers_matches_brute_force(tau, k):
     student = torch.randn(2, 6, V, generator=g, dtype=torch.float64) * 2
     teachers = [random_log_probs(g, 2, 6, V), random_log_probs(g, 2, 6, V, scale=1.0)]
     frames = torch.tensor([6, 4])
-    loss = make_loss(
-        teacher_symbols=[SYMBOLS, SYMBOLS], teacher_frame_shifts_ms=[20, 20], temperature=tau, k=k
-    )
+    target = make_target(teacher_symbols=[SYMBOLS, SYMBOLS], shifts=[20, 20], k=k)
     batch = exact_teacher_batch(teachers, torch.stack([frames, frames], 1), k)
-    out = loss(student, frames.double() / 6, batch)
+    out = run(make_loss(temperature=tau), student, frames.double() / 6, batch, target)
     expected = reference_kd(student, frames, teachers, k, tau)
     assert out["kd"].item() == pytest.approx(expected, abs=1e-10)
 
@@ -125,7 +127,7 @@ def test_kd_is_scaled_by_tau_squared_and_gradient_matches_analytic():
     student = (torch.randn(1, 5, V, generator=g, dtype=torch.float64)).requires_grad_()
     batch = exact_teacher_batch([teacher_lp], torch.tensor([[5]]), 0)
     tau = 3.0
-    out = make_loss(temperature=tau)(student, torch.ones(1, dtype=torch.float64), batch)
+    out = run(make_loss(temperature=tau), student, torch.ones(1, dtype=torch.float64), batch, make_target())
     q = torch.softmax(teacher_lp / tau, -1)
     s = torch.softmax(student.detach() / tau, -1)
     plain_kl = (q * (q.log() - s.log())).sum(-1).mean()
@@ -141,13 +143,16 @@ def test_padding_frames_do_not_change_loss_and_get_no_gradient():
     teachers = random_log_probs(g, 2, 8, V, dtype=torch.float32)
     lens = torch.tensor([1.0, 0.625])  # 8 and 5 frames
     frames = torch.tensor([[8], [5]])
-    loss = make_loss(temperature=2.0, k=4, alpha=0.5)
+    loss = make_loss(temperature=2.0, alpha=0.5)
+    target = make_target(k=4)
     targets = torch.tensor([[2, 3, 4], [5, 6, 0]])
     target_lens = torch.tensor([1.0, 2 / 3])
-    base = loss(
+    base = run(
+        loss,
         student,
         lens,
         teacher_batch_from_log_probs([teachers], [frames[:, 0]], 4),
+        target,
         targets,
         target_lens,
     )
@@ -156,10 +161,12 @@ def test_padding_frames_do_not_change_loss_and_get_no_gradient():
     student2[1, 5:] = torch.randn(3, V, generator=g) * 10
     teachers2[1, 5:] = random_log_probs(g, 3, V, dtype=torch.float32)
     student2.requires_grad_()
-    changed = loss(
+    changed = run(
+        loss,
         student2,
         lens,
         teacher_batch_from_log_probs([teachers2], [frames[:, 0]], 4),
+        target,
         targets,
         target_lens,
     )
@@ -175,11 +182,12 @@ def test_alpha_zero_needs_no_targets_and_alpha_one_is_pure_ctc():
     g = torch.Generator().manual_seed(5)
     student = torch.randn(2, 10, V, generator=g, dtype=torch.float64)
     teacher = exact_teacher_batch([random_log_probs(g, 2, 10, V)], torch.tensor([[10], [7]]), 0)
+    target = make_target()
     lens = torch.tensor([1.0, 0.7], dtype=torch.float64)
     targets = torch.tensor([[2, 3, 3, 4], [5, 6, 0, 0]])
     target_lens = torch.tensor([1.0, 0.5])
 
-    kd_only = make_loss(alpha=0.0, temperature=2.0)(student, lens, teacher)
+    kd_only = run(make_loss(alpha=0.0, temperature=2.0), student, lens, teacher, target)
     assert kd_only["loss"].item() == pytest.approx(kd_only["kd"].item(), abs=0)
     assert kd_only["ctc"].item() == 0.0
 
@@ -192,30 +200,35 @@ def test_alpha_zero_needs_no_targets_and_alpha_one_is_pure_ctc():
         reduction="mean",
         zero_infinity=True,
     )
-    ctc_only = make_loss(alpha=1.0)(student, lens, None, targets, target_lens)
+    ctc_only = run(make_loss(alpha=1.0), student, lens, None, None, targets, target_lens)
     assert ctc_only["loss"].item() == pytest.approx(ctc_ref.item(), abs=1e-10)
     assert ctc_only["kd"].item() == 0.0
 
-    mixed = make_loss(alpha=0.3, temperature=2.0)(student, lens, teacher, targets, target_lens)
+    mixed = run(make_loss(alpha=0.3, temperature=2.0), student, lens, teacher, target, targets, target_lens)
     assert mixed["loss"].item() == pytest.approx(
         0.3 * ctc_ref.item() + 0.7 * kd_only["kd"].item(), abs=1e-10
     )
 
-    with pytest.raises(ValueError, match="needs targets"):
-        make_loss(alpha=0.5)(student, lens, teacher)
-    with pytest.raises(ValueError, match="needs the teacher batch"):
-        make_loss(alpha=0.5)(student, lens, None, targets, target_lens)
+    # no transcripts: the CTC term has no labelled utterance and adds nothing (the unlabelled case)
+    no_labels = run(make_loss(alpha=0.5, temperature=2.0), student, lens, teacher, target)
+    assert no_labels["ctc"].item() == 0.0
+    assert no_labels["loss"].item() == pytest.approx(0.5 * kd_only["kd"].item(), abs=1e-12)
+    with pytest.raises(ValueError, match="no teachers"):
+        run(make_loss(alpha=0.5), student, lens, None, None, targets, target_lens)
+    with pytest.raises(ValueError, match="no teachers"):
+        run(make_loss(alpha=0.5), student, lens, teacher, None, targets, target_lens)
 
 
 def test_finer_teacher_is_pooled_in_probability_domain_with_ragged_tail():
     g = torch.Generator().manual_seed(6)
     teacher_lp = random_log_probs(g, 1, 7, V)  # 7 frames at 10 ms -> 4 at 20 ms
     student = torch.randn(1, 4, V, generator=g, dtype=torch.float64)
-    loss = make_loss(teacher_frame_shifts_ms=[10], student_frame_shift_ms=20, temperature=1.0)
-    out = loss(
+    out = run(
+        make_loss(temperature=1.0),
         student,
         torch.ones(1, dtype=torch.float64),
         exact_teacher_batch([teacher_lp], torch.tensor([[7]]), 0),
+        make_target(shifts=[10], student_shift=20),
     )
     p = teacher_lp.exp()[0]
     pooled = torch.stack([p[0:2].mean(0), p[2:4].mean(0), p[4:6].mean(0), p[6:7].mean(0)])
@@ -231,13 +244,12 @@ def test_confident_blank_frames_are_down_weighted():
     teacher_lp[0, [1, 4]] = torch.log_softmax(confident, -1)
     student = torch.randn(1, 6, V, generator=g, dtype=torch.float64)
     batch = exact_teacher_batch([teacher_lp], torch.tensor([[6]]), 0)
-    out = make_loss(temperature=2.0, blank_threshold=0.9, blank_weight=0.25)(
-        student, torch.ones(1, dtype=torch.float64), batch
-    )
+    out = run(make_loss(temperature=2.0, blank_threshold=0.9, blank_weight=0.25),
+              student, torch.ones(1, dtype=torch.float64), batch, make_target())
     weights = [[1, 0.25, 1, 1, 0.25, 1]]
     expected = reference_kd(student, [6], [teacher_lp], 0, 2.0, frame_weights=weights)
     assert out["kd"].item() == pytest.approx(expected, abs=1e-10)
-    unweighted = make_loss(temperature=2.0)(student, torch.ones(1, dtype=torch.float64), batch)
+    unweighted = run(make_loss(temperature=2.0), student, torch.ones(1, dtype=torch.float64), batch, make_target())
     assert abs(unweighted["kd"].item() - out["kd"].item()) > 1e-3
 
 
@@ -270,22 +282,26 @@ def test_student_inventory_mapping_in_loss():
     lp = torch.tensor([[[0.1, 0.2, 0.3, 0.4]]], dtype=torch.float64).log()
     student = torch.tensor([[[0.2, 0.3, 0.5]]], dtype=torch.float64).log()
     kwargs = {"teacher_symbols": [teacher_symbols], "student_symbols": student_symbols, "k": 0}
-    renorm = make_loss(oov_mode="renormalize", **kwargs)
-    out = renorm(
+    renorm = make_target(oov_mode="renormalize", **kwargs)
+    out = run(
+        make_loss(),
         student,
         torch.ones(1, dtype=torch.float64),
         exact_teacher_batch([lp], torch.tensor([[1]]), 0),
+        renorm,
     )
     q = np.array([0.1, 0.3, 0.2]) / 0.6
     expected = float(np.sum(q * np.log(q / np.array([0.2, 0.3, 0.5]))))
     assert out["kd"].item() == pytest.approx(expected, abs=1e-12)
 
-    rest = make_loss(oov_mode="rest", **kwargs)
+    rest = make_target(oov_mode="rest", **kwargs)
     assert rest.k == 2  # room for a rest bucket holding the teacher's "x" mass
-    out = rest(
+    out = run(
+        make_loss(),
         student,
         torch.ones(1, dtype=torch.float64),
         exact_teacher_batch([lp], torch.tensor([[1]]), 0),
+        rest,
     )
     # top-2 of the mapped target over student tokens: b (0.3), a (0.2); rest = blank 0.1 + x 0.4
     expected = 0.3 * np.log(0.3 / 0.3) + 0.2 * np.log(0.2 / 0.5) + 0.5 * np.log(0.5 / 0.2)
@@ -317,11 +333,11 @@ def test_cached_and_online_teachers_give_the_same_loss(tmp_path):
     student = torch.randn(3, 8, V, generator=g)
     lens = torch.tensor(lengths_20ms) / 8
     for strategy in ("average", "geometric", "confidence"):
-        loss = DistillationLoss.from_cache(
-            cache, SYMBOLS, 20, alpha=0.0, temperature=2.0, strategy=strategy
-        )
-        a = loss(student, lens, cached)["loss"]
-        b = loss(student, lens, online)["loss"]
+        target = TeacherTarget(cache, SYMBOLS, 20, strategy=strategy)
+        assert target.k == k and target.factors == [2, 1]
+        loss = make_loss(alpha=0.0, temperature=2.0)
+        a = run(loss, student, lens, cached, target)["loss"]
+        b = run(loss, student, lens, online, target)["loss"]
         assert a.item() == b.item()
         assert a.item() > 0
 
@@ -333,15 +349,17 @@ def test_rounded_cache_values_match_reference_on_rounded_inputs(tmp_path):
     rounded = torch.full((2, 5, V), -1e4, dtype=torch.float64)
     rounded.scatter_(-1, batch["ids"][:, 0], batch["log_probs"][:, 0].double())
     student = torch.randn(2, 5, V, generator=g, dtype=torch.float64)
-    out = make_loss(temperature=2.0, k=3)(student, torch.ones(2, dtype=torch.float64), batch)
+    out = run(make_loss(temperature=2.0), student, torch.ones(2, dtype=torch.float64), batch, make_target(k=3))
     assert out["kd"].item() == pytest.approx(
         reference_kd(student, [5, 5], [rounded], 3, 2.0), abs=1e-10
     )
     # fp16 rounding moves the loss only slightly from the unrounded one
-    exact = make_loss(temperature=2.0, k=3)(
+    exact = run(
+        make_loss(temperature=2.0),
         student,
         torch.ones(2, dtype=torch.float64),
         exact_teacher_batch([lp.double()], torch.tensor([[5], [5]]), 3),
+        make_target(k=3),
     )
     assert out["kd"].item() == pytest.approx(exact["kd"].item(), rel=5e-3)
 
@@ -353,26 +371,29 @@ def test_weighted_and_best_strategies_in_the_loss():
     frames = torch.tensor([[4, 4], [4, 4]])
     batch = exact_teacher_batch(teachers, frames, 5)
     lens = torch.ones(2, dtype=torch.float64)
-    common = {
-        "teacher_symbols": [SYMBOLS, SYMBOLS],
-        "teacher_frame_shifts_ms": [20, 20],
-        "temperature": 2.0,
-        "k": 5,
-    }
-    weighted = make_loss(strategy="weighted", strategy_options={"weights": [3.0, 1.0]}, **common)
+    common = {"teacher_symbols": [SYMBOLS, SYMBOLS], "shifts": [20, 20], "k": 5}
+    loss = make_loss(temperature=2.0)
+    weighted = make_target(strategy="weighted", strategy_options={"weights": [3.0, 1.0]}, **common)
     expected = reference_kd(student, [4, 4], teachers, 5, 2.0, weights=[0.75, 0.25])
-    assert weighted(student, lens, batch)["kd"].item() == pytest.approx(expected, abs=1e-10)
+    assert run(loss, student, lens, batch, weighted)["kd"].item() == pytest.approx(expected, abs=1e-10)
+    # weights from the teachers' dev WER: w_i ∝ exp(−WER_i / T_w); ln 3 · 10 apart gives 3 : 1
+    from_wer = make_target(strategy="weighted", strategy_options={"wer_temperature": 10.0},
+                           dev_wer=[5.0, 5.0 + 10 * np.log(3.0)], **common)
+    assert run(loss, student, lens, batch, from_wer)["kd"].item() == pytest.approx(expected, abs=1e-10)
 
     batch["teacher_wer"] = torch.tensor([[10.0, 20.0], [30.0, 5.0]])
     batch["teacher_cer"] = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
-    best = make_loss(strategy="best", **common)
-    got = best(student, lens, batch)["kd"].item()
+    best = make_target(strategy="best", **common)
+    got = run(loss, student, lens, batch, best)["kd"].item()
     first = reference_kd(student[:1], [4], [teachers[0][:1]], 5, 2.0)
     second = reference_kd(student[1:], [4], [teachers[1][1:]], 5, 2.0)
     assert got == pytest.approx((first + second) / 2, abs=1e-10)
 
     with pytest.raises(ValueError, match="dev WER"):
-        make_loss(strategy="weighted", **common)
+        make_target(strategy="weighted", **common)
+    del batch["teacher_wer"]
+    with pytest.raises(ValueError, match="teacher_wer"):
+        run(loss, student, lens, batch, best)
 
 
 def test_teacher_delay_shifts_targets_later_and_blanks_the_lead():
@@ -391,9 +412,119 @@ def test_teacher_delay_shifts_targets_later_and_blanks_the_lead():
     teacher_lp = random_log_probs(g, 1, 9, V)
     frames = torch.tensor([9])
     lens = torch.tensor([1.0], dtype=torch.float64)
-    out = make_loss(k=0, teacher_delay=3)(student, lens, exact_teacher_batch([teacher_lp], frames[:, None], 0))
+    out = run(make_loss(), student, lens, exact_teacher_batch([teacher_lp], frames[:, None], 0),
+              make_target(k=0, teacher_delay=3))
     q = delay_frames(torch.softmax(teacher_lp, -1), 3)
     expected = (q * (q.clamp_min(1e-300).log() - torch.log_softmax(student, -1))).sum(-1).mean()
     assert out["kd"].item() == pytest.approx(expected.item(), abs=1e-9)
     with pytest.raises(ValueError, match="teacher_delay"):
-        make_loss(teacher_delay=-1)
+        make_target(teacher_delay=-1)
+
+
+# --------------------------------------------------------------------------- the Objective itself
+class Constant(ObjectiveTerm):
+    """A term returning a fixed value and counting its calls."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value, self.calls = value, 0
+
+    def forward(self, batch):
+        self.calls += 1
+        return batch.log_probs.new_tensor(self.value)
+
+
+def test_objective_weights_are_checked_and_weight_zero_terms_are_not_computed():
+    with pytest.raises(ValueError, match="unknown terms"):
+        Objective({"ctc": CTCTerm()}, {"ctc": 1.0, "kd": 0.5})
+    with pytest.raises(ValueError, match=">= 0"):
+        Objective({"ctc": CTCTerm()}, {"ctc": -0.5})
+
+    a, b, c = Constant(2.0), Constant(-3.0), Constant(100.0)
+    objective = Objective({"a": a, "b": b, "c": c}, {"a": 0.25, "c": 0.0})  # b defaults to 1
+    assert objective.weights == {"a": 0.25, "b": 1.0, "c": 0.0}
+    assert [name for name, _, _ in objective.active()] == ["a", "b"]
+    batch = ObjectiveBatch(torch.zeros(1, 2, 3, dtype=torch.float64), torch.ones(1))
+    out = objective(batch)
+    assert c.calls == 0 and a.calls == 1 and b.calls == 1
+    assert out["c"].item() == 0.0
+    assert out["a"].item() == 2.0 and out["b"].item() == -3.0
+    assert out["loss"].item() == pytest.approx(0.25 * 2.0 - 3.0, abs=1e-15)
+    # a weight-0 teacher term makes the objective need no teacher
+    only_ctc = Objective({"ctc": CTCTerm(), "kd": PosteriorKL()}, {"kd": 0.0})
+    assert not only_ctc.needs_teacher and only_ctc.needs_transcripts
+    assert Objective({"kd": PosteriorKL()}).needs_teacher
+    assert not Objective({"kd": PosteriorKL()}).needs_transcripts
+    assert Objective({"kd": PosteriorKL(conditional="frame")}).needs_transcripts
+
+
+def test_ctc_term_on_labelled_rows_is_ctc_mean_over_those_rows():
+    g = torch.Generator().manual_seed(12)
+    log_probs = torch.log_softmax(torch.randn(4, 9, V, generator=g, dtype=torch.float64), -1)
+    lens = torch.tensor([1.0, 7 / 9, 5 / 9, 1.0], dtype=torch.float64)
+    frames = torch.tensor([9, 7, 5, 9])
+    tokens = torch.tensor([[2, 3, 4], [5, 5, 0], [6, 0, 0], [7, 8, 9]])
+    token_lens = torch.tensor([3, 2, 1, 3])  # absolute (integer) lengths are taken as they are
+    labelled = torch.tensor([True, False, True, False])
+    term = CTCTerm()
+    got = term(ObjectiveBatch(log_probs, lens, tokens, token_lens, labelled))
+    rows = labelled.nonzero()[:, 0]
+    expected = F.ctc_loss(log_probs[rows].transpose(0, 1), tokens[rows], frames[rows], token_lens[rows],
+                          blank=0, reduction="mean", zero_infinity=True)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-12)
+    by_hand = np.mean([
+        F.ctc_loss(log_probs[r : r + 1].transpose(0, 1), tokens[r : r + 1], frames[r : r + 1],
+                   token_lens[r : r + 1], reduction="sum").item() / int(token_lens[r])
+        for r in (0, 2)
+    ])
+    assert got.item() == pytest.approx(by_hand, abs=1e-12)
+    # the unlabelled rows' transcripts are never read
+    other = tokens.clone()
+    other[1] = torch.tensor([9, 9, 9])
+    assert term(ObjectiveBatch(log_probs, lens, other, token_lens, labelled)).item() == got.item()
+    # all rows labelled: plain F.ctc_loss mean; none labelled: zero
+    full = F.ctc_loss(log_probs.transpose(0, 1), tokens, frames, token_lens, reduction="mean", zero_infinity=True)
+    assert term(ObjectiveBatch(log_probs, lens, tokens, token_lens)).item() == pytest.approx(full.item(), abs=1e-12)
+    none = term(ObjectiveBatch(log_probs, lens, tokens, token_lens, torch.zeros(4, dtype=torch.bool)))
+    assert none.item() == 0.0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])
+def test_objective_is_alpha_ctc_plus_one_minus_alpha_brute_force_kd(alpha):
+    g = torch.Generator().manual_seed(13)
+    tau, k = 2.0, 4
+    logits = torch.randn(2, 8, V, generator=g, dtype=torch.float64) * 2
+    teachers = [random_log_probs(g, 2, 8, V), random_log_probs(g, 2, 8, V, scale=1.5)]
+    frames = torch.tensor([8, 6])
+    tokens, token_lens = torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2])
+    batch = exact_teacher_batch(teachers, torch.stack([frames, frames], 1), k)
+    target = make_target(teacher_symbols=[SYMBOLS, SYMBOLS], shifts=[20, 20], k=k)
+    out = run(make_loss(alpha=alpha, temperature=tau), logits, frames.double() / 8, batch, target,
+              tokens, token_lens.double() / 3)
+
+    ctc = F.ctc_loss(F.log_softmax(logits, -1).transpose(0, 1), tokens, frames, token_lens,
+                     reduction="mean", zero_infinity=True).item()
+    kd = reference_kd(logits, frames, teachers, k, tau)
+    assert out["loss"].item() == pytest.approx(alpha * ctc + (1 - alpha) * kd, abs=1e-10)
+    if alpha > 0:
+        assert out["ctc"].item() == pytest.approx(ctc, abs=1e-10)
+    if alpha < 1:
+        assert out["kd"].item() == pytest.approx(kd, abs=1e-10)
+
+
+def test_fused_log_probs_are_the_tau_one_target_on_the_frames_every_teacher_covers():
+    g = torch.Generator().manual_seed(14)
+    fine, coarse = random_log_probs(g, 2, 9, V), random_log_probs(g, 2, 5, V)
+    teacher = {"log_probs": torch.stack([fine, torch.cat([coarse, torch.zeros(2, 4, V, dtype=torch.float64)], 1)], 1),
+               "ids": torch.arange(V).expand(2, 2, 9, V), "frames": torch.tensor([[9, 5], [5, 2]])}
+    target = make_target(teacher_symbols=[SYMBOLS, SYMBOLS], shifts=[10, 20], strategy="geometric")
+    log_probs, frames = target.fused_log_probs(teacher)
+    assert frames.tolist() == [5, 2]  # min(ceil(9 / 2), 5), min(ceil(5 / 2), 2)
+    assert log_probs.shape == (2, 5, V)
+    direct = target(teacher, frames, 5, 1.0)[..., :V]
+    assert torch.allclose(log_probs.exp(), direct.clamp_min(1e-12), atol=1e-6)
+    # by hand for the first utterance: pool the 10 ms teacher in probability, then the normalized geometric mean
+    p_fine = fine[0].exp().double()
+    pooled = torch.stack([p_fine[2 * t : 2 * t + 2].mean(0) for t in range(5)])
+    geo = (pooled.log() + coarse[0].double()) / 2
+    assert torch.allclose(log_probs[0], torch.log_softmax(geo, -1).float(), atol=1e-5)
