@@ -8,7 +8,8 @@ median step time of each and the ratios to plain CTC, measured in one run.
     python benchmarks/bench_kd_step.py --run results/quickstart/1234 --data data/numbers-small
 
 (``--run`` is a finished ``speechkd run`` folder: its teachers, cache and
-distill config are used.)
+distilled student are used; the objective is α·CTC + (1 − α)·KL at α = 0.3,
+τ = 1, averaged teachers.)
 """
 
 import argparse
@@ -22,10 +23,18 @@ import torch
 from machine import cpu_model
 
 from speechkd.data.pipelines import make_dataset
-from speechkd.distill.cache import PosteriorCache
-from speechkd.distill.losses import DistillationLoss
-from speechkd.distill.teachers import TeacherEnsemble
+from speechkd.distill import (
+    CTCTerm,
+    Objective,
+    ObjectiveBatch,
+    PosteriorCache,
+    PosteriorKL,
+    TeacherEnsemble,
+    TeacherTarget,
+)
 from speechkd.experiment import load_model, model_name
+
+ALPHA = 0.3
 
 
 def main():
@@ -43,10 +52,13 @@ def main():
     folders = {model_name(os.path.join(args.run, "teachers", t)): os.path.join(args.run, "teachers", t)
                for t in teachers}
     cache = PosteriorCache.open(os.path.join(args.run, "cache"))
-    ensemble = TeacherEnsemble({name: folders[name] for name in cache.teacher_names})
+    # online teachers give the same top-k, fp16-rounded batches as the cache (k = the cache's)
+    ensemble = TeacherEnsemble([folders[name] for name in cache.teacher_names], k=cache.k)
     student, inventory = load_model(os.path.join(args.run, "distill"))
     student.train()
-    kd = DistillationLoss.from_cache(cache, inventory.symbols, student.frame_shift_ms, alpha=0.3)
+    ctc = Objective({"ctc": CTCTerm()})
+    kd = Objective({"ctc": CTCTerm(), "kd": PosteriorKL()}, {"ctc": ALPHA, "kd": 1.0 - ALPHA})
+    target = TeacherTarget(cache, inventory.symbols, student.frame_shift_ms)
     dataset = make_dataset(os.path.join(args.data, "train.csv"), args.data, inventory, sort="none")
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=args.batch_size, shuffle=True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
@@ -57,11 +69,11 @@ def main():
         start = time.perf_counter()
         log_probs = student(wavs, lens)
         if mode == "ctc":
-            loss = sb.nnet.losses.ctc_loss(log_probs, tokens, lens, token_lens, blank_index=0)
+            loss = ctc(ObjectiveBatch(log_probs, lens, tokens, token_lens))["loss"]
         else:
-            teacher = (cache.collate(batch.id) if mode == "cached"
-                       else ensemble.teacher_batch(wavs, lens, cache.k))
-            loss = kd(log_probs, lens, teacher, tokens, token_lens)["loss"]
+            teacher = cache.teacher_batch(batch) if mode == "cached" else ensemble.teacher_batch(batch)
+            kd_batch = ObjectiveBatch(log_probs, lens, tokens, token_lens, teacher=teacher, target=target)
+            loss = kd(kd_batch)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -71,10 +83,10 @@ def main():
     for index, batch in enumerate(loader):
         if index == args.batches + 2:
             break
-        for mode in times:  # the same batch through each mode, interleaved
-            seconds = step(batch, mode)
+        for mode, seconds in times.items():  # the same batch through each mode, interleaved
+            took = step(batch, mode)
             if index >= 2:  # warm-up
-                times[mode].append(seconds)
+                seconds.append(took)
     median = {mode: statistics.median(values) for mode, values in times.items()}
     print(f"Command: `python benchmarks/bench_kd_step.py --run {args.run} --data {args.data}`  ")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "

@@ -18,6 +18,7 @@ import sys
 import speechbrain as sb
 
 from speechkd.data.manifest import read_manifest
+from speechkd.models.surgery import extend_output_layer
 from speechkd.text import TokenInventory
 
 MODEL_CARD = "model.json"
@@ -153,6 +154,43 @@ def load_model(folder, device="cpu", min_key="WER"):
         raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")
     checkpointer.recover_if_possible(min_key=min_key)
     return model.to(device).eval(), inventory
+
+
+def adapted_model(teacher_folder, target_texts):
+    """Load a trained teacher and extend its inventory and output layer to the target's characters.
+
+    Arguments
+    ---------
+    teacher_folder : str
+        Experiment folder of the trained teacher.
+    target_texts : iterable of str
+        Target-language transcripts the inventory must cover.
+
+    Returns
+    -------
+    model : speechkd.models.AcousticModel
+        The teacher (normalizer and weights), output layer extended, in train mode.
+    inventory : speechkd.text.TokenInventory
+        The teacher's inventory with the new characters appended (old indices kept).
+    added : list of str
+        The characters added, in index order.
+    """
+    model, teacher_inventory = load_model(teacher_folder)
+    inventory, added = teacher_inventory.extend(sorted({ch for text in target_texts for ch in text}))
+    extend_output_layer(model, len(inventory))
+    return model.train(), inventory, added
+
+
+def write_adapted_card(teacher_folder, folder, name, inventory, added):
+    """``model.json`` of an adapted teacher: the teacher's card with the extended inventory.
+
+    Records ``adapted_from`` (the teacher's folder) and ``added_tokens``.
+    """
+    with open(os.path.join(teacher_folder, MODEL_CARD)) as fin:
+        card = json.load(fin)
+    card.update(name=name, n_tokens=len(inventory), tokens_fingerprint=inventory.fingerprint,
+                adapted_from=os.path.abspath(teacher_folder), added_tokens=added)
+    write_json(os.path.join(folder, MODEL_CARD), card)
 
 
 def write_json(path, payload):

@@ -5,14 +5,15 @@ import torch
 
 from speechkd.data.pipelines import load_audio
 from speechkd.decoding import ctc_greedy, ctc_prefix_beam
+from speechkd.models.features import relative_lengths_to_absolute
 
 
 @torch.no_grad()
 def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"):
     """Run ``model`` over a dataset, one batch at a time.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     model : speechkd.models.AcousticModel
     dataset : DynamicItemDataset
         Provides ``id``, ``wrd``, ``lang``, ``domain`` and ``signal``.
@@ -35,7 +36,7 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
     for batch in loader:
         wavs, wav_lens = getattr(batch, signal)
         log_probs = model(wavs.to(device), wav_lens.to(device)).cpu()
-        frames = (wav_lens * log_probs.shape[1]).round().long()
+        frames = relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
         yield batch, log_probs, frames
 
 
@@ -43,8 +44,8 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
 def transcribe_files(model_folder, paths, beam=0, device="cpu"):
     """Transcribe audio files with a trained model.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     model_folder : str
         Experiment folder of a speechkd recipe.
     paths : list of str

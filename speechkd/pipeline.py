@@ -35,8 +35,8 @@ def recipe_config(hparams_file, overrides):
 def run_recipe(script, hparams_file, overrides, threads=1):
     """Run ``python <script> <hparams_file> --key=value ...`` as a user would; raise if it fails.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     script : str
         Recipe script, e.g. ``recipes/ctc/train.py``.
     hparams_file : str
@@ -70,8 +70,8 @@ def overrides_to_argv(overrides):
 class Pipeline:
     """Builds the stage list from a pipeline YAML.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     hparams : dict
         The loaded pipeline YAML (see ``hparams/pipelines/quickstart.yaml``).
     """
@@ -114,33 +114,32 @@ class Pipeline:
         return Stage(name, folder, run, config, after=after, parallel=parallel)
 
     def stages(self):
-        hp = self.hparams
         stages = [Stage("corpus", self.folder("corpus"), self.build_corpus,
-                        {**self.data, "prepare": describe_call(hp["prepare"])})]
+                        {**self.data, "prepare": describe_call(self.hparams["prepare"])})]
         teacher_stages = []
-        for name, spec in hp["teachers"].items():
+        for name, spec in self.hparams["teachers"].items():
             stage = self.recipe_stage(f"teacher_{name}", "recipes/ctc/train.py", spec, {"name": name},
                                       self.folder("teachers", name), after=("corpus",),
                                       parallel=True)
             stages.append(stage)
             teacher_stages.append(stage.name)
-        stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", hp["student"], {"name": "baseline"},
+        stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                         self.folder("baseline"), after=("corpus",), parallel=True))
-        kd_common = {"teachers": self.teacher_folders(), "top_k": hp["top_k"]}
-        stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", hp["cache"], kd_common,
+        kd_common = {"teachers": self.teacher_folders(), "top_k": self.hparams["top_k"]}
+        stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", self.hparams["cache"], kd_common,
                                         self.folder("cache"), after=tuple(teacher_stages),
                                         folder_key="cache_folder"))
         kd_common["cache_folder"] = self.folder("cache")
-        distill_spec = {**hp["distill"], "overrides": {**hp["student"]["overrides"],
-                                                        **hp["distill"]["overrides"]}}
-        distill_spec.setdefault("threads", hp["student"].get("threads", hp["train_threads"]))
+        distill_spec = {**self.hparams["distill"], "overrides": {**self.hparams["student"]["overrides"],
+                                                        **self.hparams["distill"]["overrides"]}}
+        distill_spec.setdefault("threads", self.hparams["student"].get("threads", self.hparams["train_threads"]))
         stages.append(self.recipe_stage(
             "distill", "recipes/distill/train.py", distill_spec,
-            {"name": "student_kd", "strategy": hp["strategy"], **kd_common}, self.folder("distill"), after=("cache",),
+            {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common}, self.folder("distill"), after=("cache",),
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
-                            {"strategies": hp["ensemble_strategies"], "threads": hp["rtf_threads"]},
+                            {"strategies": self.hparams["ensemble_strategies"], "threads": self.hparams["rtf_threads"]},
                             after=tuple(models)))
         stages.append(Stage("export", self.folder("export"), self.export, {"version": 1},
                             after=("distill",)))

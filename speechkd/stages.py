@@ -84,8 +84,8 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                timings=None):
     """Run ``stages`` in order, skipping those already done with the same inputs.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     stages : list of Stage
         In execution order; ``after`` may only name earlier stages.
     start, stop : str, optional
@@ -118,10 +118,7 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
     first = names.index(start) if start else 0
     last = names.index(stop) if stop else len(stages) - 1
     needed = upstream_of(stages, names[first : last + 1])
-    prints, status, ran = {}, {}, set()
-    for stage in stages:
-        upstream = {dep: prints[dep] for dep in stage.after}
-        prints[stage.name] = fingerprint({"config": stage.config, "upstream": upstream})
+    prints, status, ran = stage_fingerprints(stages), {}, set()
     for index, stage in enumerate(stages):
         if stage.name in status:  # ran in a parallel group
             continue
@@ -148,31 +145,57 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                 status[member.name] = "done"
                 ran.add(member.name)
             continue
-        begin = time.perf_counter()
-        echo(f"[{stage.name}] running ...")
-        os.makedirs(stage.folder, exist_ok=True)
-        marker = os.path.join(stage.folder, DONE_FILE)
-        if os.path.exists(marker):
-            os.remove(marker)
-        try:
-            stage.run()
-        except Exception as err:
-            log_path = os.path.join(stage.folder, "error.txt")
-            with open(log_path, "w") as fout:
-                traceback.print_exc(file=fout)
-            raise StageFailed(
-                f"stage '{stage.name}' failed: {err} (traceback in {log_path}; "
-                "rerun the same command to continue from this stage)"
-            ) from err
-        with open(marker, "w") as fout:
-            fout.write(prints[stage.name] + "\n")
-        seconds = time.perf_counter() - begin
-        echo(f"[{stage.name}] done in {seconds:.1f} s")
+        seconds = run_one(stage, prints[stage.name], echo)
         if timings is not None:
             timings[stage.name] = seconds
         status[stage.name] = "done"
         ran.add(stage.name)
     return status
+
+
+def stage_fingerprints(stages):
+    """Stage name -> fingerprint of its config and of every upstream stage's fingerprint."""
+    prints = {}
+    for stage in stages:
+        upstream = {dep: prints[dep] for dep in stage.after}
+        prints[stage.name] = fingerprint({"config": stage.config, "upstream": upstream})
+    return prints
+
+
+def run_one(stage, stage_print, echo):
+    """Run one stage in this process and write its ``.done`` marker.
+
+    Returns
+    -------
+    float
+        Wall seconds.
+
+    Raises
+    ------
+    StageFailed
+        With the traceback written to ``<stage folder>/error.txt``.
+    """
+    begin = time.perf_counter()
+    echo(f"[{stage.name}] running ...")
+    os.makedirs(stage.folder, exist_ok=True)
+    marker = os.path.join(stage.folder, DONE_FILE)
+    if os.path.exists(marker):
+        os.remove(marker)
+    try:
+        stage.run()
+    except Exception as err:
+        log_path = os.path.join(stage.folder, "error.txt")
+        with open(log_path, "w") as fout:
+            traceback.print_exc(file=fout)
+        raise StageFailed(
+            f"stage '{stage.name}' failed: {err} (traceback in {log_path}; "
+            "rerun the same command to continue from this stage)"
+        ) from err
+    with open(marker, "w") as fout:
+        fout.write(stage_print + "\n")
+    seconds = time.perf_counter() - begin
+    echo(f"[{stage.name}] done in {seconds:.1f} s")
+    return seconds
 
 
 def parallel_group(stages, index, last, prints, force, ran):

@@ -23,9 +23,11 @@ def run_recipe(script, hparams, **overrides):
     subprocess.CompletedProcess
     """
     args = [sys.executable, os.path.join(REPO, "recipes", script), os.path.join(REPO, "hparams", hparams)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "tests", "plugins"), os.environ.get("PYTHONPATH", "")])}
     for key, value in overrides.items():
         args.append(f"--{key}={value}")
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

@@ -31,8 +31,8 @@ from speechkd.models.features import relative_lengths_to_absolute
 class DistillBrain(sb.Brain):
     """Trains ``modules.model`` (a CTC acoustic model) on the YAML's ``objective``.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     modules, opt_class, hparams, run_opts, checkpointer
         As for :class:`speechbrain.Brain`.
     inventory : speechkd.text.TokenInventory
@@ -170,8 +170,8 @@ class DistillBrain(sb.Brain):
 def fit_normalizer(model, dataset, batch_size=16, max_batches=50):
     """Fit the model's global feature normalizer on (part of) a dataset.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     model : speechkd.models.AcousticModel
     dataset : DynamicItemDataset
         Must provide ``sig``.

@@ -135,6 +135,7 @@ def make_dataset(
     parallel_manifest=None,
     sort="ascending",
     strict=False,
+    labelled_ids=None,
 ):
     """Build a ``DynamicItemDataset`` giving audio, tokens and metadata.
 
@@ -158,13 +159,22 @@ def make_dataset(
         ``ascending``, ``descending`` or ``none`` (by duration).
     strict : bool
         Raise on the first bad row instead of skipping it.
+    labelled_ids : collection of str, optional
+        Utterances whose transcript may be used, the others being unlabelled
+        (a few labelled target utterances among many): ``tokens`` then
+        encodes those rows only (an unlabelled row gets one blank, never
+        read), ``labelled`` (bool) says which rows are which, and no row
+        needs a transcript. Needs ``inventory``.
 
     Returns
     -------
     speechbrain.dataio.dataset.DynamicItemDataset
         Output keys: ``id, sig, wrd, lang, domain, duration`` (+ ``tokens``,
-        ``sig_parallel``). ``sig`` is ``(samples,)``.
+        ``labelled``, ``sig_parallel``). ``sig`` is ``(samples,)``.
     """
+    if labelled_ids is not None and inventory is None:
+        raise ValueError("make_dataset: labelled_ids needs the inventory that encodes their transcripts")
+    need_text = need_text and labelled_ids is None
     rows, _ = checked_rows(manifest, data_root, need_text=need_text, strict=strict)
     data = {
         row["ID"]: {
@@ -206,7 +216,19 @@ def make_dataset(
         items.append(parallel_pipeline)
         keys.append("sig_parallel")
 
-    if inventory is not None and need_text:
+    if labelled_ids is not None:
+        labelled_ids = frozenset(labelled_ids)
+
+        @sb.utils.data_pipeline.takes("id", "wrd")
+        @sb.utils.data_pipeline.provides("tokens", "labelled")
+        def labelled_text_pipeline(utt_id, wrd):
+            labelled = utt_id in labelled_ids
+            yield torch.LongTensor(inventory.encode(wrd) if labelled else [inventory.blank_index])
+            yield labelled
+
+        items.append(labelled_text_pipeline)
+        keys.extend(["tokens", "labelled"])
+    elif inventory is not None and need_text:
 
         @sb.utils.data_pipeline.takes("wrd")
         @sb.utils.data_pipeline.provides("tokens")
@@ -251,6 +273,12 @@ def attach_parallel(data, parallel_manifest, data_root):
             )
         item["wav_parallel"] = resolve_path(partner["wav"], data_root)
 
+
+def hide_transcripts(dataset):
+    """Blank the ``wrd`` of every item: an unlabelled set's text is for analysis only, never read."""
+    for item in dataset.data.values():
+        item["wrd"] = ""
+    return dataset
 
 
 def test_sets(manifests, data_root, inventory):

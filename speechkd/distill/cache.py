@@ -77,7 +77,7 @@ def make_meta(
     Parameters
     ----------
     teachers : sequence of dict
-        :func:`teacher_entry` records.
+        :meth:`speechkd.distill.Teacher.entry` records.
     symbols : sequence of str
         Token inventory shared by the teachers (``TokenInventory.symbols``).
     features : dict, optional

@@ -68,6 +68,7 @@ class ObjectiveBatch:
         self.tokens = None if tokens is None else tokens.to(self.device).long()
         self.token_lens = (None if tokens is None else
                            relative_lengths_to_absolute(token_lens.to(self.device), tokens.shape[1]))
+        self.labelled_given = labelled is not None
         if labelled is None:
             labelled = torch.full((batch,), tokens is not None, dtype=torch.bool)
         self.labelled = labelled.to(self.device).bool() & (tokens is not None)
@@ -253,6 +254,9 @@ class Objective(torch.nn.Module):
         values = {name: batch.log_probs.new_zeros(()) for name in self.terms}
         loss = None
         for name, term, weight in self.active():
+            if term.needs_transcripts and batch.tokens is None and not batch.labelled_given:
+                raise ValueError(f"objective term '{name}' (weight {weight}) needs transcripts but the batch "
+                                 "has none; give it weight 0, or a `labelled` item marking the unlabelled rows")
             values[name] = term(batch)
             loss = weight * values[name] if loss is None else loss + weight * values[name]
             values.update(getattr(term, "stats", {}))

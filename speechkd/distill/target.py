@@ -78,7 +78,9 @@ class TeacherTarget:
         20 ms on the quickstart corpus, see
         :func:`speechkd.distill.agreement.spike_offsets`).
     k : int, optional
-        Tokens the KL keeps per frame; defaults to the teachers' (the cache's) k.
+        Tokens the KL keeps per frame; defaults to the teachers' (the cache's)
+        k. The columns read back from a teacher batch are always the
+        teachers' own k (what the cache stored), whatever this is.
     dev_wer : sequence of float, optional
         Teachers' dev WER (percent); defaults to ``teachers.dev_wer_list()``.
     blank_index : int
@@ -112,8 +114,8 @@ class TeacherTarget:
                         for shift, name in zip(teachers.frame_shifts_ms, self.teacher_names)]
         self.vocab_sizes = [len(s) for s in teacher_symbols]
         self.student_vocab = len(student_symbols)
+        self.widths = [stored_width(teachers.k, v) for v in self.vocab_sizes]
         k = teachers.k if k is None else k
-        self.widths = [stored_width(k, v) for v in self.vocab_sizes]
         k_eff = self.student_vocab if k <= 0 else min(k, self.student_vocab)
         if oov_mode == "rest" and any(m.has_oov for m in self.maps) and k_eff == self.student_vocab:
             k_eff = self.student_vocab - 1  # the OOV mass needs a student rest bucket to go to

@@ -101,8 +101,11 @@ class Teacher(ABC):
 
     @property
     def canonical_symbols(self) -> list:
-        """``symbols`` with the blank named ``<blank>``, so inventories map onto each other by symbol."""
-        symbols = list(self.symbols)
+        """``symbols`` with the blank named ``<blank>`` and the word delimiter ``" "``.
+
+        Inventories then map onto each other by symbol, wherever a toolkit puts its blank.
+        """
+        symbols = [" " if s == self.word_delimiter else s for s in self.symbols]
         symbols[self.blank_index] = BLANK
         return symbols
 
@@ -294,8 +297,8 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     Utterances already in the cache (a resumed run) are skipped; a cache made
     from other teachers or settings is refused with the difference named.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     ensemble : TeacherEnsemble
     datasets : dict
         Split name -> DynamicItemDataset (``sig``, ``wrd``).
@@ -358,8 +361,8 @@ def teacher_posteriors(ensemble, dataset, batch_size):
 def cache_features(data_folder, teacher_domain, sample_rate=INPUT_SAMPLE_RATE):
     """What cached posteriors depend on besides the teachers and k (recorded in, and checked against, ``meta.json``).
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     data_folder : str
         The corpus the teachers heard (made absolute).
     teacher_domain : str

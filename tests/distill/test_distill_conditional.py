@@ -74,7 +74,7 @@ def test_utterance_level_selection():
     assert torch.equal(target[0], teacher[0])
 
 
-def adaptation_loss(alpha, logits, lens, teacher, tokens, token_lens, labelled, conditional=None):
+def adaptation_objective(alpha, logits, lens, teacher, tokens, token_lens, labelled, conditional=None):
     """The domain-adaptation student's objective: α·CTC on labelled rows + (1−α)·(conditional) KD."""
     objective = Objective({"ctc": CTCTerm(), "kd": PosteriorKL(conditional=conditional)},
                           {"ctc": alpha, "kd": 1.0 - alpha})
@@ -91,17 +91,17 @@ def test_adaptation_loss_uses_labels_only_of_labelled_utterances():
     lens = torch.tensor([1.0, 1.0], dtype=torch.float64)
     tokens, token_lens = torch.tensor([[A, B], [B, A]]), torch.tensor([1.0, 1.0])
     labelled = torch.tensor([True, False])
-    parts = adaptation_loss(0.5, logits, lens, teacher, tokens, token_lens, labelled, "frame")
-    changed = adaptation_loss(0.5, logits, lens, teacher, torch.tensor([[A, B], [A, A]]),
+    parts = adaptation_objective(0.5, logits, lens, teacher, tokens, token_lens, labelled, "frame")
+    changed = adaptation_objective(0.5, logits, lens, teacher, torch.tensor([[A, B], [A, A]]),
                               token_lens, labelled, "frame")
     assert torch.allclose(parts["loss"], changed["loss"])  # row 1's transcript is never read
     # CTC part = the labelled utterance's CTC / label length; KD = plain KD when not conditional
     ctc_one = torch.nn.functional.ctc_loss(torch.log_softmax(logits[:1], -1).transpose(0, 1),
                                            tokens[:1], torch.tensor([6]), torch.tensor([2]),
                                            reduction="sum") / 2
-    plain = adaptation_loss(0.5, logits, lens, teacher, tokens, token_lens, labelled)
+    plain = adaptation_objective(0.5, logits, lens, teacher, tokens, token_lens, labelled)
     assert plain["ctc"].item() == pytest.approx(ctc_one.item(), rel=1e-9)
-    reference = adaptation_loss(0.0, logits, lens, teacher, None, None, None)
+    reference = adaptation_objective(0.0, logits, lens, teacher, None, None, None)
     assert plain["kd"].item() == pytest.approx(reference["kd"].item(), rel=1e-9)
     assert plain["loss"].item() == pytest.approx(0.5 * ctc_one.item() + 0.5 * reference["kd"].item())
     assert 0.0 <= parts["teacher_frames"] <= 1.0
@@ -113,7 +113,7 @@ def test_conditional_kd_is_cross_entropy_on_wrong_frames():
     teacher_probs = peaked([BLANK, A, BLANK, A], peak=0.97)
     teacher = teacher_batch_from_log_probs([teacher_probs.log()[None]], [torch.tensor([4])], k=0)
     logits = torch.zeros(1, 4, 4, dtype=torch.float64)  # uniform student: log 1/4 everywhere
-    parts = adaptation_loss(0.0, logits, torch.tensor([1.0]), teacher,
+    parts = adaptation_objective(0.0, logits, torch.tensor([1.0]), teacher,
                             torch.tensor([[A, B]]), torch.tensor([1.0]), torch.tensor([True]), "frame")
     assert parts["teacher_frames"] == pytest.approx(0.75)
     rounded = torch.softmax(teacher_probs.log().half().double(), -1)  # fp16 round trip
@@ -127,13 +127,13 @@ def test_utterance_level_conditional_kd_on_a_wrong_utterance_is_cross_entropy_ev
     teacher_probs = peaked([BLANK, A, BLANK, A], peak=0.97)
     teacher = teacher_batch_from_log_probs([teacher_probs.log()[None]], [torch.tensor([4])], k=0)
     logits = torch.zeros(1, 4, 4, dtype=torch.float64)
-    parts = adaptation_loss(0.0, logits, torch.tensor([1.0]), teacher,
+    parts = adaptation_objective(0.0, logits, torch.tensor([1.0]), teacher,
                             torch.tensor([[A, B]]), torch.tensor([1.0]), torch.tensor([True]), "utterance")
     assert parts["teacher_frames"] == 0.0
     assert parts["kd"].item() == pytest.approx(math.log(4), rel=1e-9)
     # right transcript: the plain teacher target on every frame
-    right = adaptation_loss(0.0, logits, torch.tensor([1.0]), teacher,
+    right = adaptation_objective(0.0, logits, torch.tensor([1.0]), teacher,
                             torch.tensor([[A, A]]), torch.tensor([1.0]), torch.tensor([True]), "utterance")
-    plain = adaptation_loss(0.0, logits, torch.tensor([1.0]), teacher, None, None, None)
+    plain = adaptation_objective(0.0, logits, torch.tensor([1.0]), teacher, None, None, None)
     assert right["teacher_frames"] == 1.0
     assert right["kd"].item() == pytest.approx(plain["kd"].item(), rel=1e-12)

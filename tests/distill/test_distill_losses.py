@@ -8,7 +8,13 @@ from distill_helpers import SYMBOLS, meta_for, random_log_probs, teachers_like
 
 from speechkd.distill.cache import PosteriorCache, PosteriorCacheWriter
 from speechkd.distill.losses import reconstruct_dense, teacher_batch_from_log_probs, topk_kl
-from speechkd.distill.objectives import CTCTerm, Objective, ObjectiveBatch, ObjectiveTerm, PosteriorKL
+from speechkd.distill.objectives import (
+    CTCTerm,
+    Objective,
+    ObjectiveBatch,
+    ObjectiveTerm,
+    PosteriorKL,
+)
 from speechkd.distill.target import TeacherTarget
 
 V = len(SYMBOLS)

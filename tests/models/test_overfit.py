@@ -50,4 +50,8 @@ def test_small_model_overfits_tone_utterances(tone_batch, cls, sizes):
     rates.append([str(i) for i in range(len(texts))], texts, greedy)
     assert loss < 0.2
     assert rates.summary()["cer"] <= 5.0, greedy
-    assert beam == greedy
+    # prefix beam search sums over paths, so it may differ from the best path where the
+    # model is unsure (e.g. 'abcc' vs 'abc'); both must recover the transcripts
+    beam_rates = ErrorRates()
+    beam_rates.append([str(i) for i in range(len(texts))], texts, beam)
+    assert beam_rates.summary()["cer"] <= 5.0, beam
