@@ -8,8 +8,9 @@ on the few labelled target utterances; (c) unsupervised T/S (alpha = 0);
 alpha = 0); (f) an oracle trained on all target labels. "Gap closed" is
 (WER_a - WER_x) / (WER_a - WER_f) on the target test set.
 
-Every run goes through the recipe's YAML (hparams/domain_adaptation/*.yaml) with
-overrides, and through the library functions the recipe scripts call.
+Every run is a recipe script (recipes/ctc/train.py, recipes/distill/cache_teachers.py,
+recipes/domain_adaptation/{train,finetune}.py) run as a user would, on its YAML
+(hparams/domain_adaptation/*.yaml) with overrides.
 
     nice -n 19 python benchmarks/bench_domain_adaptation.py --domains telephone,noise
 """
@@ -24,13 +25,9 @@ import time
 
 import torch
 
-from speechkd.brains.adaptation import finetune_source, train_adaptation
-from speechkd.brains.ctc import train_ctc
-from speechkd.brains.distill import cache_teachers
-from speechkd.data.corpus import build_corpus
-from speechkd.experiment import open_experiment
+from speechkd.pipeline import run_recipe
 
-HPARAMS = "hparams/domain_adaptation"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS_DOMAINS = ["clean", "telephone", "noise", "reverb", "telephone+noise"]
 ROWS = {
     "a": "source model as is",
@@ -42,14 +39,19 @@ ROWS = {
 }
 
 
-def run_yaml(name, function, overrides):
-    """Load ``hparams/domain_adaptation/<name>.yaml`` with overrides, make its folder, run."""
-    hparams = open_experiment(os.path.join(HPARAMS, f"{name}.yaml"), overrides)
+def run_yaml(script, name, overrides):
+    """``python recipes/<script> hparams/domain_adaptation/<name>.yaml --key=value ...``; its results.json."""
     start = time.time()
-    result = function(hparams, {"device": "cpu", "noprogressbar": True})
-    folder = hparams.get("output_folder") or hparams["cache_folder"]
+    run_recipe(os.path.join(ROOT, "recipes", script),
+               os.path.join(ROOT, "hparams", "domain_adaptation", f"{name}.yaml"),
+               {**overrides, "device": "cpu"})
+    folder = overrides.get("output_folder") or overrides["cache_folder"]
     print(f"  {name} -> {folder} ({time.time() - start:.0f} s)", flush=True)
-    return result
+    results = os.path.join(folder, "results.json")
+    if not os.path.exists(results):
+        return None
+    with open(results) as fin:
+        return json.load(fin)
 
 
 def wers(results, domain):
@@ -87,32 +89,30 @@ def main(argv=None):
     domains = args.domains.split(",")
     labels = float(args.labels) if "." in args.labels else int(args.labels)
     started = time.time()
-    build_corpus("numbers", args.size, args.data, languages=args.langs.split(","),
-                 domains=CORPUS_DOMAINS, progress=False)
-    data = {"data_folder": args.data, "corpus_size": args.size, "seed": args.seed,
-            "corpus_options": {"domains": CORPUS_DOMAINS}}
+    data = {"data_folder": args.data, "corpus_size": args.size, "corpus_languages": args.langs.split(","),
+            "domains": CORPUS_DOMAINS, "seed": args.seed}
     source = os.path.join(args.out, "source")
     tests = [os.path.join(args.data, f"test_{d}.csv") for d in domains] + [os.path.join(args.data, "test.csv")]
-    source_results = run_yaml("source", train_ctc, {**data, "output_folder": source, "test_csvs": tests,
-                                                    "number_of_epochs": args.source_epochs})
+    source_results = run_yaml("ctc/train.py", "source", {**data, "output_folder": source, "test_csvs": tests,
+                                                         "number_of_epochs": args.source_epochs})
     cache = os.path.join(args.out, "cache")
-    run_yaml("cache", cache_teachers, {**data, "teachers": [source], "cache_folder": cache})
+    run_yaml("distill/cache_teachers.py", "cache", {**data, "teachers": [source], "cache_folder": cache})
     teacher = {"teachers": [source], "cache_folder": cache}
     rows_by_domain = {}
     for domain in domains:
         dom = {**data, "domain": domain, "number_of_epochs": args.adapt_epochs}
         rows = {"a": wers(source_results, domain)}
-        rows["b"] = wers(run_yaml("finetune", finetune_source, {
+        rows["b"] = wers(run_yaml("domain_adaptation/finetune.py", "finetune", {
             **dom, "source_folder": source, "target_labels": labels,
             "output_folder": os.path.join(args.out, f"finetune_{domain}")}), domain)
         variants = {"c": {"alpha": 0.0, "target_labels": 0},
                     "d": {"alpha": args.alpha, "target_labels": labels},
                     "e": {"alpha": 0.0, "target_labels": labels, "conditional": "frame"}}
         for key, options in variants.items():
-            rows[key] = wers(run_yaml("adapt", train_adaptation, {
+            rows[key] = wers(run_yaml("domain_adaptation/train.py", "adapt", {
                 **dom, **teacher, **options,
                 "output_folder": os.path.join(args.out, f"{key}_{domain}")}), domain)
-        rows["f"] = wers(run_yaml("oracle", train_ctc, {
+        rows["f"] = wers(run_yaml("ctc/train.py", "oracle", {
             **data, "domain": domain, "number_of_epochs": args.source_epochs,
             "output_folder": os.path.join(args.out, f"oracle_{domain}")}), domain)
         rows_by_domain[domain] = dict(sorted(rows.items()))

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Low-resource recipe benchmark: the issue's results table for several labelled-minute budgets.
 
-Runs recipes/low_resource/* in this process (torch on one thread) on a
+Runs the recipe scripts (recipes/ctc/train.py for the teachers and the
+scratch baseline, recipes/low_resource/* for the rest) in this process
+(torch on one thread), in the current folder (``data/``, ``results/``), on a
 `numbers` corpus with ru, de (the pool) and uk (the target), small models and
 modest epochs, then prints a markdown table of target test WER/CER and
 parameters for (a) the student from scratch, (b) each adapted teacher,
@@ -32,8 +34,9 @@ STUDENT = ["--conv_channels=32", "--conv_layers=2", "--gru_hidden=48"]
 
 
 def run(script, hparams, *overrides):
-    argv = [str(ROOT / "recipes/low_resource" / script), str(ROOT / "hparams/low_resource" / hparams),
-            *overrides]
+    """``python recipes/<script> hparams/low_resource/<hparams> --key=value ...``, in this process."""
+    argv = [str(ROOT / "recipes" / script), str(ROOT / "hparams/low_resource" / hparams),
+            *overrides, "--device=cpu", "--noprogressbar"]
     previous, sys.argv = sys.argv, argv
     try:
         with contextlib.redirect_stdout(sys.stderr):  # training logs to stderr, the table to stdout
@@ -43,7 +46,7 @@ def run(script, hparams, *overrides):
 
 
 def results(folder):
-    return json.loads((ROOT / folder / "results.json").read_text())
+    return json.loads((Path(folder) / "results.json").read_text())
 
 
 def main():
@@ -66,17 +69,18 @@ def main():
         exp = f"results/low_resource/uk-{minutes:g}min"
         if i == 0:
             for name, sizes in TEACHERS.items():
-                run("train_teacher.py", f"teacher_{name}.yaml", *common, *sizes,
+                run("ctc/train.py", f"teacher_{name}.yaml", *common, *sizes,
                     f"--number_of_epochs={args.teacher_epochs}")
         for name in TEACHERS:
-            run("adapt_teacher.py", "adapt.yaml", *common, f"--teacher_name={name}",
+            run("low_resource/adapt_teacher.py", "adapt.yaml", *common, f"--teacher_name={name}",
                 f"--number_of_epochs={args.adapt_epochs}")
-        run("cache_teachers.py", "cache.yaml", *common)
+        run("low_resource/cache_teachers.py", "cache.yaml", *common)
         student = [*common, *STUDENT, f"--number_of_epochs={args.student_epochs}"]
-        run("train_scratch.py", "scratch.yaml", *student)
-        run("train_student.py", "student.yaml", *student, "--use_unlabelled=False", "--name=kd_labelled")
-        run("train_student.py", "student.yaml", *student, "--name=kd_unlabelled")
-        run("train_student.py", "student.yaml", *student, "--name=kd_filtered",
+        run("ctc/train.py", "scratch.yaml", *student)
+        run("low_resource/train_student.py", "student.yaml", *student, "--use_unlabelled=False",
+            "--name=kd_labelled")
+        run("low_resource/train_student.py", "student.yaml", *student, "--name=kd_unlabelled")
+        run("low_resource/train_student.py", "student.yaml", *student, "--name=kd_filtered",
             "--agreement_filter=teacher_cer", f"--agreement_threshold={args.filter_cer:g}")
         systems = [("(a) student from scratch", "student_scratch", "")]
         systems += [(f"(b) adapted {n}", f"adapted_{n}", "") for n in TEACHERS]

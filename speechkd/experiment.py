@@ -5,15 +5,15 @@ An experiment folder (``results/<name>/<seed>/``) holds, besides SpeechBrain's
 
 - ``tokens.txt``: the token inventory the model was trained with;
 - ``model.json``: the model class and its constructor arguments, so any
-  tool (transcribe, cache, export) can rebuild the model without the YAML.
+  tool (transcribe, cache, export) can rebuild the model without the YAML;
+  an adapted teacher's (:func:`adapted_model`) also records ``adapted_from``
+  and ``added_tokens``.
 """
 
 import functools
 import importlib
 import json
 import os
-import shutil
-import sys
 
 import speechbrain as sb
 
@@ -28,8 +28,8 @@ TOKENS_FILE = "tokens.txt"
 def inventory_for(manifests, tokens_path):
     """Load the experiment's inventory, or build it from the manifests' text.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     manifests : list of str
         Manifests whose transcripts the inventory must cover.
     tokens_path : str
@@ -61,8 +61,8 @@ def student_inventory(tokens, ensemble, manifests, tokens_path):
 
     With ``own``, the teacher target maps teacher tokens to the student's by symbol.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     tokens : {"teachers", "own"}
     ensemble : speechkd.distill.TeacherEnsemble
     manifests : list of str
@@ -81,8 +81,8 @@ def student_inventory(tokens, ensemble, manifests, tokens_path):
 def build_model(model_factory, inventory, folder, name=None):
     """Instantiate the YAML's ``model`` (a ``!name:`` partial) and write ``model.json``.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     model_factory : functools.partial
         ``!name:speechkd.models.<Class>`` with its size arguments.
     inventory : speechkd.text.TokenInventory
@@ -121,8 +121,8 @@ def model_name(folder):
 def load_model(folder, device="cpu", min_key="WER"):
     """Rebuild a trained model from its experiment folder, best checkpoint loaded.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     folder : str
         Experiment folder written by a speechkd recipe.
     device : str
@@ -159,8 +159,8 @@ def load_model(folder, device="cpu", min_key="WER"):
 def adapted_model(teacher_folder, target_texts):
     """Load a trained teacher and extend its inventory and output layer to the target's characters.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     teacher_folder : str
         Experiment folder of the trained teacher.
     target_texts : iterable of str
@@ -199,49 +199,3 @@ def write_json(path, payload):
     with open(path, "w") as fout:
         json.dump(payload, fout, indent=2, sort_keys=True)
         fout.write("\n")
-
-
-def open_experiment(hparams_file, overrides=None, folder_key=None):
-    """Load a recipe YAML with overrides and create its experiment folder.
-
-    The folder is ``hparams[folder_key]``, by default ``output_folder`` (or
-    ``cache_folder`` for a YAML without one); it receives SpeechBrain's
-    ``hyperparams.yaml`` and ``log.txt``.
-
-    Returns
-    -------
-    dict
-        The loaded hparams.
-    """
-    from hyperpyyaml import load_hyperpyyaml
-
-    overrides = overrides or {}
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    folder_key = folder_key or ("output_folder" if "output_folder" in hparams else "cache_folder")
-    sb.create_experiment_directory(
-        experiment_directory=hparams[folder_key],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    # SpeechBrain copies the calling file, here this module: keep the recipe script instead
-    copied = os.path.join(hparams[folder_key], os.path.basename(__file__))
-    if os.path.exists(copied):
-        os.remove(copied)
-    if sys.argv[0].endswith(".py") and os.path.isfile(sys.argv[0]):
-        shutil.copy(os.path.realpath(sys.argv[0]), hparams[folder_key])
-    return hparams
-
-
-def start_experiment(argv, folder_key=None):
-    """What every recipe script does first, SpeechBrain's way.
-
-    Parses ``hparams.yaml --key=value ...`` and calls :func:`open_experiment`.
-
-    Returns
-    -------
-    hparams : dict
-    run_opts : dict
-    """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    return open_experiment(hparams_file, overrides, folder_key), run_opts

@@ -1,9 +1,19 @@
-"""Per-language manifests: pool without the target, target prefixes, unlabelled audio."""
+"""Corpus subsets: pool without the target, target prefixes, unlabelled audio, a few labelled utterances."""
 
 import pytest
 
+from speechkd.data import subsets
 from speechkd.data.manifest import read_manifest, write_manifest
-from speechkd.data.subsets import concat_manifests, select_rows, write_language_manifests
+from speechkd.data.subsets import (
+    concat_manifests,
+    labelled_subset,
+    prepare_pool_teacher,
+    select_labelled,
+    select_rows,
+    subset_manifest,
+    write_language_manifests,
+)
+from speechkd.text import TokenInventory
 
 
 def row(utt, lang, duration=30.0, wrd="x"):
@@ -53,3 +63,32 @@ def test_language_manifests(corpus, tmp_path):
     assert [r["ID"] for r in read_manifest(joined)] == ["uk-1", "uk-2", "uk-5"]
     with pytest.raises(ValueError, match="already in an earlier manifest"):
         concat_manifests([paths["target_train"], paths["target_train"]], tmp_path / "k.csv")
+
+
+def test_pool_teacher_gets_its_languages_and_the_whole_pools_inventory(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(subsets, "build_corpus", lambda **kwargs: None)  # the corpus fixture is built
+    write_manifest(corpus / "train.csv", [row("ru-1", "ru", wrd="да"), row("de-1", "de", wrd="ja"),
+                                          row("uk-1", "uk", wrd="так")])
+    corpus_args = {"task": "numbers", "size": "tiny", "data_folder": corpus, "seed": 0, "target": "uk",
+                   "target_minutes_built": 1, "unlabelled_minutes": 1, "subset_folder": tmp_path / "subsets"}
+    train_csv, tokens = tmp_path / "tdnn" / "train.csv", tmp_path / "tdnn" / "tokens.txt"
+    prepare_pool_teacher(train_csv, tokens, teacher_languages=["ru"], **corpus_args)
+    assert [r["ID"] for r in read_manifest(train_csv)] == ["ru-1"]
+    symbols = TokenInventory.load(tokens).symbols
+    assert {"д", "а", "j", "a"} <= set(symbols) and "т" not in symbols  # the pool's text, not the target's
+    tokens.write_text("<blank>\n<space>\n")  # a resumed run keeps the inventory it was trained with
+    prepare_pool_teacher(train_csv, tokens, teacher_languages=["ru", "de"], **corpus_args)
+    assert tokens.read_text() == "<blank>\n<space>\n" and len(read_manifest(train_csv)) == 2
+    with pytest.raises(ValueError, match="no utterances in"):
+        prepare_pool_teacher(train_csv, tokens, teacher_languages=["es"], **corpus_args)
+
+
+def test_labelled_subset_is_recorded_and_cut_from_the_manifest(tmp_path):
+    manifest = tmp_path / "train.csv"
+    write_manifest(manifest, [row(f"uk-{i}", "uk") for i in range(10)])
+    chosen = labelled_subset(manifest, 0.3, seed=1, folder=tmp_path / "exp")
+    assert chosen == select_labelled([f"uk-{i}" for i in range(10)], 3, seed=1)
+    assert (tmp_path / "exp" / "labelled_ids.txt").read_text().split() == chosen
+    subset = subset_manifest(manifest, chosen, tmp_path / "labelled.csv")
+    ids = [r["ID"] for r in read_manifest(subset)]
+    assert sorted(ids) == sorted(chosen) and ids == sorted(ids, key=lambda u: int(u.split("-")[1]))

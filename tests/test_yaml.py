@@ -28,7 +28,7 @@ def recipe_rows():
 def top_level_keys(yaml_path):
     """Top-level keys of a YAML file, in order (read as text: no object is built)."""
     with open(yaml_path) as fin:
-        return [m.group(1) for m in re.finditer(r"^([A-Za-z_][\w]*):", fin.read(), flags=re.M)]
+        return [m.group(1) for m in re.finditer(r"^([A-Za-z_][\w]*):", fin.read(), flags=re.MULTILINE)]
 
 
 def keys_read_by(path):

@@ -1,15 +1,62 @@
 #!/usr/bin/env python3
-"""Step 3: cache the adapted ensemble on the target's audio; evaluate the ensemble.
+"""Step 3: cache the adapted ensemble on the target's audio; test the ensemble itself.
+
+The adapted teachers' top-k posteriors are cached on the target's labelled
+minutes, its unlabelled audio (transcripts blanked: never read) and its dev
+set (each teacher's dev WER, for the ``weighted`` strategy). The ensemble,
+fused as the students' teacher target is (``ensemble_strategy`` at τ = 1),
+is then tested on the target's test speakers: ``wer_<set>.txt`` and
+``results.json`` in ``ensemble_folder``.
 
     python recipes/low_resource/cache_teachers.py hparams/low_resource/cache.yaml
 """
 
+import os
 import sys
 
-from speechkd.brains.low_resource import cache_target, prepare_target_data
-from speechkd.experiment import start_experiment
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechkd.data.pipelines import hide_transcripts, make_dataset
+from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
+from speechkd.evaluation import ensemble_error_rates
+from speechkd.metrics import write_results_json
+from speechkd.models import count_parameters
 
 if __name__ == "__main__":
-    hparams, run_opts = start_experiment(sys.argv[1:], folder_key="cache_folder")
-    prepare_target_data(hparams)
-    cache_target(hparams, run_opts)
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=hparams_file,
+                                   overrides=overrides)
+    sb.utils.distributed.run_on_main(hparams["prepare"])
+
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"])
+    audio = {"data_root": hparams["data_folder"], "need_text": False, "sort": "none"}
+    datasets = {
+        "train": make_dataset(hparams["train_csv"], **audio),
+        "unlabelled": hide_transcripts(make_dataset(hparams["unlabelled_csv"], **audio)),
+        "dev": make_dataset(hparams["dev_csv"], **audio),
+    }
+    cache = build_cache(
+        ensemble, datasets, hparams["cache_folder"], hparams["top_k"],
+        cache_features(hparams["data_folder"], hparams["teacher_domain"]),
+        batch_size=hparams["batch_size"], manifest=os.path.abspath(hparams["dev_csv"]),
+    )
+    print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers in {hparams['cache_folder']}")
+
+    # The adapted ensemble on the target's test speakers
+    folder = hparams["ensemble_folder"]
+    os.makedirs(folder, exist_ok=True)
+    for test_csv in hparams["test_csvs"]:
+        name = os.path.splitext(os.path.basename(test_csv))[0]
+        errors = ensemble_error_rates(ensemble, make_dataset(test_csv, hparams["data_folder"], sort="none"),
+                                      hparams["batch_size"], hparams["ensemble_strategy"])
+        errors.write_wer_file(os.path.join(folder, f"wer_{name}.txt"))
+        summary = errors.summary()
+        write_results_json(os.path.join(folder, "results.json"), {
+            "params": sum(count_parameters(t.model, trainable_only=False) for t in ensemble.teachers),
+            "teachers": ensemble.names, "strategy": hparams["ensemble_strategy"], "sets": {name: summary},
+        })
+        print(f"adapted ensemble ({hparams['ensemble_strategy']}) on {name}: "
+              f"WER {summary['wer']:.2f}% CER {summary['cer']:.2f}%")

@@ -93,7 +93,7 @@ class DistillBrain(sb.Brain):
             return
         for key, value in values.items():
             if key != "loss":
-                self.term_sums[key][0] += float(value)
+                self.term_sums[key][0] += float(value.detach() if torch.is_tensor(value) else value)
                 self.term_sums[key][1] += 1
 
     def track_errors(self, log_probs, wav_lens, batch):

@@ -55,8 +55,8 @@ def check_parallel_pairs(target_manifest, source_manifest, data_root):
 def add_on_the_fly_target(dataset, domain, seed, epoch_counter, options=None):
     """Add ``sig_target``: the clean ``sig`` turned into ``domain``, drawn anew each epoch.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     dataset : DynamicItemDataset
         Clean audio (``sig``, ``id``).
     domain : str

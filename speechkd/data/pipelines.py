@@ -35,8 +35,8 @@ def resolve_path(wav, data_root):
 def load_audio(path, sample_rate=SAMPLE_RATE):
     """Read a mono waveform with soundfile.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     path : str
         Audio file (any format soundfile reads: wav, flac, ogg).
     sample_rate : int
@@ -72,7 +72,7 @@ def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
         return "missing audio"
     try:
         info = sf.info(path)
-    except Exception:
+    except Exception:  # noqa: BLE001 - soundfile raises several types for corrupt files
         return "corrupt audio"
     if info.samplerate != sample_rate:
         return f"sample rate {info.samplerate} Hz"
@@ -86,8 +86,8 @@ def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
 def checked_rows(manifest, data_root, need_text=True, strict=False):
     """Read a manifest and drop (or refuse) unusable rows.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     manifest : str
         Path of a SpeechBrain CSV manifest.
     data_root : str
@@ -139,8 +139,8 @@ def make_dataset(
 ):
     """Build a ``DynamicItemDataset`` giving audio, tokens and metadata.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     manifest : str
         CSV manifest (``ID,duration,wav,spk_id,lang,domain,wrd``).
     data_root : str
@@ -190,60 +190,92 @@ def make_dataset(
     if parallel_manifest is not None:
         attach_parallel(data, parallel_manifest, data_root)
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
+    keys = ["id", "sig", "wrd", "lang", "domain", "duration"]
+    keys += add_audio_items(dataset, parallel=parallel_manifest is not None)
+    if labelled_ids is not None:
+        keys += add_labelled_tokens(dataset, inventory, usable_labels(manifest, rows, labelled_ids))
+    elif inventory is not None and need_text:
+        keys += add_tokens(dataset, inventory)
+    dataset.set_output_keys(keys)
+    if sort in ("ascending", "descending"):
+        dataset = dataset.filtered_sorted(sort_key="duration", reverse=sort == "descending")
+    return dataset
+
+
+def add_audio_items(dataset, parallel=False):
+    """Add ``sig`` (and ``sig_parallel``, the other half of a parallel pair) to ``dataset``.
+
+    Returns
+    -------
+    list of str
+        The keys added.
+    """
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
         return load_audio(wav)
 
-    items = [audio_pipeline]
-    keys = ["id", "sig", "wrd", "lang", "domain", "duration"]
+    dataset.add_dynamic_item(audio_pipeline)
+    if not parallel:
+        return ["sig"]
 
-    if parallel_manifest is not None:
+    @sb.utils.data_pipeline.takes("wav_parallel", "wav", "id")
+    @sb.utils.data_pipeline.provides("sig_parallel")
+    def parallel_pipeline(wav_parallel, wav, utt_id):
+        other = load_audio(wav_parallel)
+        if other.shape[0] != sf.info(wav).frames:
+            raise BadInputError(
+                f"utterance {utt_id}: parallel audio {wav_parallel} has "
+                f"{other.shape[0]} samples, {wav} has {sf.info(wav).frames}; "
+                "teacher-student adaptation needs frame-aligned pairs"
+            )
+        return other
 
-        @sb.utils.data_pipeline.takes("wav_parallel", "wav", "id")
-        @sb.utils.data_pipeline.provides("sig_parallel")
-        def parallel_pipeline(wav_parallel, wav, utt_id):
-            other = load_audio(wav_parallel)
-            if other.shape[0] != sf.info(wav).frames:
-                raise BadInputError(
-                    f"utterance {utt_id}: parallel audio {wav_parallel} has "
-                    f"{other.shape[0]} samples, {wav} has {sf.info(wav).frames}; "
-                    "teacher-student adaptation needs frame-aligned pairs"
-                )
-            return other
+    dataset.add_dynamic_item(parallel_pipeline)
+    return ["sig", "sig_parallel"]
 
-        items.append(parallel_pipeline)
-        keys.append("sig_parallel")
 
-    if labelled_ids is not None:
-        labelled_ids = frozenset(labelled_ids)
+def add_tokens(dataset, inventory):
+    """Add ``tokens``, the encoded transcript; returns the keys added."""
 
-        @sb.utils.data_pipeline.takes("id", "wrd")
-        @sb.utils.data_pipeline.provides("tokens", "labelled")
-        def labelled_text_pipeline(utt_id, wrd):
-            labelled = utt_id in labelled_ids
-            yield torch.LongTensor(inventory.encode(wrd) if labelled else [inventory.blank_index])
-            yield labelled
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("tokens")
+    def text_pipeline(wrd):
+        return torch.LongTensor(inventory.encode(wrd))
 
-        items.append(labelled_text_pipeline)
-        keys.extend(["tokens", "labelled"])
-    elif inventory is not None and need_text:
+    dataset.add_dynamic_item(text_pipeline)
+    return ["tokens"]
 
-        @sb.utils.data_pipeline.takes("wrd")
-        @sb.utils.data_pipeline.provides("tokens")
-        def text_pipeline(wrd):
-            return torch.LongTensor(inventory.encode(wrd))
 
-        items.append(text_pipeline)
-        keys.append("tokens")
+def usable_labels(manifest, rows, labelled_ids):
+    """The labelled IDs whose row has a transcript; an empty one makes its row unlabelled (counted in the log)."""
+    labelled_ids = frozenset(labelled_ids)
+    empty = [row["ID"] for row in rows if row["ID"] in labelled_ids and not row["wrd"].strip()]
+    if empty:
+        logger.warning("%s: %d labelled rows have an empty transcript and are used as unlabelled, e.g. %s",
+                       manifest, len(empty), empty[0])
+    return labelled_ids - set(empty)
 
-    for item in items:
-        dataset.add_dynamic_item(item)
-    dataset.set_output_keys(keys)
-    if sort in ("ascending", "descending"):
-        dataset = dataset.filtered_sorted(sort_key="duration", reverse=sort == "descending")
-    return dataset
+
+def add_labelled_tokens(dataset, inventory, labelled_ids):
+    """Add ``tokens`` (the transcript of labelled rows, one blank elsewhere, never read) and ``labelled`` (bool).
+
+    Returns
+    -------
+    list of str
+        The keys added.
+    """
+
+    @sb.utils.data_pipeline.takes("id", "wrd")
+    @sb.utils.data_pipeline.provides("tokens", "labelled")
+    def labelled_text_pipeline(utt_id, wrd):
+        labelled = utt_id in labelled_ids
+        yield torch.LongTensor(inventory.encode(wrd) if labelled else [inventory.blank_index])
+        yield labelled
+
+    dataset.add_dynamic_item(labelled_text_pipeline)
+    return ["tokens", "labelled"]
 
 
 def attach_parallel(data, parallel_manifest, data_root):

@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 def select_rows(rows, languages=None, exclude=(), max_minutes=None):
     """Rows of the given languages, optionally the shortest prefix reaching ``max_minutes``.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     rows : list of dict
         Manifest rows in manifest order.
     languages : sequence of str, optional
@@ -68,8 +68,8 @@ def select_rows(rows, languages=None, exclude=(), max_minutes=None):
 def write_language_manifests(data_folder, out_folder, target, pool=None, target_minutes=None):
     """Write the pooled and target-only manifests of a corpus.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     data_folder : str
         Corpus folder (``train.csv``, ``dev.csv``, ``test.csv`` and, when
         present, ``unlabelled.csv``).
@@ -154,8 +154,8 @@ def prepare_low_resource(task, size, data_folder, seed, target, target_minutes_b
     The prepare function of the low-resource YAMLs (``prepare: !name:``,
     run on the main process only).
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     task, size, data_folder, seed
         The corpus (:func:`speechkd.data.corpus.build_corpus`'s ``task``,
         ``size``, ``out`` and ``seed``); built once, reused afterwards.
@@ -193,8 +193,8 @@ def prepare_pool_teacher(train_csv, tokens, teacher_languages=None, **low_resour
     text (train, dev and test), so teachers trained on different language
     subsets still form one ensemble.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     train_csv : str
         Receives the pool's train rows in ``teacher_languages``.
     tokens : str
@@ -221,8 +221,8 @@ def prepare_pool_teacher(train_csv, tokens, teacher_languages=None, **low_resour
 def select_labelled(utt_ids, amount, seed=0):
     """The few utterances whose transcripts may be used, chosen reproducibly.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     utt_ids : iterable of str
     amount : int or float
         A count (int), or a fraction of the utterances (float in ``[0, 1]``).

@@ -153,16 +153,7 @@ def teacher_agreement(
     shift = frame_shift_ms or max(cache.frame_shifts_ms)
     symbols = _common_symbols(cache.symbols)
     rows = [r for r in manifest_rows if r["ID"] in cache]
-    missing = len(manifest_rows) - len(rows)
-    skipped: dict[str, str] = {}
-    runnable = []
-    for strategy in strategies:
-        if strategy == "weighted" and cache.dev_wer_list() is None:
-            skipped[strategy] = "no dev WER in the cache"
-        elif strategy == "best" and any(cache.teacher_error(r["ID"]) is None for r in rows):
-            skipped[strategy] = "per-utterance teacher errors missing in the cache"
-        else:
-            runnable.append(strategy)
+    runnable, skipped = runnable_strategies(cache, rows, strategies)
 
     def target(strategy="average"):
         return TeacherTarget(cache, symbols, shift, strategy=strategy,
@@ -170,11 +161,7 @@ def teacher_agreement(
 
     projector = target()
     fusers = {strategy: target(strategy) for strategy in runnable}
-
-    n = len(names)
-    hits = np.zeros((n, n), dtype=np.int64)
-    totals = np.zeros((n, n), dtype=np.int64)
-    spikes = np.zeros(n, dtype=np.int64)
+    counts = SpikeCounts(len(names))
     refs: list[str] = []
     hyps: dict[str, list[str]] = {f"teacher {name}": [] for name in names}
     hyps.update({s: [] for s in runnable})
@@ -188,40 +175,65 @@ def teacher_agreement(
         for b, row in enumerate(chunk):
             length = int(frames[b])
             refs.append(row["wrd"])
-            tokens = [spike_tokens(probs[b, i, :length, :-1].numpy()) for i in range(n)]
-            for i in range(n):
-                spikes[i] += int((tokens[i] >= 0).sum())
-                hyps[f"teacher {names[i]}"].append(_decode(probs[b, i, :length], symbols))
-                for j in range(n):
-                    if i != j:
-                        agree, total = agreeing_spikes(tokens[i], tokens[j], tolerance)
-                        hits[i, j] += agree
-                        totals[i, j] += total
+            counts.add([spike_tokens(probs[b, i, :length, :-1].numpy()) for i in range(len(names))], tolerance)
+            for i, name in enumerate(names):
+                hyps[f"teacher {name}"].append(_decode(probs[b, i, :length], symbols))
             for s in runnable:
                 hyps[s].append(_decode(fused[s][b, :length], symbols))
-
-    pairwise = {
-        names[i]: {
-            names[j]: (hits[i, j] / totals[i, j] if totals[i, j] else float("nan"))
-            for j in range(n)
-            if j != i
-        }
-        for i in range(n)
-    }
-    off_diagonal = ~np.eye(n, dtype=bool)
-    total = totals[off_diagonal].sum()
     return {
         "n_utts": len(rows),
-        "missing": missing,
+        "missing": len(manifest_rows) - len(rows),
         "frame_shift_ms": shift,
         "tolerance": tolerance,
         "teachers": list(names),
-        "spikes": {names[i]: int(spikes[i]) for i in range(n)},
-        "pairwise": pairwise,
-        "overall": float(hits[off_diagonal].sum() / total) if total else float("nan"),
+        **counts.summary(names),
         "wer": {key: _wer(refs, hyp) for key, hyp in hyps.items()},
         "skipped": skipped,
     }
+
+
+def runnable_strategies(cache, rows: Sequence[dict], strategies: Sequence[str]) -> tuple[list, dict]:
+    """The strategies the cache can decode, and ``{strategy: reason}`` for the others."""
+    runnable, skipped = [], {}
+    for strategy in strategies:
+        if strategy == "weighted" and cache.dev_wer_list() is None:
+            skipped[strategy] = "no dev WER in the cache"
+        elif strategy == "best" and any(cache.teacher_error(r["ID"]) is None for r in rows):
+            skipped[strategy] = "per-utterance teacher errors missing in the cache"
+        else:
+            runnable.append(strategy)
+    return runnable, skipped
+
+
+class SpikeCounts:
+    """Running counts of spikes per teacher and of agreeing spikes per ordered teacher pair."""
+
+    def __init__(self, n_teachers: int):
+        self.hits = np.zeros((n_teachers, n_teachers), dtype=np.int64)
+        self.totals = np.zeros((n_teachers, n_teachers), dtype=np.int64)
+        self.spikes = np.zeros(n_teachers, dtype=np.int64)
+
+    def add(self, tokens: Sequence[np.ndarray], tolerance: int) -> None:
+        """One utterance: each teacher's :func:`spike_tokens` at the common rate."""
+        n = len(tokens)
+        for i in range(n):
+            self.spikes[i] += int((tokens[i] >= 0).sum())
+            for j in range(n):
+                if i != j:
+                    agree, total = agreeing_spikes(tokens[i], tokens[j], tolerance)
+                    self.hits[i, j] += agree
+                    self.totals[i, j] += total
+
+    def summary(self, names: Sequence[str]) -> dict:
+        """``spikes`` {teacher: count}, ``pairwise`` {a: {b: fraction}} and ``overall``."""
+        n = len(names)
+        pairwise = {names[i]: {names[j]: (self.hits[i, j] / self.totals[i, j] if self.totals[i, j]
+                                          else float("nan")) for j in range(n) if j != i}
+                    for i in range(n)}
+        off_diagonal = ~np.eye(n, dtype=bool)
+        total = self.totals[off_diagonal].sum()
+        return {"spikes": {names[i]: int(self.spikes[i]) for i in range(n)}, "pairwise": pairwise,
+                "overall": float(self.hits[off_diagonal].sum() / total) if total else float("nan")}
 
 
 def _decode(probs: torch.Tensor, symbols: Sequence[str]) -> str:

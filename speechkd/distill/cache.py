@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, KeysView, Sequence
+from collections.abc import KeysView, Sequence
 from pathlib import Path
 
 import numpy as np

@@ -30,7 +30,12 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from speechkd.distill.conditional import LEVELS, conditional_targets, ctc_forced_alignment, greedy_matches_reference
+from speechkd.distill.conditional import (
+    LEVELS,
+    conditional_targets,
+    ctc_forced_alignment,
+    greedy_matches_reference,
+)
 from speechkd.distill.losses import topk_kl
 from speechkd.models.features import relative_lengths_to_absolute
 

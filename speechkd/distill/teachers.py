@@ -244,7 +244,7 @@ class TeacherEnsemble:
 
     def dev_wer_list(self):
         """Online teachers have no recorded dev WER (a cache has)."""
-        return None
+        return
 
     @property
     def inventory(self):

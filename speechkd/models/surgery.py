@@ -10,8 +10,8 @@ import torch
 def extend_output_layer(model, n_tokens):
     """Grow the model's CTC output layer (``ctc_lin``) to ``n_tokens`` rows, keeping the old rows.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     model : speechkd.models.AcousticModel
         Any speechkd model (its output layer is ``model.ctc_lin``, ``(V, hidden)``).
     n_tokens : int

@@ -42,7 +42,7 @@ def test_killed_run_resumes_from_last_checkpoint(tdnn_run, tiny_corpus):
     overrides = tiny_overrides("tdnn", tiny_corpus, tdnn_run, epochs=2)
     run_recipe("ctc/train.py", "ctc/tdnn.yaml", **overrides)
     with open(os.path.join(tdnn_run, "train_log.txt")) as fin:
-        epochs = [int(m) for m in re.findall(r"^epoch: (\d+)", fin.read(), flags=re.M)]
+        epochs = [int(m) for m in re.findall(r"^epoch: (\d+)", fin.read(), flags=re.MULTILINE)]
     assert epochs == [1, 2]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechkd.brains.low_resource import extend_output_layer, freeze_for_adaptation
 from speechkd.data.manifest import read_manifest
 from speechkd.models import TDNNCTC
+from speechkd.models.surgery import extend_output_layer, freeze_for_adaptation
 from speechkd.text import TokenInventory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +30,9 @@ STUDENT = ["--conv_channels=8", "--conv_layers=1", "--gru_hidden=8", "--number_o
 
 
 def run_recipe(script, hparams, *overrides):
-    argv = [str(ROOT / "recipes/low_resource" / script), str(ROOT / "hparams/low_resource" / hparams),
-            *DATA, *overrides]
+    """``python recipes/<script> hparams/low_resource/<hparams> ...`` in this process (in the test's folder)."""
+    argv = [str(ROOT / "recipes" / script), str(ROOT / "hparams/low_resource" / hparams),
+            *DATA, *overrides, "--device=cpu", "--noprogressbar"]
     previous, sys.argv = sys.argv, argv
     try:
         runpy.run_path(argv[0], run_name="__main__")
@@ -54,24 +55,28 @@ def one_thread():
 def test_recipe_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for teacher, sizes in SIZES.items():
-        run_recipe("train_teacher.py", f"{teacher}.yaml", *sizes, *TRAINING)
+        run_recipe("ctc/train.py", f"{teacher}.yaml", *sizes, *TRAINING)
     for teacher in SIZES:
         name = teacher.split("_")[1]
         layers = "output" if name == "tdnn" else "all"
-        run_recipe("adapt_teacher.py", "adapt.yaml", f"--teacher_name={name}",
+        run_recipe("low_resource/adapt_teacher.py", "adapt.yaml", f"--teacher_name={name}",
                    f"--adapt_layers={layers}", *TRAINING)
-    run_recipe("cache_teachers.py", "cache.yaml")
-    run_recipe("train_scratch.py", "scratch.yaml", *STUDENT)
-    run_recipe("train_student.py", "student.yaml", "--use_unlabelled=False", "--name=kd_labelled", *STUDENT)
-    run_recipe("train_student.py", "student.yaml", "--name=kd_all", *STUDENT)
-    run_recipe("train_student.py", "student.yaml", "--name=kd_filtered", "--agreement_filter=teacher_cer",
-               "--agreement_threshold=1000", *STUDENT)
+    run_recipe("low_resource/cache_teachers.py", "cache.yaml")
+    run_recipe("ctc/train.py", "scratch.yaml", *STUDENT)
+    student = ("low_resource/train_student.py", "student.yaml")
+    run_recipe(*student, "--use_unlabelled=False", "--name=kd_labelled", *STUDENT)
+    run_recipe(*student, "--name=kd_all", *STUDENT)
+    run_recipe(*student, "--name=kd_filtered", "--agreement_filter=teacher_cer", "--agreement_threshold=1000",
+               *STUDENT)
 
     exp = tmp_path / "results/low_resource/uk-0.2min"
     pool_train = (exp / "manifests/pool_train.csv").read_text()
     assert "uk-" not in pool_train and "ru-" in pool_train and "de-" in pool_train
-    tdnn_train = (tmp_path / "results/low_resource/uk-pool/tdnn/1234/train.csv").read_text()
+    pool = tmp_path / "results/low_resource/uk-pool"
+    tdnn_train = (pool / "tdnn/1234/train.csv").read_text()
     assert "de-" not in tdnn_train and "ru-" in tdnn_train
+    teacher_tokens = {(pool / f"{name}/1234/tokens.txt").read_text() for name in ("conformer", "crdnn", "tdnn")}
+    assert len(teacher_tokens) == 1  # the whole pool's inventory, whatever a teacher's languages
 
     adapted = results(exp / "adapted_conformer/1234")
     pool_symbols = TokenInventory.load(tmp_path / "results/low_resource/uk-pool/conformer/1234/tokens.txt")
@@ -90,14 +95,14 @@ def test_recipe_end_to_end(tmp_path, monkeypatch):
         results(exp / f"adapted_{n}/1234")["params"] for n in ("conformer", "crdnn", "tdnn"))
     assert 0.0 <= ensemble["sets"]["target_test"]["wer"]
 
-    unlabelled = sum(1 for _ in open(exp / "manifests/target_unlabelled.csv")) - 1
-    labelled = sum(1 for _ in open(exp / "manifests/target_train.csv")) - 1
+    unlabelled = len(read_manifest(exp / "manifests/target_unlabelled.csv"))
+    labelled = len(read_manifest(exp / "manifests/target_train.csv"))
     assert unlabelled > 0 and labelled > 0
     for name, offered in (("kd_labelled", 0), ("kd_all", unlabelled), ("kd_filtered", unlabelled)):
         student = results(exp / f"{name}/1234")
         assert student["unlabelled"]["offered"] == offered
         assert "target_test" in student["sets"]
-        rows = sum(1 for _ in open(exp / f"{name}/1234/train.csv")) - 1
+        rows = len(read_manifest(exp / f"{name}/1234/train.csv"))
         assert rows == labelled + student["unlabelled"]["kept"]
     assert results(exp / "kd_filtered/1234")["unlabelled"]["kept_share"] == 1.0  # threshold 1000 %
     tokens = (exp / "kd_all/1234/tokens.txt").read_text().split("\n")

@@ -20,7 +20,7 @@ def tiny_run(tiny_corpus, tmp_path_factory):
 
 
 def test_every_stage_ran_and_wrote_its_marker(tiny_run):
-    out, pipeline, status = tiny_run
+    _, pipeline, status = tiny_run
     assert set(status.values()) == {"done"}
     assert list(status) == ["corpus", "teacher_conformer", "teacher_crdnn", "teacher_tdnn",
                             "baseline", "cache", "distill", "evaluate", "export", "report"]
