@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jiwer
+import numpy as np
 from speechbrain.dataio.wer import print_alignments, print_wer_summary
 
 _OPS = {"equal": "=", "substitute": "S", "delete": "D", "insert": "I"}
@@ -270,3 +272,48 @@ def write_results_json(path: str | os.PathLike, payload: dict) -> dict:
         handle.write("\n")
     os.replace(tmp, path)
     return merged
+
+
+_UTTERANCE_LINE = re.compile(r"^(\S+), %WER [\d.]+ \[ (\d+) / (\d+),", flags=re.MULTILINE)
+
+
+def read_utterance_errors(wer_file: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """Per-utterance ``(word edits, reference words)`` from a ``wer_<set>.txt`` (SpeechBrain's format)."""
+    with open(wer_file, encoding="utf-8") as fin:
+        return {utt: (int(edits), int(words)) for utt, edits, words in _UTTERANCE_LINE.findall(fin.read())}
+
+
+def paired_bootstrap_wer(errors_a: dict, errors_b: dict, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """WER(b) − WER(a) on the utterances both systems decoded, with a 95 % bootstrap interval.
+
+    Utterances are resampled with replacement (the same draw for both systems),
+    and each resample's WER difference is recomputed from summed edits and words.
+
+    Parameters
+    ----------
+    errors_a, errors_b : dict
+        Utterance ID -> ``(word edits, reference words)``, e.g. from :func:`read_utterance_errors`.
+    n_resamples : int
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``difference`` (percentage points), ``low`` and ``high`` (2.5 and 97.5
+        percentiles), ``n_utts``.
+    """
+    shared = sorted(set(errors_a) & set(errors_b))
+    if not shared:
+        raise ValueError("the two systems share no utterance")
+    a = np.array([errors_a[u] for u in shared], dtype=np.float64)
+    b = np.array([errors_b[u] for u in shared], dtype=np.float64)
+    words = np.maximum(a[:, 1], 1.0)
+
+    def difference(index):
+        return 100.0 * (b[index, 0].sum() - a[index, 0].sum()) / words[index].sum()
+
+    rng = np.random.default_rng(seed)
+    draws = [difference(rng.integers(0, len(shared), len(shared))) for _ in range(n_resamples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"difference": float(difference(np.arange(len(shared)))), "low": float(low), "high": float(high),
+            "n_utts": len(shared)}

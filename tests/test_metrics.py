@@ -73,3 +73,32 @@ def test_results_json_merges(tmp_path):
         "frame_shift_ms": 20,
         "test": {"clean": {"wer": 5.0}, "telephone": {"wer": 9.0}},
     }
+
+
+def test_utterance_errors_round_trip_through_the_wer_file(tmp_path):
+    from speechkd.metrics import ErrorRates, read_utterance_errors
+
+    rates = ErrorRates()
+    rates.append(["u1", "u2"], ["one two three", "four"], ["one too three", ""])
+    path = tmp_path / "wer_test.txt"
+    rates.write_wer_file(path)
+    assert read_utterance_errors(path) == {"u1": (1, 3), "u2": (1, 1)}
+
+
+def test_paired_bootstrap_wer_knows_the_answer():
+    import pytest
+
+    from speechkd.metrics import paired_bootstrap_wer
+
+    same = {f"u{i}": (i % 3, 4) for i in range(50)}
+    identical = paired_bootstrap_wer(same, same)
+    assert identical == {"difference": 0.0, "low": 0.0, "high": 0.0, "n_utts": 50}
+    # b makes one more error on every utterance: +25 points, whatever the resample
+    worse = {u: (e + 1, n) for u, (e, n) in same.items()}
+    shifted = paired_bootstrap_wer(same, worse)
+    assert shifted["difference"] == pytest.approx(25.0)
+    assert shifted["low"] == pytest.approx(25.0) and shifted["high"] == pytest.approx(25.0)
+    # b better on half the utterances only: the interval straddles the point estimate, excludes 0
+    mixed = {u: (max(e - (i % 2), 0), n) for i, (u, (e, n)) in enumerate(same.items())}
+    result = paired_bootstrap_wer(same, mixed, n_resamples=500)
+    assert result["low"] < result["difference"] < result["high"] < 0

@@ -215,8 +215,12 @@ def test_alpha_zero_needs_no_targets_and_alpha_one_is_pure_ctc():
         0.3 * ctc_ref.item() + 0.7 * kd_only["kd"].item(), abs=1e-10
     )
 
-    # no transcripts: the CTC term has no labelled utterance and adds nothing (the unlabelled case)
-    no_labels = run(make_loss(alpha=0.5, temperature=2.0), student, lens, teacher, target)
+    # a CTC term with weight but no transcripts is refused (nothing trains silently without it) ...
+    with pytest.raises(ValueError, match="'ctc' .* needs transcripts"):
+        run(make_loss(alpha=0.5, temperature=2.0), student, lens, teacher, target)
+    # ... unless the batch says which rows are labelled: none here, so CTC adds nothing
+    no_labels = run(make_loss(alpha=0.5, temperature=2.0), student, lens, teacher, target,
+                    labelled=torch.tensor([False, False]))
     assert no_labels["ctc"].item() == 0.0
     assert no_labels["loss"].item() == pytest.approx(0.5 * kd_only["kd"].item(), abs=1e-12)
     with pytest.raises(ValueError, match="no teachers"):
