@@ -62,8 +62,8 @@ def measure_rtf(model, dataset, threads, repeats=3):
 def fused_error_rates(ensemble, cache, dataset, strategy, dev_wer=None, batch_size=16):
     """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1), from a cache.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     ensemble : TeacherEnsemble
         Gives the inventory the fused posteriors are decoded in.
     cache : PosteriorCache
@@ -98,8 +98,8 @@ def ensemble_error_rates(ensemble, dataset, batch_size, strategy="average", stra
     The same fusion as :func:`fused_error_rates` (and as the KD target), on
     teachers run now rather than read from a cache.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     ensemble : speechkd.distill.teachers.TeacherEnsemble
         Teachers sharing one inventory (:attr:`TeacherEnsemble.inventory`).
     dataset : DynamicItemDataset
@@ -117,12 +117,12 @@ def ensemble_error_rates(ensemble, dataset, batch_size, strategy="average", stra
     speechkd.metrics.ErrorRates
     """
     inventory = ensemble.inventory
-    # k=0: the teacher batches below hold full distributions, whatever the ensemble's own k
+    # the teacher batches below are cut to the ensemble's k, as the target reads them
     target = TeacherTarget(ensemble, inventory.symbols, max(ensemble.frame_shifts_ms), strategy=strategy,
-                           strategy_options=strategy_options, k=0)
+                           strategy_options=strategy_options)
     error_rates = ErrorRates()
     for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size):
-        teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], k=0)
+        teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], ensemble.k)
         log_probs, frames = target.fused_log_probs(teacher)
         error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
                            langs=batch.lang, domains=batch.domain)
@@ -181,8 +181,8 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
 def student_spike_delay(student, dataset, cache):
     """Median frames by which a student's spikes follow each teacher's (test set).
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     student : speechkd.models.AcousticModel
         Same inventory and frame shift as the cached teachers.
     dataset : DynamicItemDataset

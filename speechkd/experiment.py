@@ -14,6 +14,7 @@ import functools
 import importlib
 import json
 import os
+import re
 
 import speechbrain as sb
 
@@ -50,10 +51,16 @@ def inventory_for(manifests, tokens_path):
                 "delete it to rebuild, or extend the inventory"
             )
         return inventory
-    inventory = TokenInventory.from_texts(texts)
-    os.makedirs(os.path.dirname(tokens_path) or ".", exist_ok=True)
-    inventory.save(tokens_path)
+    inventory = TokenInventory.from_texts(texts)  # the same on every process; the main one saves it
+    if sb.utils.distributed.if_main_process():
+        os.makedirs(os.path.dirname(tokens_path) or ".", exist_ok=True)
+        inventory.save(tokens_path)
     return inventory
+
+
+def run_device(run_opts):
+    """The device a recipe runs on: ``--device``, else SpeechBrain's choice (``cuda:<LOCAL_RANK>`` or ``cpu``)."""
+    return (run_opts or {}).get("device") or sb.utils.distributed.infer_device()
 
 
 def student_inventory(tokens, ensemble, manifests, tokens_path):
@@ -71,7 +78,8 @@ def student_inventory(tokens, ensemble, manifests, tokens_path):
         Where the inventory is saved (``tokens.txt`` of the experiment).
     """
     if tokens == "teachers":
-        ensemble.inventory.save(tokens_path)
+        if sb.utils.distributed.if_main_process():
+            ensemble.inventory.save(tokens_path)
         return ensemble.inventory
     if tokens != "own":
         raise ValueError(f"student_tokens must be 'teachers' or 'own', got {tokens!r}")
@@ -108,7 +116,8 @@ def build_model(model_factory, inventory, folder, name=None):
         "tokens_fingerprint": inventory.fingerprint,
         "frame_shift_ms": model.frame_shift_ms,
     }
-    write_json(os.path.join(folder, MODEL_CARD), card)
+    if sb.utils.distributed.if_main_process():
+        write_json(os.path.join(folder, MODEL_CARD), card)
     return model
 
 
@@ -199,3 +208,81 @@ def write_json(path, payload):
     with open(path, "w") as fout:
         json.dump(payload, fout, indent=2, sort_keys=True)
         fout.write("\n")
+
+
+DEFAULTS_KEY = "defaults"
+FIRST_KEYS = ("seed", "__set_seed")
+_TOP_LEVEL_KEY = re.compile(r"^([A-Za-z_]\w*):")
+
+
+def yaml_blocks(text):
+    """Split YAML text into top-level blocks: key -> its lines (comment lines just above it included).
+
+    Returns
+    -------
+    dict
+        Key -> block text, in file order; text before the first key (the
+        header comment) is dropped.
+    """
+    blocks, pending, key = {}, [], None
+    for line in text.splitlines(keepends=True):
+        match = _TOP_LEVEL_KEY.match(line)
+        if match:
+            blocks[match.group(1)] = ("".join(pending) if key is not None else "") + line
+            key = match.group(1)
+            pending = []
+        elif key is None or line.startswith("#") or not line.strip():
+            pending.append(line)
+        else:  # an indented continuation of the current key
+            blocks[key] += "".join(pending) + line
+            pending = []
+    return blocks
+
+
+def resolved_yaml_text(hparams_file):
+    """The YAML text of ``hparams_file`` with its ``defaults:`` files merged in.
+
+    A recipe YAML may start with ``defaults: [../common/training.yaml, ...]``
+    (paths relative to the file). Their top-level keys come first, in order,
+    a later file replacing an earlier one's key in place; the file's own keys
+    replace theirs and add to them. So a YAML lists only what it changes, and
+    a block several recipes share lives in one file. The result is plain
+    hyperpyyaml (a ``!ref`` must point at a key defined above it, as always).
+    ``seed`` and ``__set_seed`` move to the top, so seeding happens before any
+    object is built.
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        own = yaml_blocks(fin.read())
+    merged = {}
+    if DEFAULTS_KEY in own:
+        import yaml
+
+        folder = os.path.dirname(os.path.abspath(hparams_file))
+        for name in yaml.safe_load(own.pop(DEFAULTS_KEY))[DEFAULTS_KEY]:
+            merged.update(yaml_blocks(resolved_yaml_text(os.path.join(folder, name))))
+    merged.update(own)
+    first = {key: merged.pop(key) for key in FIRST_KEYS if key in merged}
+    return "".join(block if block.endswith("\n") else block + "\n" for block in {**first, **merged}.values())
+
+
+def load_hparams(hparams_file, overrides=None):
+    """Load a recipe YAML (its ``defaults:`` merged, see :func:`resolved_yaml_text`) with overrides.
+
+    Returns
+    -------
+    hparams : dict
+    resolved_file : str
+        The merged YAML in a temporary file (removed when the process exits),
+        for ``sb.create_experiment_directory(hyperparams_to_save=...)``.
+    """
+    import atexit
+    import tempfile
+
+    from hyperpyyaml import load_hyperpyyaml
+
+    text = resolved_yaml_text(hparams_file)
+    hparams = load_hyperpyyaml(text, overrides)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as fout:
+        fout.write(text)
+    atexit.register(os.remove, fout.name)
+    return hparams, fout.name

@@ -20,16 +20,18 @@ import os
 import subprocess
 import sys
 
-from hyperpyyaml import load_hyperpyyaml
-
+from speechkd.experiment import load_hparams
 from speechkd.report import record_stage_seconds
 from speechkd.stages import Stage, run_stages
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def recipe_config(hparams_file, overrides):
     """The part of a stage's fingerprint that describes a recipe run."""
-    with open(hparams_file) as fin:
-        return {"hparams": fin.read(), "overrides": overrides}
+    from speechkd.experiment import resolved_yaml_text
+
+    return {"hparams": resolved_yaml_text(hparams_file), "overrides": overrides}
 
 
 def run_recipe(script, hparams_file, overrides, threads=1):
@@ -45,7 +47,7 @@ def run_recipe(script, hparams_file, overrides, threads=1):
     threads : int
         Torch CPU threads of the recipe process (``OMP_NUM_THREADS``).
     """
-    command = [sys.executable, script, hparams_file, *overrides_to_argv(overrides)]
+    command = [sys.executable, os.path.join(REPO_ROOT, script), hparams_file, *overrides_to_argv(overrides)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     subprocess.run(command, env=env, check=True)
 
@@ -193,8 +195,7 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
     process running this same command for that one stage.
     """
     override_dict = parse_overrides(overrides)
-    with open(pipeline_file) as fin:
-        hparams = load_hyperpyyaml(fin, override_dict)
+    hparams, _ = load_hparams(pipeline_file, override_dict)
     pipeline = Pipeline(hparams)
 
     def launch(stage):

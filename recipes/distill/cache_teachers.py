@@ -14,25 +14,25 @@ import os
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.data.pipelines import make_dataset
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
+from speechkd.experiment import load_hparams, run_device
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=hparams_file,
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
+    sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
-    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"])
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
     datasets = {split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="none")
                 for split, csv in hparams["cache_splits"].items()}
+    dev_manifest = os.path.abspath(hparams["cache_splits"]["dev"]) if "dev" in hparams["cache_splits"] else None
     cache = build_cache(
         ensemble, datasets, hparams["cache_folder"], hparams["top_k"],
         cache_features(hparams["data_folder"], hparams["teacher_domain"]),
-        batch_size=hparams["batch_size"], manifest=os.path.abspath(hparams["cache_splits"]["dev"]),
+        batch_size=hparams["batch_size"], manifest=dev_manifest,
     )
     print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers in {hparams['cache_folder']}")

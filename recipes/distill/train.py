@@ -17,24 +17,22 @@ import os
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, student_inventory
+from speechkd.experiment import build_model, load_hparams, run_device, student_inventory
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     # Teachers: run online, or their posterior cache (refused unless made from exactly these teachers)
-    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"], k=hparams["top_k"])
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts), k=hparams["top_k"])
     teachers = ensemble if hparams["online"] else open_cache_for(
         ensemble, hparams["cache_folder"], hparams["top_k"],
         cache_features(hparams["data_folder"], hparams["teacher_domain"]), os.path.abspath(hparams["valid_csv"]),

@@ -15,19 +15,17 @@ import shutil
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import labelled_subset, subset_manifest
-from speechkd.experiment import MODEL_CARD, TOKENS_FILE, load_model
+from speechkd.experiment import MODEL_CARD, TOKENS_FILE, load_hparams, load_model
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
 

@@ -21,14 +21,13 @@ import os
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.parallel import add_on_the_fly_target, check_parallel_pairs
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import labelled_subset
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model
+from speechkd.experiment import build_model, load_hparams, run_device
 from speechkd.models.surgery import init_from
 
 SIGNALS = ("sig", "sig_target")
@@ -48,10 +47,9 @@ def train_set_for(hparams, inventory, labelled, teachers_online):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
     if hparams["student_signal"] not in SIGNALS:
@@ -60,7 +58,7 @@ if __name__ == "__main__":
     # Teacher: the source model on the clean half, run online (the on-the-fly target needs it) or cached
     on_the_fly = hparams["student_signal"] == "sig_target"
     online = hparams["online"] or on_the_fly
-    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"], k=hparams["top_k"],
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts), k=hparams["top_k"],
                                signal="sig" if on_the_fly else "sig_parallel")
     teachers = ensemble if online else open_cache_for(
         ensemble, hparams["cache_folder"], hparams["top_k"],

@@ -15,12 +15,11 @@ import os
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset, test_sets
-from speechkd.experiment import TOKENS_FILE, adapted_model, write_adapted_card
+from speechkd.experiment import TOKENS_FILE, adapted_model, load_hparams, write_adapted_card
 from speechkd.metrics import write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.surgery import freeze_for_adaptation
@@ -29,10 +28,9 @@ logger = logging.getLogger(__name__)
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
 

@@ -15,23 +15,22 @@ import os
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.data.pipelines import hide_transcripts, make_dataset
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
 from speechkd.evaluation import ensemble_error_rates
+from speechkd.experiment import load_hparams, run_device
 from speechkd.metrics import write_results_json
 from speechkd.models import count_parameters
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=hparams_file,
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
+    sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
-    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"])
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
     audio = {"data_root": hparams["data_folder"], "need_text": False, "sort": "none"}
     datasets = {
         "train": make_dataset(hparams["train_csv"], **audio),

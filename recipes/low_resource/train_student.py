@@ -17,7 +17,6 @@ import os
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.manifest import read_manifest
@@ -25,7 +24,7 @@ from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import concat_manifests, subset_manifest
 from speechkd.distill.filtering import agreement_filter, cache_agreement_scores
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, inventory_for
+from speechkd.experiment import build_model, inventory_for, load_hparams, run_device
 from speechkd.metrics import write_results_json
 
 
@@ -54,18 +53,20 @@ def student_manifest(hparams, cache):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
-    # Teachers: the adapted ensemble's posterior cache (refused unless made from exactly these teachers)
-    ensemble = TeacherEnsemble(hparams["teachers"], device=run_opts["device"], k=hparams["top_k"])
-    cache = open_cache_for(ensemble, hparams["cache_folder"], hparams["top_k"],
-                           cache_features(hparams["data_folder"], hparams["teacher_domain"]),
-                           os.path.abspath(hparams["valid_csv"]))
+    # Teachers: the adapted ensemble run online, or its posterior cache (refused unless made from
+    # exactly these teachers), which the agreement filter reads in either case
+    ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts), k=hparams["top_k"])
+    cache = None
+    if not hparams["online"] or hparams["agreement_filter"] is not None:
+        cache = open_cache_for(ensemble, hparams["cache_folder"], hparams["top_k"],
+                               cache_features(hparams["data_folder"], hparams["teacher_domain"]),
+                               os.path.abspath(hparams["valid_csv"]))
 
     # The student, with the target's own characters
     manifests = [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]]
@@ -88,7 +89,7 @@ if __name__ == "__main__":
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
         inventory=inventory,
-        teachers=cache,
+        teachers=ensemble if hparams["online"] else cache,
     )
     brain.fit(
         hparams["epoch_counter"],

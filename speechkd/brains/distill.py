@@ -48,6 +48,9 @@ class DistillBrain(sb.Brain):
 
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None,
                  *, inventory, teachers=None):
+        objective = hparams["objective"]
+        if any(True for _ in objective.parameters()):  # a term that learns (e.g. a hint projection) trains too
+            modules = {**modules, "objective": objective}
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.inventory = inventory
         self.student = self.modules.model  # the bare model: DDP wraps self.modules.model at fit start
@@ -58,7 +61,8 @@ class DistillBrain(sb.Brain):
             if teachers is None:
                 raise ValueError("the objective has a teacher term but the recipe gave no teachers "
                                  "(a posterior cache or an online TeacherEnsemble)")
-            self.target = self.hparams.teacher_target(teachers, inventory.symbols, self.student.frame_shift_ms)
+            self.target = self.hparams.teacher_target(teachers, inventory.symbols, self.student.frame_shift_ms,
+                                                      blank_index=inventory.blank_index)
         self.dev_ctc = CTCTerm(blank_index=inventory.blank_index)
         self.test_name = "test"
 
@@ -118,11 +122,6 @@ class DistillBrain(sb.Brain):
         self.test_name = name
         return super().evaluate(test_set, **kwargs)
 
-    def on_evaluate_start(self, max_key=None, min_key=None):
-        super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        for param in self.modules.parameters():  # results count every parameter, frozen or not
-            param.requires_grad = True
-
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
             self.error_rates = ErrorRates()
@@ -160,7 +159,7 @@ class DistillBrain(sb.Brain):
         folder = self.hparams.output_folder
         self.error_rates.write_wer_file(os.path.join(folder, f"wer_{self.test_name}.txt"))
         write_results_json(os.path.join(folder, "results.json"), {
-            "params": count_parameters(self.student),
+            "params": count_parameters(self.student, trainable_only=False),  # frozen layers count too
             "frame_shift_ms": self.student.frame_shift_ms,
             "sets": {self.test_name: summary},
         })

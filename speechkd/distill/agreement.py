@@ -31,12 +31,14 @@ import torch
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.ensemble import combine
 from speechkd.distill.target import TeacherTarget
+from speechkd.text import BLANK
 
 DEFAULT_STRATEGIES = ("average", "geometric", "weighted", "best", "confidence")
 
 
 def _common_symbols(symbol_lists: Sequence[Sequence[str]]) -> list[str]:
-    seen: dict[str, None] = {}
+    """Every teacher's symbols once, the blank first (index 0, where the spike and decoding helpers expect it)."""
+    seen: dict[str, None] = {BLANK: None}
     for symbols in symbol_lists:
         for s in symbols:
             seen.setdefault("<space>" if s == " " else s, None)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from speechkd.decoding import ctc_greedy
+
 LEVELS = ("frame", "utterance")
 
 
@@ -123,12 +125,8 @@ def greedy_matches_reference(
     torch.Tensor
         ``(batch,)`` bool.
     """
-    best = teacher_probs.argmax(-1).cpu()
-    matches = []
-    for b in range(best.shape[0]):
-        path = best[b, : int(frames[b])].tolist()
-        collapsed = [tok for i, tok in enumerate(path) if tok != blank and (i == 0 or tok != path[i - 1])]
-        matches.append(collapsed == targets[b, : int(target_lens[b])].long().cpu().tolist())
+    hyps = ctc_greedy(teacher_probs, frames, blank)
+    matches = [hyp == targets[b, : int(target_lens[b])].long().cpu().tolist() for b, hyp in enumerate(hyps)]
     return torch.tensor(matches, dtype=torch.bool, device=teacher_probs.device)
 
 

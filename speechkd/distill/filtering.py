@@ -50,8 +50,8 @@ def edit_distance(a: Sequence, b: Sequence) -> int:
 def pairwise_cer(hyps: Sequence[str]) -> float:
     """Mean symmetric CER (percent) over unordered pairs of teacher transcripts.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     hyps : sequence of str
         One greedy transcript per teacher (at least one).
 
@@ -70,8 +70,8 @@ def pairwise_cer(hyps: Sequence[str]) -> float:
 def ensemble_confidence(probs: torch.Tensor, blank: int = 0) -> float:
     """Mean top probability of the averaged ensemble over its non-blank frames.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     probs : torch.Tensor
         ``(teachers, time, vocab)`` per-teacher probabilities on a common
         frame rate and inventory (valid frames only).
@@ -91,8 +91,8 @@ def ensemble_confidence(probs: torch.Tensor, blank: int = 0) -> float:
 def utterance_agreement(probs: torch.Tensor, symbols: Sequence[str], blank: int = 0) -> dict:
     """Both agreement scores of one utterance, plus the teachers' greedy transcripts.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     probs : torch.Tensor
         ``(teachers, time, vocab)`` per-teacher probabilities (common rate and inventory).
     symbols : sequence of str
@@ -120,8 +120,8 @@ def keeps(scores: Mapping, method: str, threshold: float) -> bool:
 def agreement_filter(scores: Mapping[str, Mapping], method: str, threshold: float):
     """Keep the utterances on which the teachers agree, and log the kept share.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     scores : mapping
         Utterance ID -> ``{"confidence", "teacher_cer", ...}`` (see
         :func:`utterance_agreement`).
@@ -155,8 +155,8 @@ def cache_agreement_scores(cache, utt_ids: Sequence[str], batch_size: int = 16) 
     frame rate by :meth:`TeacherTarget.teacher_probs <speechkd.distill.target.TeacherTarget.teacher_probs>`
     (dense reconstruction, pooling, length matching: what the KD target does), then scored.
 
-    Arguments
-    ---------
+    Parameters
+    ----------
     cache : speechkd.distill.cache.PosteriorCache
         Teachers sharing one inventory (what :class:`TeacherEnsemble` caches).
     utt_ids : sequence of str

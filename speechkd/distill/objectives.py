@@ -86,6 +86,9 @@ class ObjectiveBatch:
         if self.teacher is None or self.target is None:
             raise ValueError("this objective has a teacher term but the batch has no teachers "
                              "(give the recipe a cache or online teachers)")
+        if self.target.student_vocab != self.log_probs.shape[-1]:
+            raise ValueError(f"the student outputs {self.log_probs.shape[-1]} tokens, the teacher target was "
+                             f"built for {self.target.student_vocab}")
         if temperature not in self._targets:
             self._targets[temperature] = self.target(self.teacher, self.frames, self.log_probs.shape[1],
                                                      temperature, self.dtype)

@@ -272,13 +272,19 @@ class TeacherEnsemble:
 
     @torch.no_grad()
     def log_probs(self, wavs, wav_lens):
-        """Each teacher's ``((batch, frames_i, V_i) log-probs, (batch,) frames)`` at its own rate."""
-        return [teacher.log_probs(wavs, wav_lens) for teacher in self.teachers]
+        """Each teacher's ``((batch, frames_i, V_i) log-probs, (batch,) frames)`` at its own rate.
+
+        Runs in full precision whatever autocast the training step uses, so
+        online teachers give what their cache would.
+        """
+        wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
+        with torch.autocast(device_type=torch.device(self.device).type, enabled=False):
+            return [teacher.log_probs(wavs.float(), wav_lens) for teacher in self.teachers]
 
     def teacher_batch(self, batch, device=None):
         """The teachers run on ``batch``'s :attr:`signal`, in a cache's form (top-k, fp16-rounded)."""
         wavs, wav_lens = getattr(batch, self.signal)
-        outputs = self.log_probs(wavs.to(self.device), wav_lens.to(self.device))
+        outputs = self.log_probs(wavs, wav_lens)
         teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], self.k)
         return teacher if device is None else {key: value.to(device) for key, value in teacher.items()}
 
@@ -354,7 +360,7 @@ def teacher_posteriors(ensemble, dataset, batch_size):
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
     for batch in loader:
         wavs, wav_lens = getattr(batch, ensemble.signal)
-        outputs = ensemble.log_probs(wavs.to(ensemble.device), wav_lens.to(ensemble.device))
+        outputs = ensemble.log_probs(wavs, wav_lens)
         yield batch, [(lp.cpu(), frames.cpu()) for lp, frames in outputs]
 
 

@@ -183,7 +183,7 @@ def test_fingerprint_module_is_deterministic_and_tracks_weights():
     assert fingerprint_module(a) != fingerprint_module(b)
 
 
-def test_teacher_entry_records_weights_shift_and_canonical_inventory():
+def test_cache_entry_of_a_teacher_records_weights_shift_and_canonical_inventory():
     """A teacher's ``meta["teachers"]`` record (what a cache fingerprints it by)."""
     from speechkd.distill.cache import symbols_fingerprint
     from speechkd.distill.teachers import Teacher

@@ -83,7 +83,7 @@ def adaptation_objective(alpha, logits, lens, teacher, tokens, token_lens, label
                                     teacher, target))
 
 
-def test_adaptation_loss_uses_labels_only_of_labelled_utterances():
+def test_objective_uses_labels_only_of_labelled_utterances():
     gen = torch.Generator().manual_seed(0)
     teacher_lp = torch.log_softmax(torch.randn(2, 6, 4, generator=gen, dtype=torch.float64) * 2, -1)
     teacher = teacher_batch_from_log_probs([teacher_lp], [torch.tensor([6, 6])], k=0)

@@ -83,7 +83,7 @@ def make_target(teacher_symbols=(SYMBOLS,), student_symbols=SYMBOLS, shifts=(20,
 
 
 def make_loss(alpha=0.0, temperature=1.0, **kl_options):
-    """The distillation objective ``α·CTC + (1−α)·τ²·mean_t KL`` (what DistillationLoss was)."""
+    """The distillation objective ``α·CTC + (1−α)·τ²·mean_t KL``."""
     return Objective({"ctc": CTCTerm(), "kd": PosteriorKL(temperature=temperature, **kl_options)},
                      {"ctc": alpha, "kd": 1.0 - alpha})
 
