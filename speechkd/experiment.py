@@ -276,12 +276,15 @@ def load_hparams(hparams_file, overrides=None):
         for ``sb.create_experiment_directory(hyperparams_to_save=...)``.
     """
     import atexit
+    import io
     import tempfile
 
     from hyperpyyaml import load_hyperpyyaml
 
     text = resolved_yaml_text(hparams_file)
-    hparams = load_hyperpyyaml(text, overrides)
+    stream = io.StringIO(text)
+    stream.name = hparams_file  # hyperpyyaml resolves !include: paths from the stream's file
+    hparams = load_hyperpyyaml(stream, overrides)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as fout:
         fout.write(text)
     atexit.register(os.remove, fout.name)
