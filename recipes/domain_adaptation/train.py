@@ -27,7 +27,7 @@ from speechkd.data.parallel import add_on_the_fly_target, check_parallel_pairs
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import labelled_subset
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, load_hparams, run_device
+from speechkd.experiment import build_model, load_hparams, run_device, student_inventory
 from speechkd.models.surgery import init_from
 
 SIGNALS = ("sig", "sig_target")
@@ -66,8 +66,7 @@ if __name__ == "__main__":
     )
 
     # The student speaks the teachers' tokens; a student of the source's size may start from its weights
-    inventory = ensemble.inventory
-    inventory.save(os.path.join(hparams["output_folder"], "tokens.txt"))
+    inventory = student_inventory("teachers", ensemble, [], os.path.join(hparams["output_folder"], "tokens.txt"))
     model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
     if hparams["init_from_source"]:
         init_from(model, ensemble.teachers[0].model)

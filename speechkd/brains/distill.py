@@ -49,8 +49,10 @@ class DistillBrain(sb.Brain):
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None,
                  *, inventory, teachers=None):
         objective = hparams["objective"]
-        if any(True for _ in objective.parameters()):  # a term that learns (e.g. a hint projection) trains too
-            modules = {**modules, "objective": objective}
+        if any(True for _ in objective.parameters()):  # a term that learns (e.g. a hint projection) trains,
+            modules = {**modules, "objective": objective}  # is checkpointed and DDP-wrapped with the model
+            if checkpointer is not None:
+                checkpointer.add_recoverable("objective", objective)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.inventory = inventory
         self.student = self.modules.model  # the bare model: DDP wraps self.modules.model at fit start
@@ -86,7 +88,8 @@ class DistillBrain(sb.Brain):
             tokens = token_lens = None
         labelled = getattr(batch, "labelled", None)
         teacher = self.teachers.teacher_batch(batch, self.device) if self.target is not None else None
-        values = self.objective(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens, labelled,
+        objective = self.modules["objective"] if "objective" in self.modules else self.objective
+        values = objective(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens, labelled,
                                                teacher, self.target))
         self.log_terms(values)
         return values["loss"]

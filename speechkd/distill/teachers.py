@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from typing import Protocol
 
 import jiwer
 import speechbrain as sb
@@ -41,6 +42,24 @@ from speechkd.text import BLANK
 logger = logging.getLogger(__name__)
 
 INPUT_SAMPLE_RATE = 16000
+
+
+class TeacherSource(Protocol):
+    """Where a training step's teacher batches come from: a :class:`TeacherEnsemble` run online, or a
+    :class:`~speechkd.distill.cache.PosteriorCache`. :class:`~speechkd.distill.target.TeacherTarget`
+    reads the description; the Brain calls :meth:`teacher_batch`.
+    """
+
+    teacher_names: list
+    symbols: list            # one list per teacher, blank named ``<blank>``
+    frame_shifts_ms: list
+    k: int                   # tokens per frame in the teacher batches (0 = all)
+
+    def dev_wer_list(self) -> list | None:
+        """Each teacher's dev WER (percent), or None."""
+
+    def teacher_batch(self, batch, device=None) -> dict:
+        """``log_probs``/``ids`` ``(batch, teachers, time, width)``, ``frames`` ``(batch, teachers)``."""
 
 
 class Teacher(ABC):

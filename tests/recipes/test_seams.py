@@ -83,3 +83,33 @@ def test_ensemble_of_mixed_inventories_and_frame_shifts(speechkd_teacher):
     kl = PosteriorKL()(ObjectiveBatch(torch.log_softmax(torch.randn(2, lp0.shape[1], len(student_symbols)), -1),
                                       lens, teacher=teacher, target=target))
     assert torch.isfinite(kl) and kl > 0
+
+
+def test_a_term_with_parameters_trains_and_is_checkpointed_with_the_model(tmp_path):
+    """A learning term (e.g. a hint projection) joins the Brain's modules, optimizer and checkpoint."""
+    import speechbrain as sb
+
+    from speechkd.brains.distill import DistillBrain
+    from speechkd.distill import CTCTerm, Objective, ObjectiveTerm
+    from speechkd.models import StreamingStudent
+    from speechkd.text import TokenInventory
+
+    class Scaled(ObjectiveTerm):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, batch):
+            return self.scale * batch.log_probs.exp().mean()
+
+    inventory = TokenInventory.from_texts(["ab"])
+    model = StreamingStudent(n_tokens=len(inventory), conv_channels=8, gru_hidden=8)
+    objective = Objective({"ctc": CTCTerm(), "scaled": Scaled()})
+    checkpointer = sb.utils.checkpoints.Checkpointer(str(tmp_path), recoverables={"model": model})
+    brain = DistillBrain(modules={"model": model}, opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+                         hparams={"objective": objective}, run_opts={"device": "cpu"},
+                         checkpointer=checkpointer, inventory=inventory)
+    assert "objective" in brain.modules and checkpointer.recoverables["objective"] is objective
+    brain.init_optimizers()
+    optimized = {id(p) for group in brain.optimizer.param_groups for p in group["params"]}
+    assert id(objective.terms["scaled"].scale) in optimized
