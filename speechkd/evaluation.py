@@ -3,8 +3,7 @@
 The fused ensemble is decoded through one code path,
 :meth:`speechkd.distill.target.TeacherTarget.fused_log_probs` (the KD target
 at τ = 1 on the frames every teacher covers), whether the teachers come from
-a posterior cache (:func:`fused_error_rates`) or run online
-(:func:`ensemble_error_rates`).
+a posterior cache or run online (:func:`fused_error_rates`).
 """
 
 import glob
@@ -21,9 +20,8 @@ from speechkd.data.pipelines import make_dataset
 from speechkd.decoding import greedy_transcripts
 from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
-from speechkd.distill.losses import teacher_batch_from_log_probs
 from speechkd.distill.target import TeacherTarget
-from speechkd.distill.teachers import TeacherEnsemble, build_cache, teacher_posteriors
+from speechkd.distill.teachers import TeacherEnsemble, build_cache
 from speechkd.experiment import load_model, write_json
 from speechkd.inference import iterate_posteriors
 from speechkd.metrics import ErrorRates
@@ -59,71 +57,43 @@ def measure_rtf(model, dataset, threads, repeats=3):
         torch.set_num_threads(previous)
 
 
-def fused_error_rates(ensemble, cache, dataset, strategy, dev_wer=None, batch_size=16):
-    """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1), from a cache.
+def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
+                      batch_size=16):
+    """Greedy WER/CER of the ensemble's fused posteriors (``strategy`` at τ = 1).
+
+    One code path for cached and online teachers: the KD target
+    (:meth:`~speechkd.distill.target.TeacherTarget.fused_log_probs`) of
+    whatever :meth:`teacher_batch` gives.
 
     Parameters
     ----------
-    ensemble : TeacherEnsemble
-        Gives the inventory the fused posteriors are decoded in.
-    cache : PosteriorCache
-        Full-distribution cache of the teachers on ``dataset``.
+    teachers : speechkd.distill.teachers.TeacherSource
+        A :class:`~speechkd.distill.cache.PosteriorCache` of the teachers on
+        ``dataset``, or a :class:`~speechkd.distill.teachers.TeacherEnsemble`
+        run now.
+    inventory : speechkd.text.TokenInventory
+        The teachers' inventory, in which the fused posteriors are decoded.
     dataset : DynamicItemDataset
+        With ``wrd``, ``lang`` and ``domain`` (and the audio an online ensemble hears).
     strategy : str
         ``best`` picks per utterance the teacher closest to the reference:
-        an oracle at test time, reported as such.
+        an oracle at test time, reported as such (a cache only: online
+        teachers have no per-utterance errors, nor a dev WER for ``weighted``
+        without static ``strategy_options.weights``).
+    strategy_options : dict, optional
     dev_wer : list of float, optional
-        Teachers' dev WER for ``weighted`` (the test cache has none);
-        defaults to the cache's.
+        Teachers' dev WER for ``weighted`` (a test cache has none); defaults to the teachers'.
     batch_size : int
 
     Returns
     -------
     speechkd.metrics.ErrorRates
     """
-    inventory = ensemble.inventory
-    target = TeacherTarget(cache, inventory.symbols, max(cache.frame_shifts_ms), strategy=strategy,
-                           dev_wer=dev_wer)
+    target = TeacherTarget(teachers, inventory.symbols, max(teachers.frame_shifts_ms), strategy=strategy,
+                           strategy_options=strategy_options, dev_wer=dev_wer)
     error_rates = ErrorRates()
     for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
-        log_probs, frames = target.fused_log_probs(cache.collate(batch.id))
-        error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
-                           langs=batch.lang, domains=batch.domain)
-    return error_rates
-
-
-def ensemble_error_rates(ensemble, dataset, batch_size, strategy="average", strategy_options=None):
-    """Greedy WER/CER of the ensemble's fused posteriors (strategy at tau = 1), teachers run online.
-
-    The same fusion as :func:`fused_error_rates` (and as the KD target), on
-    teachers run now rather than read from a cache.
-
-    Parameters
-    ----------
-    ensemble : speechkd.distill.teachers.TeacherEnsemble
-        Teachers sharing one inventory (:attr:`TeacherEnsemble.inventory`).
-    dataset : DynamicItemDataset
-        With the ensemble's signal (``sig``), ``wrd``, ``lang`` and ``domain``.
-    batch_size : int
-    strategy : str
-        An ensemble strategy needing no per-utterance errors (``average``,
-        ``geometric``, ``confidence``; ``weighted`` with static weights in
-        ``strategy_options``): online teachers have neither errors nor dev WER.
-    strategy_options : dict, optional
-        As :class:`~speechkd.distill.target.TeacherTarget` takes them.
-
-    Returns
-    -------
-    speechkd.metrics.ErrorRates
-    """
-    inventory = ensemble.inventory
-    # the teacher batches below are cut to the ensemble's k, as the target reads them
-    target = TeacherTarget(ensemble, inventory.symbols, max(ensemble.frame_shifts_ms), strategy=strategy,
-                           strategy_options=strategy_options)
-    error_rates = ErrorRates()
-    for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size):
-        teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], ensemble.k)
-        log_probs, frames = target.fused_log_probs(teacher)
+        log_probs, frames = target.fused_log_probs(teachers.teacher_batch(batch))
         error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
                            langs=batch.lang, domains=batch.domain)
     return error_rates
@@ -168,7 +138,7 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
     for strategy in strategies:
         if strategy == "weighted" and dev_wer is None:
             continue
-        strategy_rates = fused_error_rates(ensemble, cache, dataset, strategy, dev_wer)
+        strategy_rates = fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer)
         fused[strategy] = strategy_rates.summary()
         strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
     agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])

@@ -7,7 +7,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 
 from speechkd.decoding import ctc_greedy
 from speechkd.distill.teachers import Teacher, TeacherEnsemble, build_cache
-from speechkd.evaluation import ensemble_error_rates, fused_error_rates
+from speechkd.evaluation import fused_error_rates
 from speechkd.text import TokenInventory
 
 INVENTORY = TokenInventory(["<blank>", " ", "a", "b", "c"])
@@ -71,8 +71,8 @@ def test_cached_and_online_ensemble_decode_alike(tmp_path, strategy):
     ds = dataset()
     cache = build_cache(ensemble, {"test": ds}, str(tmp_path / "cache"), k=0,
                         features={"sample_rate": 16000}, batch_size=2, dev_split=None)
-    cached = fused_error_rates(ensemble, cache, ds, strategy, batch_size=3)
-    online = ensemble_error_rates(ensemble, ds, batch_size=2, strategy=strategy)
+    cached = fused_error_rates(cache, INVENTORY, ds, strategy, batch_size=3)
+    online = fused_error_rates(ensemble, INVENTORY, ds, strategy, batch_size=2)
     cached_hyps = {u.utt_id: u.hyp for u in cached.utterances}
     online_hyps = {u.utt_id: u.hyp for u in online.utterances}
     assert cached_hyps == online_hyps
@@ -86,10 +86,10 @@ def test_cached_and_online_ensemble_decode_alike(tmp_path, strategy):
 def test_online_ensemble_refuses_strategies_it_has_no_inputs_for():
     ensemble = TeacherEnsemble([FramewiseTeacher("fine", 10, 1), FramewiseTeacher("coarse", 20, 2)])
     with pytest.raises(ValueError, match="dev WER"):
-        ensemble_error_rates(ensemble, dataset(), batch_size=2, strategy="weighted")
+        fused_error_rates(ensemble, INVENTORY, dataset(), "weighted", batch_size=2)
     with pytest.raises(ValueError, match="teacher_wer"):
-        ensemble_error_rates(ensemble, dataset(), batch_size=2, strategy="best")
-    weighted = ensemble_error_rates(ensemble, dataset(), batch_size=2, strategy="weighted",
-                                    strategy_options={"weights": [1.0, 1.0]})
-    average = ensemble_error_rates(ensemble, dataset(), batch_size=2, strategy="average")
+        fused_error_rates(ensemble, INVENTORY, dataset(), "best", batch_size=2)
+    weighted = fused_error_rates(ensemble, INVENTORY, dataset(), "weighted",
+                                 strategy_options={"weights": [1.0, 1.0]}, batch_size=2)
+    average = fused_error_rates(ensemble, INVENTORY, dataset(), "average", batch_size=2)
     assert [u.hyp for u in weighted.utterances] == [u.hyp for u in average.utterances]

@@ -18,7 +18,7 @@ import speechbrain as sb
 
 from speechkd.data.pipelines import hide_transcripts, make_dataset
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
-from speechkd.evaluation import ensemble_error_rates
+from speechkd.evaluation import fused_error_rates
 from speechkd.experiment import load_hparams, run_device
 from speechkd.metrics import write_results_json
 from speechkd.models import count_parameters
@@ -49,8 +49,9 @@ if __name__ == "__main__":
     os.makedirs(folder, exist_ok=True)
     for test_csv in hparams["test_csvs"]:
         name = os.path.splitext(os.path.basename(test_csv))[0]
-        errors = ensemble_error_rates(ensemble, make_dataset(test_csv, hparams["data_folder"], sort="none"),
-                                      hparams["batch_size"], hparams["ensemble_strategy"])
+        errors = fused_error_rates(ensemble, ensemble.inventory,
+                                   make_dataset(test_csv, hparams["data_folder"], sort="none"),
+                                   hparams["ensemble_strategy"], batch_size=hparams["batch_size"])
         errors.write_wer_file(os.path.join(folder, f"wer_{name}.txt"))
         summary = errors.summary()
         write_results_json(os.path.join(folder, "results.json"), {
