@@ -118,6 +118,13 @@ class Teacher(ABC):
     def fingerprint(self) -> str:
         """A string that changes whenever the teacher's outputs could (e.g. a hash of its weights)."""
 
+    def to(self, device):
+        """Move the teacher's weights to ``device`` (the ensemble calls it); returns the teacher.
+
+        Teachers with weights override it; the default has none to move.
+        """
+        return self
+
     @property
     def canonical_symbols(self) -> list:
         """``symbols`` with the blank named ``<blank>`` and the word delimiter ``" "``.
@@ -193,6 +200,10 @@ class SpeechkdTeacher(Teacher):
         self.blank_index = self.inventory.blank_index
         self.frame_shift_ms = self.model.frame_shift_ms
 
+    def to(self, device):
+        self.model.to(device)
+        return self
+
     def forward_log_probs(self, wavs, wav_lens):
         log_probs = self.model(wavs, wav_lens)
         return log_probs, relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
@@ -242,7 +253,7 @@ class TeacherEnsemble:
     def __init__(self, teachers, device: str = "cpu", k: int = 0, signal: str = "sig"):
         if not teachers:
             raise ValueError("the ensemble needs at least one teacher")
-        self.teachers = [as_teacher(spec, device) for spec in teachers]
+        self.teachers = [as_teacher(spec, device).to(device) for spec in teachers]
         self.names = []
         for index, teacher in enumerate(self.teachers):
             self.names.append(f"{teacher.name}{index}" if teacher.name in self.names else teacher.name)
