@@ -70,6 +70,6 @@ def test_ensemble_names_repeats_and_refuses_a_shared_inventory_it_does_not_have(
     ensemble = TeacherEnsemble([RecordingTeacher(), RecordingTeacher()])
     assert ensemble.names == ["recording", "recording1"]
     with pytest.raises(ValueError, match="not a speechkd model"):
-        ensemble.inventory
+        _ = ensemble.inventory
     with pytest.raises(TypeError, match="experiment folder or a speechkd.distill.Teacher"):
         TeacherEnsemble([42])
