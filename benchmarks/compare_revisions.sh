@@ -10,7 +10,7 @@
 # Python environment of this one (.venv).
 set -euo pipefail
 OLD=$(realpath "$1"); NEW=$(realpath "$2"); DATA=$(realpath "$3"); RUN=$(realpath "$4"); EPOCHS=${5:-2}
-PY=$(realpath .venv/bin/python)
+PY="$PWD/.venv/bin/python"  # not realpath: that would leave the venv for its base interpreter
 OUT=$(mktemp -d)
 TEACHERS="--teachers=[$RUN/teachers/conformer,$RUN/teachers/crdnn,$RUN/teachers/tdnn]"
 
