@@ -48,12 +48,6 @@ if __name__ == "__main__":
         checkpointer=hparams["checkpointer"],
         inventory=inventory,
     )
-    brain.fit(
-        hparams["epoch_counter"],
-        train_set,
-        valid_set,
-        train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": hparams["sorting"] == "random"},
-        valid_loader_kwargs={"batch_size": hparams["batch_size"]},
-    )
+    brain.fit(hparams["epoch_counter"], train_set, valid_set)
     for name, test_set in test_sets(hparams["test_csvs"], hparams["data_folder"], inventory):
-        brain.evaluate(test_set, name=name, min_key="WER", test_loader_kwargs={"batch_size": hparams["batch_size"]})
+        brain.evaluate(test_set, name=name)

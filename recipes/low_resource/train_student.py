@@ -91,12 +91,6 @@ if __name__ == "__main__":
         inventory=inventory,
         teachers=ensemble if hparams["online"] else cache,
     )
-    brain.fit(
-        hparams["epoch_counter"],
-        train_set,
-        valid_set,
-        train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": hparams["sorting"] == "random"},
-        valid_loader_kwargs={"batch_size": hparams["batch_size"]},
-    )
+    brain.fit(hparams["epoch_counter"], train_set, valid_set)
     for name, test_set in test_sets(hparams["test_csvs"], hparams["data_folder"], inventory):
-        brain.evaluate(test_set, name=name, min_key="WER", test_loader_kwargs={"batch_size": hparams["batch_size"]})
+        brain.evaluate(test_set, name=name)

@@ -114,16 +114,21 @@ class DistillBrain(sb.Brain):
         """Fit the student's feature normalizer on ``train_set`` (fresh runs only), then SpeechBrain's fit.
 
         A resumed run recovers the normalizer with the model; a model that
-        arrives fitted (fine-tuning) keeps its own.
+        arrives fitted (fine-tuning) keeps its own. Loaders default to the
+        YAML's ``batch_size``, the training one shuffled when ``sorting: random``.
         """
         if self.checkpointer.find_checkpoint() is None and not self.student.normalizer_fitted:
             fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size)
+        kwargs.setdefault("train_loader_kwargs", {"batch_size": self.hparams.batch_size,
+                                                  "shuffle": self.hparams.sorting == "random"})
+        kwargs.setdefault("valid_loader_kwargs", {"batch_size": self.hparams.batch_size})
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
-    def evaluate(self, test_set, name="test", **kwargs):
-        """SpeechBrain's evaluate; results go to ``wer_<name>.txt`` and ``results.json``."""
+    def evaluate(self, test_set, name="test", min_key="WER", **kwargs):
+        """SpeechBrain's evaluate on the best-dev-WER checkpoint; results go to ``wer_<name>.txt`` and ``results.json``."""
         self.test_name = name
-        return super().evaluate(test_set, **kwargs)
+        kwargs.setdefault("test_loader_kwargs", {"batch_size": self.hparams.batch_size})
+        return super().evaluate(test_set, min_key=min_key, **kwargs)
 
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:

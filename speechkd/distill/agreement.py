@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from speechkd.distill.cache import PosteriorCache
-from speechkd.distill.ensemble import combine
 from speechkd.distill.target import TeacherTarget
 from speechkd.text import BLANK
 
@@ -172,8 +171,7 @@ def teacher_agreement(
         teacher = cache.collate([r["ID"] for r in chunk])
         frames = projector.pooled_frames(teacher)
         probs = projector.teacher_probs(teacher, frames, int(frames.max()), 1.0)  # (batch, teachers, time, V+1)
-        fused = {s: combine(s, probs, **fuser.strategy_kwargs(teacher, probs.dtype, probs.device))
-                 for s, fuser in fusers.items()}
+        fused = {s: fuser.fuse(probs, teacher) for s, fuser in fusers.items()}
         for b, row in enumerate(chunk):
             length = int(frames[b])
             refs.append(row["wrd"])

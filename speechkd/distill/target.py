@@ -211,8 +211,24 @@ class TeacherTarget:
         torch.Tensor
             ``(batch, time, V_s + 1)``, last column = out-of-inventory mass.
         """
-        probs = self.teacher_probs(teacher, student_frames, time, temperature, dtype)
-        target = combine(self.strategy, probs, **self.strategy_kwargs(teacher, dtype, student_frames.device))
+        return self.fuse(self.teacher_probs(teacher, student_frames, time, temperature, dtype), teacher)
+
+    def fuse(self, probs: torch.Tensor, teacher: dict) -> torch.Tensor:
+        """Combine per-teacher distributions by the strategy, then delay.
+
+        Parameters
+        ----------
+        probs : torch.Tensor
+            ``(batch, teachers, time, V_s + 1)`` from :meth:`teacher_probs`.
+        teacher : dict
+            The teacher batch (per-utterance errors for ``best``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, time, V_s + 1)``.
+        """
+        target = combine(self.strategy, probs, **self.strategy_kwargs(teacher, probs.dtype, probs.device))
         return delay_frames(target, self.teacher_delay, self.blank_index)
 
     @torch.no_grad()
