@@ -162,7 +162,7 @@ def load_model(folder, device="cpu", min_key="WER"):
     checkpoint = checkpointer.find_checkpoint(min_key=min_key)
     if checkpoint is None:
         raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")
-    weights = checkpoint.paramfiles["model"]
+    weights = os.path.join(checkpoint.path, "model.ckpt")  # SpeechBrain names it after the recoverable
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"file not found: {weights} (the model's weights in its best checkpoint); "
                                 "restore it or retrain the model")
