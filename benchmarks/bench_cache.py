@@ -4,7 +4,9 @@ Synthetic teacher posteriors (one teacher, V tokens, 50 frames/s) are written
 with :class:`speechkd.distill.cache.PosteriorCacheWriter` at several k, then
 read back in random order with ``PosteriorCache.get`` (values copied out of
 the memory map, so the bytes are really read) and with ``collate`` in
-batches. The files were just written, so reads hit the OS page cache: this
+batches, and opened with and without the up-front integrity check
+(checksums and values of every shard, ``PosteriorCache.open(verify=True)``).
+The files were just written, so reads hit the OS page cache: this
 measures the cache's own overhead, not the disk.
 
 Usage::
@@ -68,7 +70,12 @@ def bench_one(k: int, utts: int, seconds: float, vocab: int, seed: int = 0) -> d
         shard_bytes = folder_bytes(folder, "shards/*.npy")
         total_bytes = folder_bytes(folder)
 
+        start = time.perf_counter()
+        PosteriorCache.open(folder, verify=False)
+        open_s = time.perf_counter() - start
+        start = time.perf_counter()
         cache = PosteriorCache.open(folder)
+        verified_s = time.perf_counter() - start
         order = rng.permutation(cache.utt_ids)
         start = time.perf_counter()
         for utt in order:
@@ -87,6 +94,9 @@ def bench_one(k: int, utts: int, seconds: float, vocab: int, seed: int = 0) -> d
         "write_hours_per_s": hours / write_s,
         "get_utts_per_s": get_rate,
         "collate_utts_per_s": collate_rate,
+        "open_ms": 1000 * open_s,
+        "verify_s_per_gb": (verified_s - open_s) / (shard_bytes / 1e9),
+        "verify_s_per_hour": (verified_s - open_s) / hours,
     }
 
 
@@ -112,13 +122,15 @@ def main(argv=None) -> None:
         f"~{args.seconds:g} s ({rows[0]['hours']:.3f} h); reads from the OS page cache.\n"
     )
     print(
-        "| k | shards MB / hour | whole folder MB / hour | write (audio h / s) | random get (utts/s) | collate, batch 16 (utts/s) |"
+        "| k | shards MB / hour | whole folder MB / hour | write (audio h / s) | random get (utts/s) "
+        "| collate, batch 16 (utts/s) | open (ms) | verify (s / GB) | verify (s / audio hour) |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['k']} | {r['shard_mb_per_hour']:.1f} | {r['total_mb_per_hour']:.1f} | "
-            f"{r['write_hours_per_s']:.2f} | {r['get_utts_per_s']:.0f} | {r['collate_utts_per_s']:.0f} |"
+            f"{r['write_hours_per_s']:.2f} | {r['get_utts_per_s']:.0f} | {r['collate_utts_per_s']:.0f} | "
+            f"{r['open_ms']:.0f} | {r['verify_s_per_gb']:.2f} | {r['verify_s_per_hour']:.3f} |"
         )
 
 

@@ -21,10 +21,19 @@ def add_transcribe(subparsers):
 
 
 def run_transcribe(args):
+    """Print ``path<TAB>text`` per file; a bad file is reported on stderr, counted, and skipped (status 1)."""
     from speechkd.inference import transcribe_files
 
-    for path, text in transcribe_files(args.model, args.files, beam=args.beam, device=args.device):
-        print(f"{path}\t{text}")
+    failed = 0
+    for path, text, error in transcribe_files(args.model, args.files, beam=args.beam, device=args.device):
+        if error is not None:
+            print(f"speechkd: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}\t{text}", flush=True)
+    if failed:
+        print(f"speechkd: {failed} of {len(args.files)} files failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_run(subparsers):
@@ -77,11 +86,10 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        args.func(args)
+        return args.func(args) or 0
     except (ValueError, FileNotFoundError) as err:
         print(f"speechkd: error: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

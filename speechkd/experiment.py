@@ -159,9 +159,19 @@ def load_model(folder, device="cpu", min_key="WER"):
     checkpointer = sb.utils.checkpoints.Checkpointer(
         os.path.join(folder, "save"), recoverables={"model": model}
     )
-    if checkpointer.find_checkpoint(min_key=min_key) is None:
+    checkpoint = checkpointer.find_checkpoint(min_key=min_key)
+    if checkpoint is None:
         raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")
-    checkpointer.recover_if_possible(min_key=min_key)
+    weights = os.path.join(checkpoint.path, "model.ckpt")  # SpeechBrain names it after the recoverable
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"file not found: {weights} (the model's weights in its best checkpoint); "
+                                "restore it or retrain the model")
+    try:
+        checkpointer.load_checkpoint(checkpoint)
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types for a damaged file
+        raise ValueError(f"{weights}: cannot load the model's weights ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'corrupt file'}); "
+                         "restore the file or retrain the model") from None
     return model.to(device).eval(), inventory
 
 

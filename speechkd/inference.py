@@ -3,7 +3,7 @@
 import speechbrain as sb
 import torch
 
-from speechkd.data.pipelines import load_audio
+from speechkd.data.pipelines import BadInputError, load_audio
 from speechkd.decoding import ctc_greedy, ctc_prefix_beam
 from speechkd.models.features import relative_lengths_to_absolute
 
@@ -55,16 +55,23 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu"):
 
     Yields
     ------
-    (path, text)
+    (path, text, error)
+        ``text`` is None and ``error`` says why (naming the file) when a file
+        cannot be used (missing, unreadable, wrong format, NaN samples); the
+        other files are still transcribed.
     """
     from speechkd.experiment import load_model
 
     model, inventory = load_model(model_folder, device=device)
     for path in paths:
-        wav = load_audio(path).unsqueeze(0).to(device)
+        try:
+            wav = load_audio(path).unsqueeze(0).to(device)
+        except BadInputError as err:
+            yield path, None, str(err)
+            continue
         log_probs = model(wav, torch.ones(1, device=device))[0].cpu()
         if beam > 0:
             ids = ctc_prefix_beam(log_probs.numpy(), beam=beam)
         else:
             ids = ctc_greedy(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0]
-        yield path, inventory.decode(ids)
+        yield path, inventory.decode(ids), None

@@ -15,7 +15,7 @@ import sys
 
 import speechbrain as sb
 
-from speechkd.data.pipelines import make_dataset
+from speechkd.data.pipelines import make_dataset, refuse_conflicting_ids
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
 from speechkd.experiment import load_hparams, run_device
 
@@ -27,6 +27,7 @@ if __name__ == "__main__":
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
+    refuse_conflicting_ids(hparams["cache_splits"].values(), hparams["data_folder"])  # the cache is keyed by ID
     datasets = {split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="none")
                 for split, csv in hparams["cache_splits"].items()}
     dev_manifest = os.path.abspath(hparams["cache_splits"]["dev"]) if "dev" in hparams["cache_splits"] else None

@@ -16,7 +16,7 @@ import sys
 
 import speechbrain as sb
 
-from speechkd.data.pipelines import hide_transcripts, make_dataset
+from speechkd.data.pipelines import hide_transcripts, make_dataset, refuse_conflicting_ids
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
 from speechkd.evaluation import fused_error_rates
 from speechkd.experiment import load_hparams, run_device
@@ -31,6 +31,8 @@ if __name__ == "__main__":
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
+    refuse_conflicting_ids([hparams["train_csv"], hparams["unlabelled_csv"], hparams["dev_csv"]],
+                           hparams["data_folder"])  # the cache is keyed by ID
     audio = {"data_root": hparams["data_folder"], "need_text": False, "sort": "none"}
     datasets = {
         "train": make_dataset(hparams["train_csv"], **audio),

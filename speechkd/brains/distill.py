@@ -22,6 +22,7 @@ import speechbrain as sb
 import torch
 
 from speechkd.decoding import greedy_transcripts
+from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.objectives import CTCTerm, ObjectiveBatch
 from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
@@ -116,7 +117,11 @@ class DistillBrain(sb.Brain):
         A resumed run recovers the normalizer with the model; a model that
         arrives fitted (fine-tuning) keeps its own. Loaders default to the
         YAML's ``batch_size``, the training one shuffled when ``sorting: random``.
+        A training utterance missing from the posterior cache is refused
+        here, before the first epoch.
         """
+        if self.target is not None and isinstance(self.teachers, PosteriorCache):
+            self.teachers.require(train_set.data_ids, f"the training set ({len(train_set)} utterances)")
         if self.checkpointer.find_checkpoint() is None and not self.student.normalizer_fitted:
             fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size)
         kwargs.setdefault("train_loader_kwargs", {"batch_size": self.hparams.batch_size,

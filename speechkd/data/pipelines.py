@@ -1,10 +1,13 @@
 """Dataset pipelines: manifest rows -> checked items -> SpeechBrain datasets.
 
 Every recipe reads its data through :func:`make_dataset`: the manifest is
-checked once up front (audio present and readable, 16 kHz mono, non-empty
-transcript where one is needed), bad rows are skipped and counted in the
-log with the file and line that caused them (or raise, with ``strict``),
-so training never crashes mid-epoch on one broken file.
+checked once up front (audio present and decodable to its last sample,
+16 kHz mono, no NaN or infinite samples, a length that agrees with the
+manifest's duration, non-empty transcript where one is needed), bad rows
+are skipped and counted in the log with the file and line that caused them
+(or raise, with ``strict``), so training never crashes mid-epoch on one
+broken file. Decoding every file up front costs about 1 s per hour of FLAC
+(benchmarks/RESULTS.md, "Reliability: bad input").
 """
 
 import collections
@@ -21,6 +24,8 @@ from speechkd.data.manifest import read_manifest
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+DURATION_TOLERANCE_S = 0.1
+"""How far a manifest's ``duration`` may be from its audio's length before the row is skipped."""
 
 
 class BadInputError(ValueError):
@@ -46,7 +51,15 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
     -------
     torch.Tensor
         ``(samples,)`` float32 in [-1, 1].
+
+    Raises
+    ------
+    BadInputError
+        Naming the file: missing, unreadable, another rate, several
+        channels, empty, or NaN/infinite samples.
     """
+    if not os.path.isfile(path):
+        raise BadInputError(f"file not found: {path}")
     try:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for corrupt files
@@ -60,11 +73,18 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
         raise BadInputError(f"{path}: {audio.shape[1]} channels, expected mono")
     if audio.shape[0] == 0:
         raise BadInputError(f"{path}: empty audio")
+    if not np.isfinite(audio).all():
+        raise BadInputError(f"{path}: {int((~np.isfinite(audio)).sum())} NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(audio[:, 0]))
 
 
 def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
-    """Return the reason a manifest row is unusable, or ``None`` when it is fine."""
+    """Return the reason a manifest row is unusable, or ``None`` when it is fine.
+
+    The whole file is decoded: a truncated or corrupt FLAC passes
+    ``soundfile.info`` (its header is intact) and would otherwise fail in
+    the middle of an epoch.
+    """
     path = resolve_path(row["wav"], data_root)
     if need_text and not row["wrd"].strip():
         return "empty transcript"
@@ -72,14 +92,21 @@ def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
         return "missing audio"
     try:
         info = sf.info(path)
+        audio, _ = sf.read(path, dtype="float32", always_2d=True)
     except Exception:  # noqa: BLE001 - soundfile raises several types for corrupt files
         return "corrupt audio"
     if info.samplerate != sample_rate:
         return f"sample rate {info.samplerate} Hz"
     if info.channels != 1:
         return f"{info.channels} channels"
-    if info.frames == 0:
+    if info.frames == 0 or audio.shape[0] == 0:
         return "empty audio"
+    if audio.shape[0] != info.frames:
+        return "truncated audio"
+    if not np.isfinite(audio).all():
+        return "NaN or infinite samples"
+    if abs(audio.shape[0] / sample_rate - float(row["duration"])) > DURATION_TOLERANCE_S:
+        return f"manifest duration differs from the audio by more than {DURATION_TOLERANCE_S} s"
     return None
 
 
@@ -104,7 +131,7 @@ def checked_rows(manifest, data_root, need_text=True, strict=False):
     skipped : collections.Counter
         Reason -> number of rows skipped.
     """
-    rows = read_manifest(manifest, allow_empty_wrd=not need_text)
+    rows = read_manifest(manifest, allow_empty_wrd=True)  # an empty transcript is a counted skip
     good, skipped = [], collections.Counter()
     for line, row in enumerate(rows, start=2):
         reason = check_row(row, data_root, need_text)
@@ -125,6 +152,48 @@ def checked_rows(manifest, data_root, need_text=True, strict=False):
             ", ".join(f"{n} {why}" for why, n in skipped.items()),
         )
     return good, skipped
+
+
+def refuse_conflicting_ids(manifests, data_root):
+    """Refuse an ID that two manifests give to different audio (a cache keyed by ID would keep one).
+
+    Parameters
+    ----------
+    manifests : sequence of str
+        CSV manifests read together (e.g. the train and dev splits a cache is built from).
+    data_root : str
+        Replacement for ``$data_root``.
+
+    Raises
+    ------
+    BadInputError
+        Naming the ID and both manifests. The same ID on the same file (or
+        on byte-identical files) is allowed.
+    """
+    first_seen = {}
+    for manifest in manifests:
+        for row in read_manifest(manifest, allow_empty_wrd=True):
+            path = resolve_path(row["wav"], data_root)
+            if row["ID"] not in first_seen:
+                first_seen[row["ID"]] = (manifest, path)
+                continue
+            other_manifest, other_path = first_seen[row["ID"]]
+            if not same_audio(path, other_path):
+                raise BadInputError(
+                    f"utterance ID {row['ID']!r} names {other_path} in {other_manifest} and {path} in "
+                    f"{manifest}; IDs must be unique across the splits (rename one of them)"
+                )
+
+
+def same_audio(path, other):
+    """Whether two paths hold the same audio (the same file, or equal bytes)."""
+    if os.path.realpath(path) == os.path.realpath(other):
+        return True
+    try:
+        with open(path, "rb") as a, open(other, "rb") as b:
+            return a.read() == b.read()
+    except OSError:  # a missing file is counted by checked_rows
+        return False
 
 
 def make_dataset(

@@ -93,7 +93,8 @@ class InventoryMap:
         -------
         torch.Tensor
             ``(..., V_student + 1)``; the last column is the OOV mass (zero in
-            ``"renormalize"`` mode, where the rest is rescaled to sum to one).
+            ``"renormalize"`` mode, where the rest is rescaled to sum to one, or
+            made uniform when the teacher put all its mass on missing symbols).
         """
         if probs.shape[-1] != self.teacher_size:
             raise ValueError(
@@ -105,7 +106,11 @@ class InventoryMap:
             mapped = mapped.clone()
             mapped[..., -1] = 0.0
             total = mapped.sum(-1, keepdim=True)
-            mapped = mapped / total.clamp_min(torch.finfo(mapped.dtype).tiny)
+            # a frame with all its mass outside the student's inventory says nothing about the
+            # student's tokens: uniform over them (a target that sums to one keeps the KL >= 0)
+            uniform = torch.full_like(mapped, 1.0 / self.student_size)
+            uniform[..., -1] = 0.0
+            mapped = torch.where(total > 0, mapped / total.clamp_min(torch.finfo(mapped.dtype).tiny), uniform)
         return mapped
 
 

@@ -9,18 +9,30 @@ Layout of a cache folder::
                           "utterances": {utt: [[wer, cer], ...per teacher]}}
     shards/00000.t0.values.npy   (frames, width) float16 log-probabilities, best first
     shards/00000.t0.ids.npy      (frames, width) int16 token ids (absent when width == V: ids are 0..V-1)
-    shards/00000.json            the shard's own index and errors; its rename commits the shard
+    shards/00000.t0.rest.npy     (frames,) float32 log of the mass outside the stored columns,
+                                 computed before fp16 rounding (LOG_PROB_FLOOR when width == V)
+    shards/00000.json            the shard's own index, errors and the sha256 of its .npy files;
+                                 its rename commits the shard
 
 ``width`` is ``k`` or, when ``k == 0`` or ``k >= V``, the teacher's full
 vocabulary ``V``. Every file is written under a ``.tmp`` name and moved into
 place with :func:`os.replace`; a shard counts only once its ``.json`` exists,
 so a killed run leaves no half-written shard and a rerun resumes after the
 last committed shard (:attr:`PosteriorCacheWriter.done_ids`).
+
+Integrity (format version 2): every JSON file carries a ``sha256`` of its
+own content (a "seal"), each shard's JSON the sha256 of its ``.npy`` files.
+:meth:`PosteriorCache.open` checks the seals, the checksums and the values
+of every shard (log-probabilities finite and <= 0, each frame's stored mass
+plus its rest mass within :data:`MASS_TOLERANCE` of one, ids in range) and
+raises :class:`CacheIntegrityError` naming the file; a cache of another
+format version is refused with a message saying to rebuild it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import KeysView, Sequence
@@ -29,15 +41,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: per-frame rest mass (``.rest.npy``), sealed JSON files, per-shard checksums."""
 VALUE_DTYPE = "float16"
 LOG_PROB_FLOOR = -1.0e4
 """Stored log-probabilities are clamped here (fp16 has no room for -inf)."""
+LOG_PROB_TOLERANCE = 1.0e-3
+"""Largest stored log-probability accepted (log_softmax and fp16 rounding can give a hair above 0)."""
+MASS_TOLERANCE = 1.0e-2
+"""How far a frame's stored probabilities plus its rest mass may be from one (fp16 rounding is ~5e-4)."""
 
 REBUILD_HINT = (
     "rebuild the cache with recipes/distill/cache_teachers.py for these teachers "
     "(or point the recipe at a cache built for them)"
 )
+
+
+class CacheIntegrityError(ValueError):
+    """A cache file whose content is not what its writer wrote (checksum, values, format); names the file."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -116,7 +137,9 @@ def stored_width(k: int, vocab_size: int) -> int:
     return vocab_size if k <= 0 or k >= vocab_size else k
 
 
-def topk_fp16(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_fp16(
+    log_probs: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep the ``k`` most probable tokens per frame, rounded as the cache stores them.
 
     Used both when writing the cache and for online teachers
@@ -137,6 +160,11 @@ def topk_fp16(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
         truncated), clamped at :data:`LOG_PROB_FLOOR`.
     ids : torch.Tensor
         ``(..., width)`` int16 token ids.
+    rest : torch.Tensor
+        ``(...)`` float32 log of the mass on the ``V - width`` tokens not kept,
+        computed from the unrounded input (a log-sum-exp, so a confident
+        frame keeps its small rest mass that ``1 - sum(exp(values))`` would
+        lose to fp16 rounding); :data:`LOG_PROB_FLOOR` when nothing is left out.
     """
     vocab_size = log_probs.shape[-1]
     if vocab_size > np.iinfo(np.int16).max:
@@ -146,9 +174,23 @@ def topk_fp16(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     if width == vocab_size:
         values = log_probs
         ids = torch.arange(vocab_size, device=log_probs.device).expand_as(log_probs)
+        rest = torch.full(log_probs.shape[:-1], LOG_PROB_FLOOR, device=log_probs.device)
     else:
         values, ids = torch.topk(log_probs, width, dim=-1, sorted=True)
-    return values.clamp_min(LOG_PROB_FLOOR).to(torch.float16), ids.to(torch.int16)
+        others = log_probs.scatter(-1, ids, float("-inf"))
+        rest = torch.logsumexp(others, dim=-1).clamp_min(LOG_PROB_FLOOR)
+    return values.clamp_min(LOG_PROB_FLOOR).to(torch.float16), ids.to(torch.int16), rest
+
+
+def check_finite_log_probs(log_probs: torch.Tensor, where: str) -> None:
+    """Refuse NaN or +inf log-probabilities (-inf is a probability of zero), naming ``where``."""
+    bad = ~(log_probs <= LOG_PROB_TOLERANCE)
+    if bool(bad.any()):
+        example = log_probs[bad].flatten()[0].item()
+        raise ValueError(
+            f"{where}: log-probabilities contain NaN, +inf or values > 0 ({int(bad.sum())}, e.g. {example}); "
+            "a teacher must output finite log-probabilities"
+        )
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
@@ -160,17 +202,82 @@ def _atomic_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
+def _json_digest(payload: dict) -> str:
+    body = {key: value for key, value in payload.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _atomic_sealed_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` with a ``sha256`` of its own content, so an edit is noticed on reading."""
+    _atomic_json(path, {**payload, "sha256": _json_digest(payload)})
+
+
+def read_sealed_json(path: Path) -> dict:
+    """Read a JSON file written by :func:`_atomic_sealed_json`, checking its seal.
+
+    Raises
+    ------
+    CacheIntegrityError
+        Unreadable JSON, or content that does not match its ``sha256``; names ``path``.
+    """
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CacheIntegrityError(f"{path}: unreadable cache file ({err}); {REBUILD_HINT}") from None
+    if not isinstance(payload, dict) or payload.get("sha256") != _json_digest(payload):
+        raise CacheIntegrityError(
+            f"{path}: content does not match its sha256 (edited or corrupted after it was written); "
+            f"{REBUILD_HINT}"
+        )
+    return payload
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> str:
+    """Write ``array`` under a temporary name, fsync, rename; returns the file's sha256."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    data = buffer.getvalue()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.save(f, array)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+SHARD_ARRAYS = ("values", "ids", "rest")
+"""The arrays of one shard and teacher, in the order :func:`topk_fp16` returns them."""
 
 
 def _shard_stem(shard: int, teacher: int) -> str:
     return f"{shard:05d}.t{teacher}"
+
+
+def read_meta(folder: Path) -> dict:
+    """A cache's ``meta.json``, refused unless it is of this :data:`FORMAT_VERSION` and sealed."""
+    path = folder / "meta.json"
+    try:
+        with open(path) as f:
+            version = json.load(f).get("format_version")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise CacheIntegrityError(f"{path}: unreadable cache meta ({err}); {REBUILD_HINT}") from None
+    if version != FORMAT_VERSION:
+        raise CacheIntegrityError(
+            f"posterior cache {folder} has format version {version}, this speechkd reads version "
+            f"{FORMAT_VERSION} (which also stores each frame's rest mass and checksums): delete the folder "
+            f"and {REBUILD_HINT}"
+        )
+    return read_sealed_json(path)
 
 
 # --------------------------------------------------------------------------- meta comparison
@@ -283,8 +390,7 @@ class PosteriorCacheWriter:
         self.n_teachers = len(self.meta["teachers"])
         meta_path = self.folder / "meta.json"
         if meta_path.exists():
-            with open(meta_path) as f:
-                existing = json.load(f)
+            existing = read_meta(self.folder)
             diffs = meta_differences(existing, self.meta)
             if diffs:
                 raise ValueError(
@@ -293,15 +399,14 @@ class PosteriorCacheWriter:
                     + "; delete the folder (or write to another one) to rebuild the cache for these teachers"
                 )
         else:
-            _atomic_json(meta_path, self.meta)
+            _atomic_sealed_json(meta_path, self.meta)
         for stale in self.shard_dir.glob("*.tmp"):
             stale.unlink()
         self._index: dict[str, list[list[int]]] = {}
         self._errors: dict[str, list[list[float]]] = {}
         self._next_shard = 0
         for shard_json in sorted(self.shard_dir.glob("*.json")):
-            with open(shard_json) as f:
-                shard = json.load(f)
+            shard = read_sealed_json(shard_json)
             for utt, spans in shard["utterances"].items():
                 self._index[utt] = [[shard["shard"], off, n] for off, n in spans]
             self._errors.update(shard.get("errors", {}))
@@ -309,10 +414,9 @@ class PosteriorCacheWriter:
         self._dev_wer: dict[str, float] | None = None
         errors_path = self.folder / "teacher_errors.json"
         if errors_path.exists():
-            with open(errors_path) as f:
-                self._dev_wer = json.load(f).get("dev_wer")
+            self._dev_wer = read_sealed_json(errors_path).get("dev_wer")
         self._pending: list[
-            tuple[str, list[tuple[np.ndarray, np.ndarray]], list[list[float]] | None]
+            tuple[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]], list[list[float]] | None]
         ] = []
         self._pending_ids: set[str] = set()
         self.closed = False
@@ -369,12 +473,8 @@ class PosteriorCacheWriter:
                     f"utterance {utt_id}, teacher '{name}': expected (frames>0, {self.vocab_sizes[i]}) "
                     f"log-probabilities, got shape {tuple(lp.shape)}"
                 )
-            if bool(torch.isnan(lp).any()):
-                raise ValueError(
-                    f"utterance {utt_id}, teacher '{name}': log-probabilities contain NaN"
-                )
-            values, ids = topk_fp16(lp, self.meta["k"])
-            stored.append((values.cpu().numpy(), ids.cpu().numpy()))
+            check_finite_log_probs(lp, f"utterance {utt_id}, teacher '{name}'")
+            stored.append(tuple(x.cpu().numpy() for x in topk_fp16(lp, self.meta["k"])))
         errors = None
         if errors_per_teacher is not None:
             if len(errors_per_teacher) != self.n_teachers:
@@ -410,22 +510,24 @@ class PosteriorCacheWriter:
             return
         shard = self._next_shard
         shard_index: dict[str, list[list[int]]] = {}
+        files: dict[str, str] = {}
         for teacher in range(self.n_teachers):
             offset = 0
             for utt, stored, _ in self._pending:
                 frames = stored[teacher][0].shape[0]
                 shard_index.setdefault(utt, []).append([offset, frames])
                 offset += frames
-            values = np.concatenate([stored[teacher][0] for _, stored, _ in self._pending])
             stem = _shard_stem(shard, teacher)
-            _atomic_npy(self.shard_dir / f"{stem}.values.npy", values)
-            if self.widths[teacher] != self.vocab_sizes[teacher]:
-                ids = np.concatenate([stored[teacher][1] for _, stored, _ in self._pending])
-                _atomic_npy(self.shard_dir / f"{stem}.ids.npy", ids)
+            for column, kind in enumerate(SHARD_ARRAYS):
+                if kind == "ids" and self.widths[teacher] == self.vocab_sizes[teacher]:
+                    continue
+                name = f"{stem}.{kind}.npy"
+                array = np.concatenate([stored[teacher][column] for _, stored, _ in self._pending])
+                files[name] = _atomic_npy(self.shard_dir / name, array)
         errors = {utt: err for utt, _, err in self._pending if err is not None}
-        _atomic_json(
+        _atomic_sealed_json(
             self.shard_dir / f"{shard:05d}.json",
-            {"shard": shard, "utterances": shard_index, "errors": errors},
+            {"shard": shard, "utterances": shard_index, "errors": errors, "files": files},
         )
         for utt, spans in shard_index.items():
             self._index[utt] = [[shard, off, n] for off, n in spans]
@@ -436,10 +538,10 @@ class PosteriorCacheWriter:
         self._write_errors()
 
     def _write_index(self, complete: bool) -> None:
-        _atomic_json(self.folder / "index.json", {"complete": complete, "utterances": self._index})
+        _atomic_sealed_json(self.folder / "index.json", {"complete": complete, "utterances": self._index})
 
     def _write_errors(self) -> None:
-        _atomic_json(
+        _atomic_sealed_json(
             self.folder / "teacher_errors.json",
             {"metrics": ["wer", "cer"], "dev_wer": self._dev_wer, "utterances": self._errors},
         )
@@ -477,21 +579,40 @@ class PosteriorCache:
         self.vocab_sizes = [len(s) for s in self.symbols]
         self.k = int(meta["k"])
         self.widths = [stored_width(self.k, v) for v in self.vocab_sizes]
-        self._maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
+        self._maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
         self._full_ids = [
             np.broadcast_to(np.arange(v, dtype=np.int16), (1, v)) for v in self.vocab_sizes
         ]
 
     @classmethod
     def open(
-        cls, folder: str | os.PathLike, expect: dict | None = None, allow_incomplete: bool = False
+        cls,
+        folder: str | os.PathLike,
+        expect: dict | None = None,
+        allow_incomplete: bool = False,
+        verify: bool = True,
     ) -> PosteriorCache:
         """Open a cache, checking it was built for the teachers/settings in ``expect``.
+
+        Parameters
+        ----------
+        folder : str or Path
+        expect : dict, optional
+            The meta asked for (:func:`make_meta`); each difference is named.
+        allow_incomplete : bool
+            Open a cache whose writer was never closed.
+        verify : bool
+            Check every shard up front (:meth:`verify`); reading then never
+            meets a corrupt shard mid-epoch. About 1 s per GB of cache
+            (benchmarks/RESULTS.md, "Reliability: cache checks").
 
         Raises
         ------
         FileNotFoundError
             No cache in ``folder``.
+        CacheIntegrityError
+            Another format version, a file edited or corrupted since it was
+            written, or values that are no log-probabilities; names the file.
         ValueError
             ``expect`` differs from the cache's meta (the message names each
             differing key), or the writer was never closed (unless
@@ -500,8 +621,7 @@ class PosteriorCache:
         folder = Path(folder)
         if not (folder / "meta.json").exists():
             raise FileNotFoundError(f"no posterior cache at {folder} (meta.json missing)")
-        with open(folder / "meta.json") as f:
-            meta = json.load(f)
+        meta = read_meta(folder)
         if expect is not None:
             diffs = meta_differences(meta, expect)
             if diffs:
@@ -512,8 +632,7 @@ class PosteriorCache:
                 )
         index = {"complete": False, "utterances": {}}
         if (folder / "index.json").exists():
-            with open(folder / "index.json") as f:
-                index = json.load(f)
+            index = read_sealed_json(folder / "index.json")
         if not index["complete"] and not allow_incomplete:
             raise ValueError(
                 f"posterior cache {folder} is incomplete ({len(index['utterances'])} utterances committed, "
@@ -521,9 +640,67 @@ class PosteriorCache:
             )
         errors: dict = {}
         if (folder / "teacher_errors.json").exists():
-            with open(folder / "teacher_errors.json") as f:
-                errors = json.load(f)
-        return cls(folder, meta, index["utterances"], errors)
+            errors = read_sealed_json(folder / "teacher_errors.json")
+        cache = cls(folder, meta, index["utterances"], errors)
+        if verify:
+            cache.verify()
+        return cache
+
+    def verify(self) -> None:
+        """Check every shard the index uses: seal, file checksums, values, and the index's spans.
+
+        Raises
+        ------
+        CacheIntegrityError
+            Naming the shard file (or the shard's JSON) that fails.
+        """
+        ends: dict[tuple[int, int], int] = {}
+        for spans in self._index.values():
+            for teacher, (shard, offset, frames) in enumerate(spans):
+                ends[shard, teacher] = max(ends.get((shard, teacher), 0), offset + frames)
+        for shard in sorted({shard for shard, _ in ends}):
+            shard_json = self.folder / "shards" / f"{shard:05d}.json"
+            if not shard_json.exists():
+                raise CacheIntegrityError(f"{shard_json}: missing, but index.json lists utterances in it; "
+                                          f"{REBUILD_HINT}")
+            checksums = read_sealed_json(shard_json).get("files", {})
+            for teacher in range(len(self.teacher_names)):
+                for name in self._shard_files(shard, teacher):
+                    path = self.folder / "shards" / name
+                    if not path.exists() or checksums.get(name) != _file_sha256(path):
+                        raise CacheIntegrityError(
+                            f"{path}: {'missing' if not path.exists() else 'content does not match its sha256 in'}"
+                            f" {shard_json.name} (corrupted or truncated after it was written); {REBUILD_HINT}"
+                        )
+                self._check_values(shard, teacher, ends.get((shard, teacher), 0))
+
+    def _shard_files(self, shard: int, teacher: int) -> list[str]:
+        stem = _shard_stem(shard, teacher)
+        full = self.widths[teacher] == self.vocab_sizes[teacher]
+        return [f"{stem}.{kind}.npy" for kind in SHARD_ARRAYS if not (full and kind == "ids")]
+
+    def _check_values(self, shard: int, teacher: int, frames_needed: int) -> None:
+        """Values are log-probabilities, each frame's mass (stored + rest) is one, ids are tokens."""
+        values, ids, rest = self._arrays(shard, teacher)
+        stem = self.folder / "shards" / _shard_stem(shard, teacher)
+        if values.shape[0] < frames_needed or rest.shape != values.shape[:1]:
+            raise CacheIntegrityError(f"{stem}.values.npy: {values.shape[0]} frames, the index needs "
+                                      f"{frames_needed} (rest: {rest.shape[0]}); {REBUILD_HINT}")
+        largest = max(float(values.max(initial=LOG_PROB_FLOOR)), float(rest.max(initial=LOG_PROB_FLOOR)))
+        if not largest <= LOG_PROB_TOLERANCE:
+            raise CacheIntegrityError(f"{stem}.values.npy: holds {largest}, not a log-probability (finite, <= 0); "
+                                      f"{REBUILD_HINT}")
+        mass = np.exp(values.astype(np.float32)).sum(-1) + np.exp(rest.astype(np.float32))
+        off = np.abs(mass - 1.0) > MASS_TOLERANCE
+        if off.any():
+            frame = int(np.argmax(off))
+            raise CacheIntegrityError(
+                f"{stem}.values.npy: frame {frame} holds probability mass {mass[frame]:.4f} (stored + rest), "
+                f"not 1; {int(off.sum())} such frames; {REBUILD_HINT}"
+            )
+        if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= self.vocab_sizes[teacher]):
+            raise CacheIntegrityError(f"{stem}.ids.npy: token ids outside 0..{self.vocab_sizes[teacher] - 1}; "
+                                      f"{REBUILD_HINT}")
 
     def __len__(self) -> int:
         return len(self._index)
@@ -535,15 +712,18 @@ class PosteriorCache:
     def utt_ids(self) -> list[str]:
         return list(self._index)
 
-    def _arrays(self, shard: int, teacher: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _arrays(self, shard: int, teacher: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Memory-mapped ``(values, ids or None, rest)`` of one shard and teacher."""
         key = (shard, teacher)
         if key not in self._maps:
-            stem = self.folder / "shards" / _shard_stem(shard, teacher)
-            values = np.load(f"{stem}.values.npy", mmap_mode="r")
-            ids = None
-            if self.widths[teacher] != self.vocab_sizes[teacher]:
-                ids = np.load(f"{stem}.ids.npy", mmap_mode="r")
-            self._maps[key] = (values, ids)
+            arrays = {}
+            for name in self._shard_files(shard, teacher):
+                path = self.folder / "shards" / name
+                try:
+                    arrays[name.split(".")[-2]] = np.load(path, mmap_mode="r")
+                except (OSError, ValueError) as err:  # missing, truncated or not an .npy file
+                    raise CacheIntegrityError(f"{path}: unreadable cache shard ({err}); {REBUILD_HINT}") from None
+            self._maps[key] = (arrays["values"], arrays.get("ids"), arrays["rest"])
         return self._maps[key]
 
     def frames(self, utt_id: str) -> list[int]:
@@ -566,7 +746,7 @@ class PosteriorCache:
         """
         out = []
         for teacher, (shard, offset, frames) in enumerate(self._entry(utt_id)):
-            values, ids = self._arrays(shard, teacher)
+            values, ids, _ = self._arrays(shard, teacher)
             values = values[offset : offset + frames]
             if ids is None:
                 ids = np.broadcast_to(self._full_ids[teacher], values.shape)
@@ -574,6 +754,20 @@ class PosteriorCache:
                 ids = ids[offset : offset + frames]
             out.append((values, ids))
         return out
+
+    def rest_log_probs(self, utt_id: str) -> list[np.ndarray]:
+        """Per teacher ``(T_i,)`` float32 log of the mass outside the stored columns (see :func:`topk_fp16`)."""
+        return [self._arrays(shard, teacher)[2][offset : offset + frames]
+                for teacher, (shard, offset, frames) in enumerate(self._entry(utt_id))]
+
+    def require(self, utt_ids, what: str) -> None:
+        """Refuse, up front, utterances the cache lacks (naming a few of them and ``what`` needs them)."""
+        missing = [utt for utt in utt_ids if utt not in self._index]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} utterances of {what} are not in the posterior cache {self.folder}, "
+                f"e.g. {missing[:3]}; {REBUILD_HINT}"
+            )
 
     def teacher_error(self, utt_id: str, metric: str = "wer") -> np.ndarray | None:
         """``(teachers,)`` error (``"wer"`` or ``"cer"``, percent) of each teacher on the utterance, or None."""
@@ -602,7 +796,8 @@ class PosteriorCache:
             ``log_probs`` ``(batch, teachers, time, width)`` float32;
             ``ids`` ``(batch, teachers, time, width)`` long; ``frames``
             ``(batch, teachers)`` long, valid frames of each teacher at its own
-            rate; ``teacher_wer`` / ``teacher_cer`` ``(batch, teachers)``
+            rate; ``rest_log_probs`` ``(batch, teachers, time)`` float32, log of
+            the mass outside the stored columns; ``teacher_wer`` / ``teacher_cer`` ``(batch, teachers)``
             float32 (NaN where not recorded); ``utt_ids``. ``time`` is the
             longest teacher sequence in the batch, ``width`` the widest
             teacher. Padding frames put probability one on token 0 (blank),
@@ -617,11 +812,13 @@ class PosteriorCache:
         values = np.full((batch, n_teachers, time, width), LOG_PROB_FLOOR, dtype=np.float32)
         values[..., 0] = 0.0
         ids = np.zeros((batch, n_teachers, time, width), dtype=np.int64)
-        for b, teachers in enumerate(per_utt):
-            for i, (v, t) in enumerate(teachers):
+        rest = np.full((batch, n_teachers, time), LOG_PROB_FLOOR, dtype=np.float32)
+        for b, (utt, teachers) in enumerate(zip(utt_ids, per_utt)):
+            for i, ((v, t), r) in enumerate(zip(teachers, self.rest_log_probs(utt))):
                 values[b, i, : v.shape[0], : v.shape[1]] = v
                 values[b, i, : v.shape[0], v.shape[1] :] = LOG_PROB_FLOOR
                 ids[b, i, : t.shape[0], : t.shape[1]] = t
+                rest[b, i, : r.shape[0]] = r
         errors = {}
         for metric in ("wer", "cer"):
             rows = [self.teacher_error(u, metric) for u in utt_ids]
@@ -633,6 +830,7 @@ class PosteriorCache:
             "log_probs": torch.from_numpy(values),
             "ids": torch.from_numpy(ids),
             "frames": torch.from_numpy(frames),
+            "rest_log_probs": torch.from_numpy(rest),
             **errors,
         }
         if device is not None:

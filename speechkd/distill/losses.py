@@ -40,7 +40,11 @@ from speechkd.models.features import relative_lengths_to_absolute
 
 # --------------------------------------------------------------------------- teacher side
 def reconstruct_dense(
-    values: torch.Tensor, ids: torch.Tensor, vocab_size: int, dtype: torch.dtype = torch.float32
+    values: torch.Tensor,
+    ids: torch.Tensor,
+    vocab_size: int,
+    dtype: torch.dtype = torch.float32,
+    rest_log_probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dense distribution from top-k log-probs, rest mass spread uniformly.
 
@@ -53,12 +57,20 @@ def reconstruct_dense(
         ``(..., width)`` token ids in ``[0, vocab_size)``.
     vocab_size : int
         The teacher's V.
+    dtype : torch.dtype
+    rest_log_probs : torch.Tensor, optional
+        ``(...)`` log of the mass outside the cached columns as the cache
+        stores it (computed before fp16 rounding, :func:`~speechkd.distill.cache.topk_fp16`);
+        values at :data:`~speechkd.distill.cache.LOG_PROB_FLOOR` mean none.
+        Without it (hand-made teacher batches) the rest mass is
+        ``max(0, 1 - Σ exp(values))``, which fp16 rounding can wipe out on
+        confident frames.
 
     Returns
     -------
     torch.Tensor
         ``(..., vocab_size)`` probabilities summing to one: cached tokens keep
-        ``exp(value)``, the ``V - k`` other tokens share ``max(0, 1 - Σ exp(values))``
+        ``exp(value)``, the ``V - k`` other tokens share the rest mass
         equally (``k`` = number of distinct cached tokens in the frame).
     """
     probs = values.to(dtype).exp()
@@ -71,7 +83,11 @@ def reconstruct_dense(
     real = (values > LOG_PROB_FLOOR).to(dtype)
     cached = torch.zeros(shape, dtype=dtype, device=values.device).scatter_add_(-1, ids, real) > 0
     n_other = (~cached).sum(-1, keepdim=True)
-    rest = (1.0 - dense.sum(-1, keepdim=True)).clamp_min(0.0)
+    if rest_log_probs is None:
+        rest = (1.0 - dense.sum(-1, keepdim=True)).clamp_min(0.0)
+    else:
+        rest_log_probs = rest_log_probs.to(dtype)[..., None]
+        rest = torch.where(rest_log_probs <= LOG_PROB_FLOOR, 0.0, rest_log_probs.exp())
     spread = torch.where(n_other > 0, rest / n_other.clamp_min(1).to(dtype), torch.zeros_like(rest))
     dense = torch.where(cached, dense, spread.expand_as(dense))
     return dense / dense.sum(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
@@ -134,7 +150,8 @@ def teacher_batch_from_log_probs(
     -------
     dict
         ``log_probs`` ``(batch, teachers, time, width)`` float32, ``ids`` long,
-        ``frames`` ``(batch, teachers)`` long.
+        ``frames`` ``(batch, teachers)`` long, ``rest_log_probs``
+        ``(batch, teachers, time)`` float32.
     """
     device = per_teacher_log_probs[0].device
     batch = per_teacher_log_probs[0].shape[0]
@@ -148,8 +165,9 @@ def teacher_batch_from_log_probs(
     values = torch.full((batch, n_teachers, time, width), LOG_PROB_FLOOR, device=device)
     values[..., 0] = 0.0
     ids = torch.zeros((batch, n_teachers, time, width), dtype=torch.long, device=device)
+    rest = torch.full((batch, n_teachers, time), LOG_PROB_FLOOR, device=device)
     for i, lp in enumerate(per_teacher_log_probs):
-        v, t = topk_fp16(lp, k)
+        v, t, r = topk_fp16(lp, k)
         valid = (torch.arange(lp.shape[1], device=device)[None, :] < frames[:, i, None])[..., None]
         w = v.shape[-1]
         values[:, i, : lp.shape[1], :w] = torch.where(
@@ -161,7 +179,8 @@ def teacher_batch_from_log_probs(
         ids[:, i, : lp.shape[1], :w] = torch.where(
             valid, t.long(), torch.zeros_like(t, dtype=torch.long)
         )
-    return {"log_probs": values, "ids": ids, "frames": frames}
+        rest[:, i, : lp.shape[1]] = torch.where(valid[..., 0], r, LOG_PROB_FLOOR)
+    return {"log_probs": values, "ids": ids, "frames": frames, "rest_log_probs": rest}
 
 
 # --------------------------------------------------------------------------- KL
@@ -182,15 +201,23 @@ def topk_kl(target: torch.Tensor, student_log_probs: torch.Tensor, k: int) -> to
     Returns
     -------
     torch.Tensor
-        ``(batch, time)`` KL in nats.
+        ``(batch, time)`` KL in nats. A category the target gives no mass
+        adds nothing, even where the student's log-probability is ``-inf``
+        (``0 · log 0 = 0``, not NaN).
     """
     vocab = student_log_probs.shape[-1]
     sel_q, sel_ids = torch.topk(target[..., :vocab], k, dim=-1)
     sel_s = torch.gather(student_log_probs, -1, sel_ids)
-    kl = (torch.xlogy(sel_q, sel_q) - sel_q * sel_s).sum(-1)
+    kl = (torch.xlogy(sel_q, sel_q) - cross_term(sel_q, sel_s)).sum(-1)
     if k < vocab:
         selected = torch.zeros_like(student_log_probs, dtype=torch.bool).scatter_(-1, sel_ids, True)
         rest_q = target[..., :vocab].masked_fill(selected, 0.0).sum(-1) + target[..., vocab]
         rest_s = torch.logsumexp(student_log_probs.masked_fill(selected, float("-inf")), dim=-1)
-        kl = kl + torch.xlogy(rest_q, rest_q) - rest_q * rest_s
+        kl = kl + torch.xlogy(rest_q, rest_q) - cross_term(rest_q, rest_s)
     return kl
+
+
+def cross_term(q: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """``q · log s`` with ``0 · (-inf) = 0`` (and no NaN gradient through the unused branch)."""
+    used = q > 0
+    return torch.where(used, q * torch.where(used, log_s, torch.zeros_like(log_s)), torch.zeros_like(q))

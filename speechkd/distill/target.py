@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import torch
 
 from speechkd.distill.align import build_inventory_maps, frame_ratio, match_length, pool_frames
-from speechkd.distill.cache import stored_width
+from speechkd.distill.cache import LOG_PROB_TOLERANCE, check_finite_log_probs, stored_width
 from speechkd.distill.ensemble import STRATEGIES, combine, weights_from_dev_wer
 from speechkd.distill.losses import delay_frames, reconstruct_dense, temper
 
@@ -79,8 +79,9 @@ class TeacherTarget:
         :func:`speechkd.distill.agreement.spike_offsets`).
     k : int, optional
         Tokens the KL keeps per frame; defaults to the teachers' (the cache's)
-        k. The columns read back from a teacher batch are always the
-        teachers' own k (what the cache stored), whatever this is.
+        k. With truncated teachers any other k is refused (a wider KL would
+        run over made-up tokens, a narrower one is not what the cache was
+        built for); with full distributions (k = 0) any k is a truncation.
     dev_wer : sequence of float, optional
         Teachers' dev WER (percent); defaults to ``teachers.dev_wer_list()``.
     blank_index : int
@@ -115,6 +116,9 @@ class TeacherTarget:
         self.vocab_sizes = [len(s) for s in teacher_symbols]
         self.student_vocab = len(student_symbols)
         self.widths = [stored_width(teachers.k, v) for v in self.vocab_sizes]
+        if k is not None and teachers.k > 0 and k != teachers.k:
+            raise ValueError(f"the KL's k ({k}) differs from the teachers' cache width k = {teachers.k}: "
+                             "leave the target's k unset, or rebuild the cache with that k")
         k = teachers.k if k is None else k
         k_eff = self.student_vocab if k <= 0 else min(k, self.student_vocab)
         if oov_mode == "rest" and any(m.has_oov for m in self.maps) and k_eff == self.student_vocab:
@@ -186,20 +190,42 @@ class TeacherTarget:
             ``(batch, teachers, time, V_s + 1)``.
         """
         values, ids, frames = teacher["log_probs"], teacher["ids"], teacher["frames"]
-        if values.shape[1] != len(self.maps):
-            raise ValueError(f"teacher batch has {values.shape[1]} teachers, the target was built "
-                             f"for {len(self.maps)} ({self.teacher_names})")
+        rest = teacher.get("rest_log_probs")
+        self.check_teacher_batch(teacher)
         device = student_frames.device
         per_teacher = []
         for i, inv_map in enumerate(self.maps):
             width = self.widths[i]
             dense = reconstruct_dense(values[:, i, :, :width].to(device), ids[:, i, :, :width].to(device),
-                                      self.vocab_sizes[i], dtype)
+                                      self.vocab_sizes[i], dtype, None if rest is None else rest[:, i].to(device))
             mapped = inv_map.apply(temper(dense, temperature))
             pooled, pooled_frames = pool_frames(mapped, frames[:, i].to(device), self.factors[i])
             per_teacher.append(match_length(pooled, pooled_frames, student_frames, time,
                                             self.max_length_mismatch, inv_map.teacher_name))
         return torch.stack(per_teacher, 1)
+
+    def check_teacher_batch(self, teacher: dict) -> None:
+        """Refuse a teacher batch of another shape than the target was built for, or with NaN/+inf values.
+
+        Raises
+        ------
+        ValueError
+            Naming the number of teachers or the columns that differ, or the
+            utterance (``utt_ids``, when the batch has them) with bad values.
+        """
+        values = teacher["log_probs"]
+        if values.shape[1] != len(self.maps):
+            raise ValueError(f"teacher batch has {values.shape[1]} teachers, the target was built "
+                             f"for {len(self.maps)} ({self.teacher_names})")
+        if values.shape[-1] != max(self.widths):
+            raise ValueError(f"teacher batch has {values.shape[-1]} columns per frame, the target was built for "
+                             f"k = {max(self.widths)} (teachers {self.teacher_names}); "
+                             "the cache (or online ensemble) and the target must use the same k")
+        bad_rows = (~(values <= LOG_PROB_TOLERANCE)).flatten(1).any(1)
+        if bool(bad_rows.any()):
+            row = int(bad_rows.nonzero()[0])
+            names = teacher.get("utt_ids")
+            check_finite_log_probs(values[row], f"utterance {names[row] if names else f'#{row} of the batch'}")
 
     @torch.no_grad()
     def __call__(self, teacher: dict, student_frames: torch.Tensor, time: int,

@@ -316,7 +316,11 @@ class TeacherEnsemble:
         wavs, wav_lens = getattr(batch, self.signal)
         outputs = self.log_probs(wavs, wav_lens)
         teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], self.k)
-        return teacher if device is None else {key: value.to(device) for key, value in teacher.items()}
+        if device is not None:
+            teacher = {key: value.to(device) for key, value in teacher.items()}
+        if hasattr(batch, "id"):
+            teacher["utt_ids"] = list(batch.id)  # a bad teacher output is then refused naming the utterance
+        return teacher
 
 
 def utterance_errors(ref, hyp):

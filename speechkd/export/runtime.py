@@ -158,7 +158,7 @@ def read_audio(
     ------
     AudioInputError
         Missing, unreadable, empty, too short, wrong-rate or multi-channel
-        audio, with the option that fixes it where there is one.
+        audio, or NaN/infinite samples, with the option that fixes it where there is one.
     """
     if not os.path.exists(path):
         raise AudioInputError(f"{path}: no such file")
@@ -173,6 +173,8 @@ def read_audio(
         ) from None
     if audio.shape[0] == 0:
         raise AudioInputError(f"{path}: empty audio (0 samples)")
+    if not np.isfinite(audio).all():
+        raise AudioInputError(f"{path}: {int((~np.isfinite(audio)).sum())} NaN or infinite samples")
     if audio.shape[1] != 1:
         if not downmix:
             raise AudioInputError(

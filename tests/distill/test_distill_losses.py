@@ -31,10 +31,12 @@ def exact_teacher_batch(per_teacher: list[torch.Tensor], frames: torch.Tensor, k
     return {"log_probs": torch.stack(values, 1), "ids": torch.stack(ids, 1), "frames": frames}
 
 
-def reference_kd(student, frames, teachers, k, tau, weights=None, frame_weights=None):
+def reference_kd(student, frames, teachers, k, tau, weights=None, frame_weights=None, rests=None):
     """Brute force, frame by frame, float64 numpy, written independently of the library.
 
     teachers: list of (batch, time, V) log-prob arrays at the student's rate, same inventory.
+    rests: optional list of (batch, time) log rest masses (as a cache stores them), one per teacher;
+    without it the rest mass is 1 - sum of the kept probabilities.
     """
     student, teachers = (
         np.asarray(student, np.float64),
@@ -47,14 +49,14 @@ def reference_kd(student, frames, teachers, k, tau, weights=None, frame_weights=
     for b in range(student.shape[0]):
         for t in range(int(frames[b])):
             combined = np.zeros(vocab)
-            for w, teacher in zip(weights, teachers):
+            for i, (w, teacher) in enumerate(zip(weights, teachers)):
                 lp = teacher[b, t]
                 keep = np.argsort(-lp)[:kk]
                 p = np.zeros(vocab)
                 p[keep] = np.exp(lp[keep])
                 others = [v for v in range(vocab) if v not in set(keep)]
                 if others:
-                    rest = max(0.0, 1.0 - p.sum())
+                    rest = max(0.0, 1.0 - p.sum()) if rests is None else float(np.exp(rests[i][b, t]))
                     for v in others:
                         p[v] = rest / len(others)
                 p /= p.sum()
@@ -360,8 +362,9 @@ def test_rounded_cache_values_match_reference_on_rounded_inputs(tmp_path):
     rounded.scatter_(-1, batch["ids"][:, 0], batch["log_probs"][:, 0].double())
     student = torch.randn(2, 5, V, generator=g, dtype=torch.float64)
     out = run(make_loss(temperature=2.0), student, torch.ones(2, dtype=torch.float64), batch, make_target(k=3))
+    rests = [batch["rest_log_probs"][:, 0].double().numpy()]
     assert out["kd"].item() == pytest.approx(
-        reference_kd(student, [5, 5], [rounded], 3, 2.0), abs=1e-10
+        reference_kd(student, [5, 5], [rounded], 3, 2.0, rests=rests), abs=1e-10
     )
     # fp16 rounding moves the loss only slightly from the unrounded one
     exact = run(

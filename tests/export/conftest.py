@@ -5,17 +5,12 @@ tokens.txt, save/CKPT+*) plus a small test corpus of synthetic 16 kHz FLAC
 utterances, so the export tests run in seconds on 2 cores.
 """
 
-import functools
-
 import pytest
 import soundfile as sf
-import speechbrain as sb
 import torch
-from export_helpers import TEXTS, TINY_SIZES, synthetic_utterance
+from export_helpers import TEXTS, TINY_SIZES, make_experiment, synthetic_utterance
 
 from speechkd.data.manifest import write_manifest
-from speechkd.experiment import TOKENS_FILE, build_model
-from speechkd.models import ARCHITECTURES
 from speechkd.text import TokenInventory
 
 
@@ -42,20 +37,6 @@ def export_corpus(tmp_path_factory):
         )
     write_manifest(root / "test.csv", rows)
     return str(root / "test.csv"), rows
-
-
-def make_experiment(folder, arch: str, inventory: TokenInventory, wavs) -> None:
-    """Untrained but normalizer-fitted model of ``arch`` saved as an experiment folder."""
-    torch.manual_seed(0)
-    folder.mkdir(parents=True)
-    inventory.save(folder / TOKENS_FILE)
-    factory = functools.partial(ARCHITECTURES[arch], **TINY_SIZES[arch])
-    model = build_model(factory, inventory, str(folder), name=f"tiny-{arch}")
-    model.fit_normalizer([(torch.from_numpy(w)[None], torch.ones(1)) for w in wavs])
-    checkpointer = sb.utils.checkpoints.Checkpointer(
-        str(folder / "save"), recoverables={"model": model}
-    )
-    checkpointer.save_checkpoint(meta={"WER": 100.0})
 
 
 @pytest.fixture(scope="session")

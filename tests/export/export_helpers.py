@@ -1,8 +1,15 @@
 """Tiny model sizes and synthetic audio shared by the export tests and their fixtures."""
 
+import functools
 import math
 
 import numpy as np
+import speechbrain as sb
+import torch
+
+from speechkd.experiment import TOKENS_FILE, build_model
+from speechkd.models import ARCHITECTURES
+from speechkd.text import TokenInventory
 
 TINY_SIZES = {
     "conformer": {
@@ -33,3 +40,17 @@ def synthetic_utterance(index: int, sample_rate: int = 16000) -> np.ndarray:
     t = np.arange(n) / sample_rate
     wav = sum(0.1 * np.sin(2 * math.pi * f * t) for f in rng.uniform(200, 3000, size=3))
     return (wav + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def make_experiment(folder, arch: str, inventory: TokenInventory, wavs) -> None:
+    """Untrained but normalizer-fitted model of ``arch`` saved as an experiment folder."""
+    torch.manual_seed(0)
+    folder.mkdir(parents=True)
+    inventory.save(folder / TOKENS_FILE)
+    factory = functools.partial(ARCHITECTURES[arch], **TINY_SIZES[arch])
+    model = build_model(factory, inventory, str(folder), name=f"tiny-{arch}")
+    model.fit_normalizer([(torch.from_numpy(w)[None], torch.ones(1)) for w in wavs])
+    checkpointer = sb.utils.checkpoints.Checkpointer(
+        str(folder / "save"), recoverables={"model": model}
+    )
+    checkpointer.save_checkpoint(meta={"WER": 100.0})

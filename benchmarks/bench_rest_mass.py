@@ -1,0 +1,107 @@
+"""How far a top-k cache's teacher target is from the full-distribution one, with and without the stored rest mass.
+
+Runs trained teachers over a manifest, keeps their full posteriors, and
+builds the fused teacher target (``TeacherTarget``) three ways: from the
+full distributions (the reference), from top-k fp16 values plus each frame's
+log rest mass as cache format 2 stores it, and from the top-k values alone
+(format 1: rest = 1 − Σ cached, lost to fp16 rounding on confident frames).
+Prints, per strategy and temperature, the mean total-variation distance to
+the reference over all frames, and the largest error of the mass outside
+the fused target's top-k (the loss's rest bucket), and the largest
+per-frame distance between the two top-k targets.
+
+    python benchmarks/bench_rest_mass.py --teachers T1 T2 T3 --manifest data/numbers-small/dev.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import machine_line
+
+from speechkd.data.pipelines import make_dataset
+from speechkd.distill.losses import teacher_batch_from_log_probs
+from speechkd.distill.target import TeacherTarget
+from speechkd.distill.teachers import TeacherEnsemble, teacher_posteriors
+
+
+def distances(reference: torch.Tensor, approx: torch.Tensor, valid: torch.Tensor, k: int) -> tuple[float, float]:
+    """Summed total variation over valid frames, and the largest rest-bucket error (outside the reference's top-k)."""
+    tv = 0.5 * (reference - approx).abs().sum(-1)
+    top = torch.topk(reference[..., :-1], k, dim=-1).indices
+    outside = torch.ones_like(reference, dtype=torch.bool).scatter_(-1, top, False)
+    rest_error = ((reference * outside).sum(-1) - (approx * outside).sum(-1)).abs()
+    return float(tv[valid].sum()), float(rest_error[valid].max()) if bool(valid.any()) else 0.0
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--teachers", nargs="+", required=True, help="speechkd experiment folders")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--data-root", help="$data_root (default: the manifest's folder)")
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--taus", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--strategies", nargs="+", default=["average", "geometric"])
+    parser.add_argument("--utterances", type=int, default=200)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    ensemble = TeacherEnsemble(args.teachers)
+    dataset = make_dataset(args.manifest, args.data_root or os.path.dirname(os.path.abspath(args.manifest)),
+                           need_text=False, sort="none")
+    dataset = dataset.filtered_sorted(select_n=args.utterances)
+    symbols, shift = ensemble.symbols[0], max(ensemble.frame_shifts_ms)
+
+    def target(k, strategy):
+        source = SimpleNamespace(teacher_names=ensemble.names, symbols=ensemble.symbols, k=k,
+                                 frame_shifts_ms=ensemble.frame_shifts_ms, dev_wer_list=lambda: None)
+        return TeacherTarget(source, symbols, shift, strategy=strategy)
+
+    targets = {strategy: (target(0, strategy), target(args.k, strategy)) for strategy in args.strategies}
+    totals, frames_total = {}, 0
+    for _batch, outputs in teacher_posteriors(ensemble, dataset, batch_size=8):
+        log_probs, lens = [lp for lp, _ in outputs], [n for _, n in outputs]
+        full = teacher_batch_from_log_probs(log_probs, lens, 0)
+        topk = teacher_batch_from_log_probs(log_probs, lens, args.k)
+        lossy = {key: value for key, value in topk.items() if key != "rest_log_probs"}
+        frames = targets[args.strategies[0]][0].pooled_frames(full)
+        time = int(frames.max())
+        valid = torch.arange(time)[None, :] < frames[:, None]
+        frames_total += int(valid.sum())
+        for strategy, (reference, cached) in targets.items():
+            for tau in args.taus:
+                ref = reference(full, frames, time, tau, torch.float64)
+                approx = {}
+                for name, batch in (("with rest mass", topk), ("values only", lossy)):
+                    approx[name] = cached(batch, frames, time, tau, torch.float64)
+                    tv, rest = distances(ref, approx[name], valid, args.k)
+                    entry = totals.setdefault((strategy, tau, name), [0.0, 0.0])
+                    entry[0] += tv
+                    entry[1] = max(entry[1], rest)
+                between = 0.5 * (approx["with rest mass"] - approx["values only"]).abs().sum(-1)[valid]
+                totals[strategy, tau, "between"] = max(totals.get((strategy, tau, "between"), 0.0),
+                                                       float(between.max()))
+    print(f"Command: `python benchmarks/bench_rest_mass.py {' '.join(sys.argv[1:])}`")
+    print(f"Machine: {machine_line()}")
+    print(f"Date: {datetime.date.today().isoformat()}")
+    print(f"{len(dataset)} utterances, {frames_total} frames, teachers {ensemble.names}, k = {args.k}\n")
+    print("| strategy | tau | mean TV to full, values only (format 1) | with rest mass (format 2) "
+          "| max rest-bucket error, values only | with rest mass | max TV between the two |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for strategy in args.strategies:
+        for tau in args.taus:
+            old, new = totals[strategy, tau, "values only"], totals[strategy, tau, "with rest mass"]
+            print(f"| {strategy} | {tau:g} | {old[0] / frames_total:.4e} | {new[0] / frames_total:.4e} "
+                  f"| {old[1]:.4f} | {new[1]:.4f} | {totals[strategy, tau, 'between']:.2e} |")
+
+
+if __name__ == "__main__":
+    main()
