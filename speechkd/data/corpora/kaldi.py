@@ -12,9 +12,14 @@ be given instead.
 
 from __future__ import annotations
 
+import io
 import shlex
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
+
+import soundfile as sf
 
 from speechkd.data.corpora.common import (
     PreparationError,
@@ -86,13 +91,38 @@ def read_data_dir(data_dir, lang, sampling_rate, domain, report):
         if not (data_dir / name).is_file():
             raise PreparationError(f"{data_dir}: no {name} (a Kaldi data dir needs wav.scp, text, utt2spk)")
     check_pipes(data_dir / "wav.scp")
-    recordings, supervisions, _ = load_kaldi_data_dir(data_dir, sampling_rate=sampling_rate, use_reco2dur=True)
+    with tempfile.TemporaryDirectory() as copy:  # lhotse needs reco2dur for pipes: measured here, never written into the user's dir
+        for name in ("wav.scp", "segments", "text", "utt2spk", "spk2gender"):
+            if (data_dir / name).is_file():
+                shutil.copy(data_dir / name, Path(copy) / name)
+        write_reco2dur(data_dir / "wav.scp", Path(copy) / "reco2dur")
+        recordings, supervisions, _ = load_kaldi_data_dir(copy, sampling_rate=sampling_rate, use_reco2dur=True)
     if supervisions is None:
         raise PreparationError(f"{data_dir}: lhotse found no supervisions (text/utt2spk empty?)")
     lines = source_lines(data_dir)
     return [SourceUtterance(s.id, recordings[s.recording_id], s.start, s.duration, s.speaker or s.id,
                             lang, s.text or "", lines.get(s.id, f"{data_dir}/text ({s.id})"), domain)
             for s in supervisions]
+
+
+def write_reco2dur(wav_scp, reco2dur):
+    """Durations of every ``wav.scp`` entry (a pipe is run once), in Kaldi's ``reco2dur`` format."""
+    lines = []
+    for line_number, line in enumerate(wav_scp.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        recording_id, _, entry = line.strip().partition(" ")
+        entry = entry.strip()
+        try:
+            if entry.endswith("|"):
+                data = subprocess.run(entry[:-1], shell=True, check=True, capture_output=True).stdout
+                info = sf.info(io.BytesIO(data))
+            else:
+                info = sf.info(entry)
+        except Exception as err:  # noqa: BLE001 - a failing pipe or unreadable file, named below
+            raise PreparationError(f"{wav_scp}:{line_number}: cannot read {entry!r} ({err})") from err
+        lines.append(f"{recording_id} {info.frames / info.samplerate:.4f}")
+    reco2dur.write_text("\n".join(lines) + "\n")
 
 
 def source_lines(data_dir):
