@@ -13,17 +13,17 @@ from corpus_trees import (
     corpus_rows,
     fleurs_tree,
     kaldi_tree,
-    librispeech_tree,
     lhotse_tree,
+    librispeech_tree,
     mls_tree,
 )
 
-from speechkd.data.corpora.commonvoice import prepare_commonvoice
 from speechkd.data.corpora.common import PreparationError
+from speechkd.data.corpora.commonvoice import prepare_commonvoice
 from speechkd.data.corpora.fleurs import prepare_fleurs
 from speechkd.data.corpora.kaldi import prepare_kaldi
-from speechkd.data.corpora.librispeech import prepare_librispeech
 from speechkd.data.corpora.lhotse_manifests import prepare_lhotse
+from speechkd.data.corpora.librispeech import prepare_librispeech
 from speechkd.data.corpora.mls import prepare_mls
 from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import resolve_path

@@ -243,6 +243,10 @@ def already_prepared(out, options) -> bool:
     return done.exists() and done.read_text().strip() == fingerprint(options)
 
 
+def prepared_by_pipeline():
+    """A recipe's ``prepare`` under ``speechkd run`` on a real corpus: the corpus stage wrote the manifests."""
+
+
 def write_prepared_corpus(splits, out, report: PreparationReport, options: dict,
                           token_min_count: int = 1, workers: int = 1, labelled=SPLITS) -> dict:
     """Normalize, convert and write a corpus (see the module docstring).

@@ -119,7 +119,7 @@ def write_reco2dur(wav_scp, reco2dur):
                 info = sf.info(io.BytesIO(data))
             else:
                 info = sf.info(entry)
-        except Exception as err:  # noqa: BLE001 - a failing pipe or unreadable file, named below
+        except Exception as err:
             raise PreparationError(f"{wav_scp}:{line_number}: cannot read {entry!r} ({err})") from err
         lines.append(f"{recording_id} {info.frames / info.samplerate:.4f}")
     reco2dur.write_text("\n".join(lines) + "\n")
