@@ -9,9 +9,9 @@ from data.corpus_trees import commonvoice_tree, corpus_rows, librispeech_tree
 from speechkd.data.manifest import read_manifest
 from speechkd.pipeline import run
 
-TINY = ["--train_threads=1", "--prepare_workers=1", "--token_min_count=1", "--ensemble_strategies=[average]",
-        "--student={overrides: {number_of_epochs: 1, conv_channels: 16, gru_hidden: 16, gru_layers: 1, "
-        "dynamic_batching: {max_batch_length: 6, num_buckets: 2}}}",
+TINY = ["--train_threads=1", "--prepare_workers=1", "--token_min_count=1", "--ensemble_strategies=[average]", "--strategy=average",
+        ("--student={overrides: {number_of_epochs: 1, conv_channels: 16, gru_hidden: 16, gru_layers: 1, "
+         "dynamic_batching: {max_batch_length: 6, num_buckets: 2}}}"),
         "--distill={overrides: {alpha: 0.5}}"]
 TINY_TEACHERS = {
     "conformer": "{number_of_epochs: 1, d_model: 32, num_layers: 1, d_ffn: 64, conv_channels: 8, "
