@@ -31,7 +31,7 @@ class YamlText(str):
     """An override value passed to a recipe as written (a tag such as ``!name:``), not quoted."""
 
 
-PREPARED = YamlText("!name:speechkd.data.corpora.common.prepared_by_pipeline")
+PREPARED = YamlText("!name:speechkd.data.corpora.common.prepared_beforehand")
 """The ``prepare`` a recipe gets when the pipeline's corpus stage already wrote the manifests."""
 
 

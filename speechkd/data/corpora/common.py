@@ -243,8 +243,9 @@ def already_prepared(out, options) -> bool:
     return done.exists() and done.read_text().strip() == fingerprint(options)
 
 
-def prepared_by_pipeline():
-    """A recipe's ``prepare`` under ``speechkd run`` on a real corpus: the corpus stage wrote the manifests."""
+def prepared_beforehand():
+    """A recipe's ``prepare`` when the manifests in its ``data_folder`` were written before (by
+    ``speechkd run's`` corpus stage, or by calling a ``prepare_<corpus>`` function once)."""
 
 
 def write_prepared_corpus(splits, out, report: PreparationReport, options: dict,
