@@ -137,16 +137,17 @@ def loader_throughput(prepared, max_batch_length):
     }
     for name, kwargs in variants.items():
         loader = sb.dataio.dataloader.make_dataloader(dataset, num_workers=2, **kwargs)
-        audio = padded = batches = 0.0
+        audio = padded = batches = largest = 0.0
         began = time.perf_counter()
         for batch in loader:
             lengths = [durations[i] for i in batch.id]
             audio += sum(lengths)
             padded += max(lengths) * len(lengths)
+            largest = max(largest, max(lengths) * len(lengths))
             batches += 1
         seconds = time.perf_counter() - began
         print(f"| loader: {name} | {int(batches)} batches | {audio / seconds:.0f} s audio/s | "
-              f"padding {100 * (1 - audio / padded):.1f} % | max batch {max(lengths) * len(lengths):.0f} s |")
+              f"padding {100 * (1 - audio / padded):.1f} % | largest padded batch {largest:.0f} s |")
 
 
 def main():
@@ -159,6 +160,7 @@ def main():
     from speechkd.data.corpora.commonvoice import prepare_commonvoice
     from speechkd.data.corpora.librispeech import prepare_librispeech
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lhotse's progress bars
     print(f"{datetime.date.today()}, {machine_line()}")
     with tempfile.TemporaryDirectory() as tmp:
         audio = source_audio(Path(tmp, "tiny"))
