@@ -56,7 +56,9 @@ def run_recipe(script, hparams_file, overrides, threads=1):
         Torch CPU threads of the recipe process (``OMP_NUM_THREADS``).
     """
     command = [sys.executable, os.path.join(REPO_ROOT, script), hparams_file, *overrides_to_argv(overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           # the recipe imports this speechkd, not another checkout installed in the same venv
+           "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     subprocess.run(command, env=env, check=True)
 
 
