@@ -13,6 +13,7 @@ An experiment folder (``results/<name>/<seed>/``) holds, besides SpeechBrain's
 import functools
 import importlib
 import json
+import logging
 import os
 import re
 
@@ -20,38 +21,55 @@ import speechbrain as sb
 
 from speechkd.data.manifest import read_manifest
 from speechkd.models.surgery import extend_output_layer
-from speechkd.text import TokenInventory
+from speechkd.text import UNK, TokenInventory
+
+logger = logging.getLogger(__name__)
 
 MODEL_CARD = "model.json"
 TOKENS_FILE = "tokens.txt"
 
 
 def inventory_for(manifests, tokens_path):
-    """Load the experiment's inventory, or build it from the manifests' text.
+    """Load the experiment's inventory, or build it from the training transcripts.
 
     Parameters
     ----------
     manifests : list of str
-        Manifests whose transcripts the inventory must cover.
+        The training manifest first, then the evaluation manifests. The
+        inventory comes from the corpus folder's ``tokens.txt`` when its
+        preparation wrote one (:func:`speechkd.data.corpora.write_prepared_corpus`:
+        training text, a minimum count, ``<unk>``), else from the training
+        transcripts (:meth:`TokenInventory.from_training_texts`); evaluation
+        text never adds a symbol: a character training lacks is ``<unk>``
+        (counted in the log).
     tokens_path : str
         Where the inventory is saved; an existing file is reused, and a
-        character it lacks is an error naming it.
+        character it lacks is an error naming it unless it has ``<unk>``.
 
     Returns
     -------
     speechkd.text.TokenInventory
     """
-    texts = [row["wrd"] for path in manifests for row in read_manifest(path)]
+    texts = {path: [row["wrd"] for row in read_manifest(path, allow_empty_wrd=True)] for path in manifests}
     if os.path.exists(tokens_path):
         inventory = TokenInventory.load(tokens_path)
-        missing = sorted({ch for text in texts for ch in text} - set(inventory.symbols) - {" "})
-        if missing:
+        missing = sorted(inventory.missing(text for path_texts in texts.values() for text in path_texts))
+        if missing and inventory.unk_index is None:
             raise ValueError(
                 f"{tokens_path} lacks characters {missing} found in {manifests}; "
                 "delete it to rebuild, or extend the inventory"
             )
         return inventory
-    inventory = TokenInventory.from_texts(texts)  # the same on every process; the main one saves it
+    corpus_tokens = os.path.join(os.path.dirname(os.path.abspath(manifests[0])), TOKENS_FILE)
+    if os.path.exists(corpus_tokens):
+        inventory = TokenInventory.load(corpus_tokens)
+    else:  # the same on every process; the main one saves it
+        train, *others = texts.values()
+        inventory, report = TokenInventory.from_training_texts(
+            train, other_texts=[text for path_texts in others for text in path_texts])
+        if report["unseen"]:
+            logger.warning("characters of %s not in the training text %s become %s: %s",
+                           manifests[1:], manifests[0], UNK, report["unseen"])
     if sb.utils.distributed.if_main_process():
         os.makedirs(os.path.dirname(tokens_path) or ".", exist_ok=True)
         inventory.save(tokens_path)

@@ -27,6 +27,14 @@ from speechkd.stages import Stage, run_stages
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class YamlText(str):
+    """An override value passed to a recipe as written (a tag such as ``!name:``), not quoted."""
+
+
+PREPARED = YamlText("!name:speechkd.data.corpora.common.prepared_beforehand")
+"""The ``prepare`` a recipe gets when the pipeline's corpus stage already wrote the manifests."""
+
+
 def recipe_config(hparams_file, overrides):
     """The part of a stage's fingerprint that describes a recipe run."""
     from speechkd.experiment import resolved_yaml_text
@@ -48,7 +56,9 @@ def run_recipe(script, hparams_file, overrides, threads=1):
         Torch CPU threads of the recipe process (``OMP_NUM_THREADS``).
     """
     command = [sys.executable, os.path.join(REPO_ROOT, script), hparams_file, *overrides_to_argv(overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           # the recipe imports this speechkd, not another checkout installed in the same venv
+           "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     subprocess.run(command, env=env, check=True)
 
 
@@ -64,6 +74,9 @@ def overrides_to_argv(overrides):
 
     argv = []
     for key, value in overrides.items():
+        if isinstance(value, YamlText):
+            argv.append(f"--{key}={value}")
+            continue
         text = yaml.safe_dump([value], default_flow_style=True, width=float("inf")).strip()
         argv.append(f"--{key}={text[1:-1]}")
     return argv
@@ -82,13 +95,16 @@ class Pipeline:
         self.hparams = hparams
         self.timings = {}
         self.out = hparams["output_folder"]
-        self.data = {
-            "data_folder": hparams["data_folder"],
-            "corpus_task": hparams["corpus_task"],
-            "corpus_size": hparams["corpus_size"],
-            "corpus_seed": hparams["corpus_seed"],
-            "seed": hparams["seed"],
-        }
+        if hparams.get("recipes_read_prepared", False):  # a real corpus: the corpus stage prepared it
+            self.data = {"data_folder": hparams["data_folder"], "seed": hparams["seed"], "prepare": PREPARED}
+        else:  # the embedded corpus: every recipe builds (or finds) the same one
+            self.data = {
+                "data_folder": hparams["data_folder"],
+                "corpus_task": hparams["corpus_task"],
+                "corpus_size": hparams["corpus_size"],
+                "corpus_seed": hparams["corpus_seed"],
+                "seed": hparams["seed"],
+            }
 
     def folder(self, *parts):
         return os.path.join(self.out, *parts)

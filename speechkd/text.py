@@ -20,6 +20,7 @@ Example
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import re
@@ -31,6 +32,8 @@ from num2words import num2words
 
 BLANK = "<blank>"
 SPACE = "<space>"
+UNK = "<unk>"
+"""Stands for every character the inventory does not hold (rare in training, or unseen)."""
 
 _LATIN = "abcdefghijklmnopqrstuvwxyz"
 _RU = "абвгдежзийклмнопрстуфхцчшщъыьэюяё"
@@ -46,6 +49,8 @@ _ALPHABETS = {
     "pl": _LATIN + "ąćęłńóśźż",
     "eo": "abcdefghijklmnoprstuvzĉĝĥĵŝŭ",
     "bg": "абвгдежзийклмнопрстуфхцчшщъьюя",
+    "nl": _LATIN + "áéëïóöü'",
+    "pt": _LATIN + "áàâãçéêíóôõú",
 }
 LANGUAGES = tuple(sorted(_ALPHABETS))
 
@@ -126,13 +131,14 @@ def number_to_words(number: int, lang: str) -> str:
     return num2words(number, lang=lang)
 
 
-def normalize(text: str, lang: str) -> str:
+def normalize(text: str, lang: str, changes: collections.Counter | None = None) -> str:
     """Normalize a transcript for character-level ASR.
 
-    Lower case, digit runs written out with :func:`number_to_words` in
-    ``lang``, punctuation and symbols replaced by spaces, whitespace collapsed.
-    Apostrophes inside words are kept for languages whose :func:`alphabet`
-    has one and dropped (joining the word) elsewhere.
+    Unicode NFC, lower case, digit runs written out with
+    :func:`number_to_words` in ``lang``, punctuation and symbols replaced by
+    spaces, whitespace collapsed. Apostrophes inside words are kept for
+    languages whose :func:`alphabet` has one and dropped (joining the word)
+    elsewhere; hyphens become spaces (``twenty-one`` -> ``twenty one``).
 
     Parameters
     ----------
@@ -140,6 +146,11 @@ def normalize(text: str, lang: str) -> str:
         Raw transcript.
     lang : str
         Language code, one of :data:`LANGUAGES`.
+    changes : collections.Counter, optional
+        Receives what was changed, per kind: ``numbers written out``,
+        ``upper case lowered``, ``punctuation removed: <char>``,
+        ``apostrophe dropped``, ``letter outside the <lang> alphabet: <char>``
+        (kept: the token inventory decides), for a preparation report.
 
     Returns
     -------
@@ -148,19 +159,33 @@ def normalize(text: str, lang: str) -> str:
     """
     _check_lang(lang)
     text = unicodedata.normalize("NFC", text)
-    text = _DIGITS.sub(lambda m: f" {number_to_words(int(m.group()), lang)} ", text)
-    text = text.lower()
+    count = changes if changes is not None else collections.Counter()
+    numbers = _DIGITS.findall(text)
+    if numbers:
+        count["numbers written out"] += len(numbers)
+        text = _DIGITS.sub(lambda m: f" {number_to_words(int(m.group()), lang)} ", text)
+    lowered = text.lower()
+    if lowered != text:
+        count["upper case lowered"] += 1
+    text = lowered
     for mark in _APOSTROPHES:
         text = text.replace(mark, "'")
     keep_apostrophe = "'" in _ALPHABETS[lang]
+    letters = _ALPHABETS[lang]
     out = []
     for i, char in enumerate(text):
         if char == "'":
             inside_word = 0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha()
+            if not (inside_word and keep_apostrophe):
+                count["apostrophe dropped"] += 1
             out.append("'" if inside_word and keep_apostrophe else ("" if inside_word else " "))
         elif unicodedata.category(char)[0] in "PSZC":
+            if not char.isspace():
+                count[f"punctuation removed: {char}"] += 1
             out.append(" ")
         else:
+            if char not in letters:
+                count[f"letter outside the {lang} alphabet: {char}"] += 1
             out.append(char)
     return " ".join("".join(out).split())
 
@@ -180,7 +205,9 @@ class TokenInventory:
     ----------
     symbols : sequence of str
         All symbols, ``symbols[0]`` must be ``"<blank>"``; the space is the
-        character ``" "`` (written ``"<space>"`` in files).
+        character ``" "`` (written ``"<space>"`` in files). ``"<unk>"`` may
+        be one of them: :meth:`encode` then maps every character the
+        inventory lacks to it instead of refusing the text.
     """
 
     blank_index = 0
@@ -193,10 +220,11 @@ class TokenInventory:
             dupes = sorted({s for s in symbols if symbols.count(s) > 1})
             raise ValueError(f"duplicate symbols in inventory: {dupes!r}")
         for symbol in symbols[1:]:
-            if len(symbol) != 1:
+            if len(symbol) != 1 and symbol != UNK:
                 raise ValueError(f"inventory symbols must be single characters, got {symbol!r}")
         self.symbols = symbols
         self._index = {s: i for i, s in enumerate(symbols)}
+        self.unk_index = self._index.get(UNK)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> TokenInventory:
@@ -205,6 +233,44 @@ class TokenInventory:
         for text in texts:
             chars.update(text)
         return cls([BLANK] + sorted(chars))
+
+    @classmethod
+    def from_training_texts(cls, texts: Iterable[str], min_count: int = 1,
+                            other_texts: Iterable[str] = ()) -> tuple[TokenInventory, dict]:
+        """Inventory of the training transcripts' characters seen at least ``min_count`` times.
+
+        ``"<unk>"`` is added (last) when a training character is rarer than
+        ``min_count`` or ``other_texts`` (dev and test transcripts) hold a
+        character training lacks; those texts never add a symbol.
+
+        Parameters
+        ----------
+        texts : iterable of str
+            Normalized training transcripts.
+        min_count : int
+            Occurrences a character needs in training to get its own symbol.
+        other_texts : iterable of str
+            Normalized evaluation transcripts, only counted.
+
+        Returns
+        -------
+        inventory : TokenInventory
+        report : dict
+            ``rare``: ``{char: training count}`` of the characters left to
+            ``<unk>``; ``unseen``: ``{char: count in other_texts}`` of those
+            training lacks.
+        """
+        counts = collections.Counter()
+        for text in texts:
+            counts.update(text)
+        kept = {char for char, n in counts.items() if n >= min_count} | {" "}
+        other = collections.Counter()
+        for text in other_texts:
+            other.update(text)
+        report = {"rare": {c: n for c, n in sorted(counts.items()) if c not in kept},
+                  "unseen": {c: n for c, n in sorted(other.items()) if c not in counts}}
+        unk = [UNK] if report["rare"] or any(c not in kept for c in other) else []
+        return cls([BLANK] + sorted(kept) + unk), report
 
     @classmethod
     def from_languages(cls, langs: Iterable[str]) -> TokenInventory:
@@ -257,13 +323,16 @@ class TokenInventory:
             raise KeyError(f"symbol {symbol!r} not in inventory") from None
 
     def encode(self, text: str) -> list[int]:
-        """Ids of the characters of ``text``.
+        """Ids of the characters of ``text`` (a character the inventory lacks is ``<unk>`` when it has one).
 
         Raises
         ------
         ValueError
-            Naming the first character not in the inventory and the text.
+            Naming the first character not in the inventory and the text,
+            when the inventory has no ``<unk>``.
         """
+        if self.unk_index is not None:
+            return [self._index.get(char, self.unk_index) for char in text]
         try:
             return [self._index[char] for char in text]
         except KeyError as err:

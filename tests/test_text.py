@@ -1,3 +1,5 @@
+import collections
+
 import pytest
 
 from speechkd.text import LANGUAGES, TokenInventory, alphabet, normalize
@@ -72,3 +74,37 @@ def test_language_helpers():
     assert inv.missing(["hello мир", "ß"]) == {"ß"}
     en = inv.language_subset("en")
     assert en[0] == 0 and inv.index("a") in en and inv.index("ж") not in en
+
+
+def test_normalize_counts_what_it_changed():
+    changes = collections.Counter()
+    text = normalize("L’homme, né en 1990 — \"vraiment\"!", "fr", changes)
+    assert text == "l'homme né en mille neuf cent quatre vingt dix vraiment"  # hyphens: spaces
+    assert changes["numbers written out"] == 1 and changes["upper case lowered"] == 1
+    assert changes["punctuation removed: ,"] == 1 and changes['punctuation removed: "'] == 2
+    assert changes["punctuation removed: —"] == 1 and changes["punctuation removed: !"] == 1
+    assert "apostrophe dropped" not in changes
+    normalize("Don't café", "de", changes)
+    assert changes["apostrophe dropped"] == 1  # German has no apostrophe: dont
+    assert changes["letter outside the de alphabet: é"] == 1
+    assert normalize(" ?! … ", "en") == ""
+
+
+def test_inventory_from_training_text_min_count_and_unk():
+    inventory, report = TokenInventory.from_training_texts(["aab", "aab", "ac"], min_count=2,
+                                                           other_texts=["abz", "z"])
+    assert inventory.symbols == ["<blank>", " ", "a", "b", "<unk>"]
+    assert report == {"rare": {"c": 1}, "unseen": {"z": 2}}
+    unk = inventory.index("<unk>")
+    assert inventory.encode("ac z") == [2, unk, 1, unk]
+    assert inventory.decode(inventory.encode("cab")) == "<unk>ab"
+    full, report = TokenInventory.from_training_texts(["ab", "ba"], other_texts=["ab"])
+    assert full.symbols == ["<blank>", " ", "a", "b"] and full.unk_index is None and report["rare"] == {}
+
+
+def test_inventory_with_unk_saves_and_loads(tmp_path):
+    inventory, _ = TokenInventory.from_training_texts(["ab"], other_texts=["x"])
+    inventory.save(tmp_path / "tokens.txt")
+    assert (tmp_path / "tokens.txt").read_text().splitlines() == ["<blank>", "<space>", "a", "b", "<unk>"]
+    loaded = TokenInventory.load(tmp_path / "tokens.txt")
+    assert loaded == inventory and loaded.encode("xa") == [4, 2]

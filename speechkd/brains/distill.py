@@ -116,18 +116,32 @@ class DistillBrain(sb.Brain):
 
         A resumed run recovers the normalizer with the model; a model that
         arrives fitted (fine-tuning) keeps its own. Loaders default to the
-        YAML's ``batch_size``, the training one shuffled when ``sorting: random``.
-        A training utterance missing from the posterior cache is refused
-        here, before the first epoch.
+        YAML's ``batch_size``, the training one shuffled when ``sorting: random``,
+        or batched by total duration with ``dynamic_batching`` (see
+        :meth:`train_loader_kwargs`). A training utterance missing from the
+        posterior cache is refused here, before the first epoch.
         """
         if self.target is not None and isinstance(self.teachers, PosteriorCache):
             self.teachers.require(train_set.data_ids, f"the training set ({len(train_set)} utterances)")
         if self.checkpointer.find_checkpoint() is None and not self.student.normalizer_fitted:
             fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size)
-        kwargs.setdefault("train_loader_kwargs", {"batch_size": self.hparams.batch_size,
-                                                  "shuffle": self.hparams.sorting == "random"})
+        kwargs.setdefault("train_loader_kwargs", self.train_loader_kwargs(train_set))
         kwargs.setdefault("valid_loader_kwargs", {"batch_size": self.hparams.batch_size})
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
+
+    def train_loader_kwargs(self, train_set):
+        """``batch_size`` and ``shuffle``, or a duration-bucketed batch sampler when the YAML's
+        ``dynamic_batching`` is set (the keyword arguments of SpeechBrain's
+        ``DynamicBatchSampler``, e.g. ``{max_batch_length: 300, num_buckets: 30}``, in seconds).
+        """
+        dynamic = getattr(self.hparams, "dynamic_batching", None)
+        if not dynamic:
+            return {"batch_size": self.hparams.batch_size, "shuffle": self.hparams.sorting == "random"}
+        ordering = self.hparams.sorting if self.hparams.sorting in ("random", "descending") else "ascending"
+        sampler = sb.dataio.sampler.DynamicBatchSampler(
+            train_set, length_func=lambda item: item["duration"], shuffle=ordering == "random",
+            batch_ordering=ordering, **dynamic)
+        return {"batch_sampler": sampler}
 
     def evaluate(self, test_set, name="test", min_key="WER", **kwargs):
         """SpeechBrain's evaluate on the best-dev-WER checkpoint; results go to ``wer_<name>.txt`` and ``results.json``."""

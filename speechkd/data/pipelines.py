@@ -264,11 +264,21 @@ def make_dataset(
     if labelled_ids is not None:
         keys += add_labelled_tokens(dataset, inventory, usable_labels(manifest, rows, labelled_ids))
     elif inventory is not None and need_text:
+        count_unknown_characters(manifest, rows, inventory)
         keys += add_tokens(dataset, inventory)
     dataset.set_output_keys(keys)
     if sort in ("ascending", "descending"):
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=sort == "descending")
     return dataset
+
+
+def count_unknown_characters(manifest, rows, inventory):
+    """Log how many transcript characters the inventory lacks (encoded as ``<unk>``); returns the counts."""
+    unknown = collections.Counter(char for row in rows for char in row["wrd"] if char not in inventory)
+    if unknown:
+        logger.warning("%s: %d characters are not in the token inventory and become <unk>: %s",
+                       manifest, sum(unknown.values()), dict(unknown.most_common(10)))
+    return unknown
 
 
 def add_audio_items(dataset, parallel=False):

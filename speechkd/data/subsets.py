@@ -209,11 +209,11 @@ def prepare_pool_teacher(train_csv, tokens, teacher_languages=None, **low_resour
     if not rows:
         raise ValueError(f"{paths['pool_train']} has no utterances in {teacher_languages}")
     write_manifest(train_csv, rows)
-    if not os.path.exists(tokens):
-        texts = [row["wrd"] for name in ("pool_train", "pool_dev", "pool_test")
-                 for row in read_manifest(paths[name])]
+    if not os.path.exists(tokens):  # from the pool's training text; dev/test characters it lacks are <unk>
+        train_texts = [row["wrd"] for row in read_manifest(paths["pool_train"])]
+        other_texts = [row["wrd"] for name in ("pool_dev", "pool_test") for row in read_manifest(paths[name])]
         os.makedirs(os.path.dirname(tokens) or ".", exist_ok=True)
-        TokenInventory.from_texts(texts).save(tokens)
+        TokenInventory.from_training_texts(train_texts, other_texts=other_texts)[0].save(tokens)
     return paths
 
 
