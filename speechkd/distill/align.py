@@ -70,6 +70,14 @@ class InventoryMap:
         self.missing_in_student = [
             _display(s) for s, j in zip(teacher_symbols, target) if j == oov_column
         ]
+        subwords = [s for s in self.missing_in_student if len(s) > 1 and not s.startswith("<")]
+        if subwords:
+            raise ValueError(
+                f"teacher '{teacher_name}' has subword tokens the student lacks (e.g. {subwords[:3]}): its "
+                "frame posteriors cannot be mapped onto the student's characters frame by frame. Use it as "
+                "a transcript teacher (speechkd.distill.transcripts.GreedyTranscripts: its transcripts "
+                "become pseudo-labels), or give the student the teacher's tokens"
+            )
         self.has_oov = bool(self.missing_in_student)
         self._matrix_cache: dict[tuple, torch.Tensor] = {}
 
