@@ -42,7 +42,7 @@ import torch
 
 from speechkd.decoding import ctc_greedy
 from speechkd.distill.pretrained.base import hash_files
-from speechkd.distill.teachers import Teacher
+from speechkd.distill.teachers import as_teacher
 from speechkd.text import normalize
 
 logger = logging.getLogger(__name__)
@@ -86,12 +86,14 @@ class GreedyTranscripts(TranscriptTeacher):
 
     Parameters
     ----------
-    teacher : Teacher
+    teacher : Teacher, str or dict
+        A teacher, or what a ``teachers:`` entry may be (a model folder, ``{folder: ..., <options>}``).
+    device : str
     """
 
-    def __init__(self, teacher: Teacher):
-        self.teacher = teacher
-        self.name = teacher.name
+    def __init__(self, teacher, device: str = "cpu"):
+        self.teacher = as_teacher(teacher, device)
+        self.name = self.teacher.name
 
     def transcribe(self, wavs, wav_lens):
         log_probs, frames = self.teacher.log_probs(wavs, wav_lens)

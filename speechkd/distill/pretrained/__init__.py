@@ -1,5 +1,14 @@
 """Pretrained CTC models as teachers, each loaded from a local folder (nothing is downloaded).
 
+In a YAML a teacher is a ``!new:`` object of one of these classes, or plain
+data that :func:`load_teacher` reads (so it also passes on a command line and
+through ``speechkd run``): a folder, or ``{folder: ..., kind: ..., <options>}``::
+
+    teachers:
+        - results/ctc/conformer/1234                      # a speechkd experiment folder
+        - /models/wav2vec2-xls-r-300m-fr                  # kind found from the files
+        - {folder: /models/mms-1b-all, target_lang: deu}  # with the adapter's options
+
 One adapter per toolkit, each a :class:`~speechkd.distill.teachers.Teacher`
 that folds its model's vocabulary to characters
 (:class:`~speechkd.distill.pretrained.base.VocabularyFold`) and hashes its
@@ -13,7 +22,50 @@ from speechkd.distill.pretrained.onnx_ctc import OnnxCTCTeacher
 from speechkd.distill.pretrained.speechbrain_models import SpeechBrainCTCTeacher
 from speechkd.distill.pretrained.torchaudio_models import TorchaudioCTCTeacher, save_torchaudio_teacher
 
+KINDS = {
+    "huggingface": HuggingFaceCTCTeacher,
+    "torchaudio": TorchaudioCTCTeacher,
+    "onnx": OnnxCTCTeacher,
+    "speechbrain": SpeechBrainCTCTeacher,
+}
+
+
+def detect_kind(folder: str) -> str:
+    """The adapter a model folder needs, from the files in it.
+
+    ``vocab.json`` + ``config.json``: huggingface; ``model.pt`` + ``config.json``:
+    torchaudio; ``tokens.txt`` + ``*.onnx``: onnx; ``hyperparams.yaml``: speechbrain.
+    """
+    import os
+
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"teacher folder {folder} does not exist")
+    files = set(os.listdir(folder))
+    if {"vocab.json", "config.json"} <= files:
+        return "huggingface"
+    if {"model.pt", "config.json"} <= files:
+        return "torchaudio"
+    if "tokens.txt" in files and any(f.endswith(".onnx") for f in files):
+        return "onnx"
+    if "hyperparams.yaml" in files:
+        return "speechbrain"
+    raise ValueError(f"{folder} is no model folder speechkd knows: expected a speechkd experiment (model.json), "
+                     "HuggingFace (config.json + vocab.json), torchaudio (config.json + model.pt), ONNX "
+                     "(tokens.txt + *.onnx) or SpeechBrain (hyperparams.yaml) folder")
+
+
+def load_teacher(folder: str, kind: str | None = None, device: str = "cpu", **options):
+    """A pretrained teacher from its folder: ``kind`` (one of :data:`KINDS`) or found by :func:`detect_kind`."""
+    kind = kind or detect_kind(folder)
+    if kind not in KINDS:
+        raise ValueError(f"unknown teacher kind {kind!r}; choose one of {sorted(KINDS)}")
+    return KINDS[kind](folder, device=device, **options)
+
+
 __all__ = [
+    "KINDS",
+    "detect_kind",
+    "load_teacher",
     "HuggingFaceCTCTeacher",
     "OnnxCTCTeacher",
     "PretrainedCTCTeacher",

@@ -1,0 +1,81 @@
+"""Bring your own teachers, end to end through the recipes on the tiny corpus.
+
+A mixed ensemble (a speechkd TDNN: blank 0, 20 ms; a HuggingFace wav2vec2:
+``<pad>`` blank, ``|`` delimiter, upper case, ``<s>``/``</s>``/``<unk>``,
+10 ms) is cached and distilled into a student with its own inventory; a
+transcript teacher (the TDNN decoded greedily) pseudo-labels unlabelled rows.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+from helpers import REPO, run_recipe, tiny_overrides
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "distill"))
+from pretrained_builders import build_hf_wav2vec2  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def teachers(tiny_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("byot")
+    tdnn = str(root / "tdnn")
+    run_recipe("ctc/train.py", "ctc/tdnn.yaml", name="tdnn", **tiny_overrides("tdnn", tiny_corpus, tdnn))
+    hf = str(root / "wav2vec2")
+    build_hf_wav2vec2(hf, conv_stride=(5, 32))  # 160 samples: 10 ms
+    return {"root": root, "tdnn": tdnn, "hf": hf,
+            "list": f"[{tdnn}, {{folder: {hf}, lowercase: true}}]"}
+
+
+def test_mixed_ensemble_caches_and_distils(teachers, tiny_corpus):
+    from speechkd.distill.pretrained import HuggingFaceCTCTeacher
+
+    cache = str(teachers["root"] / "cache")
+    common = {"data_folder": tiny_corpus, "corpus_size": "tiny", "teachers": teachers["list"], "top_k": 4}
+    run_recipe("distill/cache_teachers.py", "distill/cache.yaml", cache_folder=cache, batch_size=8, **common)
+    with open(os.path.join(cache, "meta.json")) as fin:
+        entries = json.load(fin)["teachers"]
+    hf = HuggingFaceCTCTeacher(teachers["hf"])
+    assert [e["frame_shift_ms"] for e in entries] == [20, 10]
+    assert entries[1]["fingerprint"] == hf.fingerprint()  # weights hash + vocabulary fold
+    assert entries[1]["tokens"]["symbols"][:3] == ["<blank>", " ", "a"]
+    assert "<unk>" not in entries[1]["tokens"]["symbols"]
+
+    student = str(teachers["root"] / "student")
+    sizes = tiny_overrides("student", tiny_corpus, student)
+    run_recipe("distill/train.py", "distill/student.yaml", **{**sizes, **common}, cache_folder=cache,
+               student_tokens="own", teacher_delay=0)
+    with open(os.path.join(student, "train_log.txt")) as fin:
+        assert "train kd:" in fin.read()
+    with open(os.path.join(student, "results.json")) as fin:
+        assert "test" in json.load(fin)["sets"]
+
+
+def test_transcript_teacher_pseudo_labels_the_unlabelled_rows(teachers, tiny_corpus):
+    from speechkd.data.manifest import read_manifest
+
+    out = str(teachers["root"] / "pseudo")
+    greedy = os.path.join(REPO, "tests", "plugins", "pseudo_label_greedy.yaml")
+    run_recipe("distill/pseudo_label.py", greedy, data_folder=tiny_corpus,
+               corpus_size="tiny", output_folder=out, ctc_teacher=teachers["tdnn"],
+               labelled_csv=os.path.join(tiny_corpus, "dev.csv"), languages="[en, de]", min_confidence=0.0)
+    with open(os.path.join(out, "pseudo_labels.json")) as fin:
+        summary = json.load(fin)
+    train = read_manifest(os.path.join(tiny_corpus, "train.csv"))
+    asked = [row for row in train if row["lang"] in ("en", "de")]
+    assert summary["pseudo_labelled"] + sum(summary["dropped"].values()) == len(asked)
+    written = read_manifest(os.path.join(out, "train.csv"))
+    assert len(written) == summary["labelled"] + summary["pseudo_labelled"]
+    with open(os.path.join(out, "transcripts", "transcripts.jsonl")) as fin:
+        cached = [json.loads(line) for line in fin]
+    assert sorted(r["ID"] for r in cached) == sorted(r["ID"] for r in asked)
+    by_id = {r["ID"]: r for r in cached}
+    for row in written[summary["labelled"]:]:
+        assert row["wrd"] == " ".join(by_id[row["ID"]]["text"].split())  # the teacher's words, normalized
+    # a rerun transcribes nothing again; another teacher is refused with its fingerprint named
+    run_recipe("distill/pseudo_label.py", greedy, data_folder=tiny_corpus,
+               corpus_size="tiny", output_folder=out, ctc_teacher=teachers["tdnn"],
+               languages="[en, de]")
+    with open(os.path.join(out, "transcripts", "transcripts.jsonl")) as fin:
+        assert len(fin.readlines()) == len(asked)
