@@ -96,6 +96,10 @@ class Pipeline:
     def teacher_folders(self):
         return [self.folder("teachers", name) for name in self.hparams["teachers"]]
 
+    def pretrained_teachers(self):
+        """Teachers the pipeline does not train: model folders or ``{folder: ..., <options>}`` entries."""
+        return list(self.hparams.get("pretrained_teachers") or [])
+
     def recipe_stage(self, name, script, spec, overrides, folder, after, folder_key="output_folder",
                      parallel=False):
         """A stage that runs a recipe script on its YAML, with overrides.
@@ -127,7 +131,7 @@ class Pipeline:
             teacher_stages.append(stage.name)
         stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                         self.folder("baseline"), after=("corpus",), parallel=True))
-        kd_common = {"teachers": self.teacher_folders(), "top_k": self.hparams["top_k"]}
+        kd_common = {"teachers": [*self.teacher_folders(), *self.pretrained_teachers()], "top_k": self.hparams["top_k"]}
         stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", self.hparams["cache"], kd_common,
                                         self.folder("cache"), after=tuple(teacher_stages),
                                         folder_key="cache_folder"))
@@ -170,7 +174,8 @@ class Pipeline:
             strategies=self.hparams["ensemble_strategies"],
             threads=self.hparams["rtf_threads"],
             teacher_names=list(self.hparams["teachers"]),
-            train_cache=self.folder("cache"),
+            # the cache's dev WER covers the pretrained teachers too, the evaluated ensemble only the trained ones
+            train_cache=None if self.pretrained_teachers() else self.folder("cache"),
         )
 
     def export(self):

@@ -79,3 +79,23 @@ def test_transcript_teacher_pseudo_labels_the_unlabelled_rows(teachers, tiny_cor
                languages="[en, de]")
     with open(os.path.join(out, "transcripts", "transcripts.jsonl")) as fin:
         assert len(fin.readlines()) == len(asked)
+
+
+def test_pipeline_passes_pretrained_teachers_to_cache_and_distillation(tmp_path):
+    from speechkd.experiment import load_hparams
+    from speechkd.pipeline import Pipeline, overrides_to_argv
+
+    hparams, _ = load_hparams(os.path.join(REPO, "hparams", "pipelines", "pretrained_teachers.yaml"),
+                              {"xlsr_folder": "/models/xlsr", "mms_folder": "/models/mms",
+                               "output_folder": str(tmp_path)})
+    stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
+    assert "teacher_conformer" in stages and "teacher_crdnn" not in stages
+    expected = [os.path.join(str(tmp_path), "teachers", "conformer"), "/models/xlsr",
+                {"folder": "/models/mms", "target_lang": "deu"}]
+    for name in ("cache", "distill"):
+        overrides = stages[name].config["overrides"]
+        assert overrides["teachers"] == expected
+        # what the recipe process reads back from its command line
+        argv = overrides_to_argv({"teachers": overrides["teachers"]})[0]
+        assert argv == f"--teachers=[{expected[0]}, /models/xlsr, {{folder: /models/mms, target_lang: deu}}]"
+    assert stages["distill"].config["overrides"]["student_tokens"] == "own"
