@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO, run_recipe, tiny_overrides
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "distill"))
-from pretrained_builders import build_hf_wav2vec2  # noqa: E402
+from pretrained_builders import build_hf_wav2vec2
 
 
 @pytest.fixture(scope="module")

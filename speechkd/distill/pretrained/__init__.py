@@ -20,7 +20,10 @@ from speechkd.distill.pretrained.base import PretrainedCTCTeacher, VocabularyFol
 from speechkd.distill.pretrained.huggingface import HuggingFaceCTCTeacher
 from speechkd.distill.pretrained.onnx_ctc import OnnxCTCTeacher
 from speechkd.distill.pretrained.speechbrain_models import SpeechBrainCTCTeacher
-from speechkd.distill.pretrained.torchaudio_models import TorchaudioCTCTeacher, save_torchaudio_teacher
+from speechkd.distill.pretrained.torchaudio_models import (
+    TorchaudioCTCTeacher,
+    save_torchaudio_teacher,
+)
 
 KINDS = {
     "huggingface": HuggingFaceCTCTeacher,
@@ -64,13 +67,13 @@ def load_teacher(folder: str, kind: str | None = None, device: str = "cpu", **op
 
 __all__ = [
     "KINDS",
-    "detect_kind",
-    "load_teacher",
     "HuggingFaceCTCTeacher",
     "OnnxCTCTeacher",
     "PretrainedCTCTeacher",
     "SpeechBrainCTCTeacher",
     "TorchaudioCTCTeacher",
     "VocabularyFold",
+    "detect_kind",
+    "load_teacher",
     "save_torchaudio_teacher",
 ]
