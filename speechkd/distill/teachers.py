@@ -234,7 +234,7 @@ def as_teacher(spec, device: str = "cpu") -> Teacher:
     if isinstance(spec, (str, os.PathLike, dict)):
         from speechkd.distill.pretrained import load_teacher
 
-        if not isinstance(spec, dict) and not os.path.isdir(spec):
+        if not isinstance(spec, dict) and not os.path.exists(spec):
             raise FileNotFoundError(f"no trained speechkd model at {spec} (no model.json)")
         return load_teacher(**({"device": device, **spec} if isinstance(spec, dict) else {"folder": str(spec), "device": device}))
     raise TypeError(f"a teacher must be a pretrained model folder, a speechkd experiment folder or a "

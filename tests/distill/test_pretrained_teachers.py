@@ -178,3 +178,39 @@ def test_speechbrain_teacher_equals_its_encoder(tmp_path):
         own = layer(Fbank(n_mels=20)(wavs)).log_softmax(-1)
     assert frames.tolist() == [own.shape[1]] and math.isclose(own.shape[1], 26, abs_tol=1)
     assert torch.allclose(log_probs, own, atol=1e-5)
+
+
+def test_half_precision_is_close_to_full_and_fingerprinted_apart(tmp_path):
+    build_hf_wav2vec2(str(tmp_path / "w2v"))
+    full = HuggingFaceCTCTeacher(str(tmp_path / "w2v"))
+    half = HuggingFaceCTCTeacher(str(tmp_path / "w2v"), precision="bf16")
+    wavs, lens = waveforms([6400])
+    expected, frames = full.log_probs(wavs, lens)
+    got, half_frames = half.log_probs(wavs, lens)
+    assert got.dtype == torch.float32 and half_frames.tolist() == frames.tolist()
+    assert (got.exp() - expected.exp()).abs().max() < 0.05
+    assert half.fingerprint() != full.fingerprint()
+    with pytest.raises(ValueError, match="precision"):
+        HuggingFaceCTCTeacher(str(tmp_path / "w2v"), precision="int4")
+
+
+def test_teacher_kind_is_found_from_the_folder(tmp_path):
+    from speechkd.distill.pretrained import detect_kind
+    from speechkd.distill.teachers import as_teacher
+
+    layouts = {"hf": ["config.json", "vocab.json"], "ta": ["config.json", "model.pt"],
+               "onnx": ["model.int8.onnx", "tokens.txt"], "sb": ["hyperparams.yaml"], "none": ["notes.txt"]}
+    for name, files in layouts.items():
+        (tmp_path / name).mkdir()
+        for file in files:
+            (tmp_path / name / file).write_text("")
+    (tmp_path / "m.nemo").write_text("")
+    assert [detect_kind(str(tmp_path / n)) for n in ("hf", "ta", "onnx", "sb")] == \
+        ["huggingface", "torchaudio", "onnx", "speechbrain"]
+    assert detect_kind(str(tmp_path / "m.nemo")) == "nemo"
+    with pytest.raises(ValueError, match="no model folder speechkd knows"):
+        detect_kind(str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="no trained speechkd model"):
+        as_teacher(str(tmp_path / "missing"))
+    build_torchaudio(str(tmp_path / "real"))
+    assert isinstance(as_teacher({"folder": str(tmp_path / "real"), "name": "ta"}), TorchaudioCTCTeacher)

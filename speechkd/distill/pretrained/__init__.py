@@ -13,7 +13,9 @@ One adapter per toolkit, each a :class:`~speechkd.distill.teachers.Teacher`
 that folds its model's vocabulary to characters
 (:class:`~speechkd.distill.pretrained.base.VocabularyFold`) and hashes its
 weights into the cache fingerprint. The modules import their toolkit
-(transformers, onnxruntime, ...) only when a teacher is built.
+(transformers, onnxruntime, ...) only when a teacher is built; NeMo's
+(:class:`~speechkd.distill.pretrained.nemo.NemoCTCTeacher`, optional extra
+``nemo``) is not imported here at all.
 """
 
 from speechkd.distill.pretrained.base import PretrainedCTCTeacher, VocabularyFold
@@ -34,13 +36,15 @@ KINDS = {
 
 
 def detect_kind(folder: str) -> str:
-    """The adapter a model folder needs, from the files in it.
+    """The adapter a model folder (or ``.nemo`` file) needs, from the files in it.
 
     ``vocab.json`` + ``config.json``: huggingface; ``model.pt`` + ``config.json``:
     torchaudio; ``tokens.txt`` + ``*.onnx``: onnx; ``hyperparams.yaml``: speechbrain.
     """
     import os
 
+    if os.path.isfile(folder) and folder.endswith(".nemo"):
+        return "nemo"
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"teacher folder {folder} does not exist")
     files = set(os.listdir(folder))
@@ -52,6 +56,8 @@ def detect_kind(folder: str) -> str:
         return "onnx"
     if "hyperparams.yaml" in files:
         return "speechbrain"
+    if any(f.endswith(".nemo") for f in files):
+        raise ValueError(f"{folder} holds a .nemo file: give the file itself as the teacher")
     raise ValueError(f"{folder} is no model folder speechkd knows: expected a speechkd experiment (model.json), "
                      "HuggingFace (config.json + vocab.json), torchaudio (config.json + model.pt), ONNX "
                      "(tokens.txt + *.onnx) or SpeechBrain (hyperparams.yaml) folder")
@@ -60,8 +66,12 @@ def detect_kind(folder: str) -> str:
 def load_teacher(folder: str, kind: str | None = None, device: str = "cpu", **options):
     """A pretrained teacher from its folder: ``kind`` (one of :data:`KINDS`) or found by :func:`detect_kind`."""
     kind = kind or detect_kind(folder)
+    if kind == "nemo":  # an optional extra: imported only when asked for
+        from speechkd.distill.pretrained.nemo import NemoCTCTeacher
+
+        return NemoCTCTeacher(folder, device=device, **options)
     if kind not in KINDS:
-        raise ValueError(f"unknown teacher kind {kind!r}; choose one of {sorted(KINDS)}")
+        raise ValueError(f"unknown teacher kind {kind!r}; choose one of {sorted([*KINDS, 'nemo'])}")
     return KINDS[kind](folder, device=device, **options)
 
 
