@@ -13,6 +13,16 @@ def tiny_corpus(tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def tiny_tdnn_teacher(tiny_corpus, tmp_path_factory):
+    """A speechkd experiment folder: a tiny TDNN trained one epoch on the tiny corpus (20 ms), trained once."""
+    from helpers import run_recipe, tiny_overrides
+
+    folder = str(tmp_path_factory.mktemp("teachers") / "tdnn")
+    run_recipe("ctc/train.py", "ctc/tdnn.yaml", name="tdnn", **tiny_overrides("tdnn", tiny_corpus, folder))
+    return folder
+
+
 def pytest_configure(config):
     """One torch thread: two OpenMP threads beside a busy core are 10-100x slower here."""
     import torch
