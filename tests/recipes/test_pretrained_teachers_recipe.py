@@ -28,9 +28,9 @@ def teachers(tiny_tdnn_teacher, tmp_path_factory):
 
 
 def test_mixed_ensemble_caches_and_distils(teachers, tiny_corpus):
-    from speechkd.distill.pretrained import HuggingFaceCTCTeacher
-
     from toy import prepare_first_rows
+
+    from speechkd.distill.pretrained import HuggingFaceCTCTeacher
 
     subset = teachers["root"] / "subset"  # 24 rows per split keep the two recipe runs short
     prepare_first_rows(tiny_corpus, str(subset), rows=24)
