@@ -27,7 +27,8 @@ if __name__ == "__main__":
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
-    datasets = {split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="none")
+    # batches sorted by duration: big teachers spend little on padding
+    datasets = {split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="ascending")
                 for split, csv in hparams["cache_splits"].items()}
     dev_manifest = os.path.abspath(hparams["cache_splits"]["dev"]) if "dev" in hparams["cache_splits"] else None
     cache = build_cache(

@@ -85,17 +85,28 @@ def test_pipeline_passes_pretrained_teachers_to_cache_and_distillation(tmp_path)
     from speechkd.experiment import load_hparams
     from speechkd.pipeline import Pipeline, overrides_to_argv
 
+    models = {}
+    for name in ("xlsr", "mms"):
+        models[name] = tmp_path / name
+        models[name].mkdir()
+        (models[name] / "model.safetensors").write_bytes(b"weights")
     hparams, _ = load_hparams(os.path.join(REPO, "hparams", "pipelines", "pretrained_teachers.yaml"),
-                              {"xlsr_folder": "/models/xlsr", "mms_folder": "/models/mms",
+                              {"xlsr_folder": str(models["xlsr"]), "mms_folder": str(models["mms"]),
                                "output_folder": str(tmp_path)})
     stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
     assert "teacher_conformer" in stages and "teacher_crdnn" not in stages
-    expected = [os.path.join(str(tmp_path), "teachers", "conformer"), "/models/xlsr",
-                {"folder": "/models/mms", "target_lang": "deu"}]
+    xlsr, mms = str(models["xlsr"]), str(models["mms"])
+    expected = [os.path.join(str(tmp_path), "teachers", "conformer"), xlsr, {"folder": mms, "target_lang": "deu"}]
     for name in ("cache", "distill"):
         overrides = stages[name].config["overrides"]
         assert overrides["teachers"] == expected
         # what the recipe process reads back from its command line
         argv = overrides_to_argv({"teachers": overrides["teachers"]})[0]
-        assert argv == f"--teachers=[{expected[0]}, /models/xlsr, {{folder: /models/mms, target_lang: deu}}]"
+        assert argv == f"--teachers=[{expected[0]}, {xlsr}, {{folder: {mms}, target_lang: deu}}]"
     assert stages["distill"].config["overrides"]["student_tokens"] == "own"
+    # new weights in a teacher's folder change the cache stage's fingerprint
+    before = stages["cache"].config["inputs"]
+    assert before[mms][0][:2] == ("model.safetensors", 7)
+    (models["mms"] / "model.safetensors").write_bytes(b"new weights")
+    again = {stage.name: stage for stage in Pipeline(hparams).stages()}
+    assert again["cache"].config["inputs"] != before
