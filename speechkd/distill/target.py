@@ -94,7 +94,8 @@ class TeacherTarget:
     blank_index : int
         The student's blank.
     max_length_mismatch : int
-        Frames by which pooled teacher and student lengths may differ.
+        Frames by which pooled teacher and student lengths may differ (plus
+        the repeat factor for a coarser teacher).
     """
 
     def __init__(
@@ -134,6 +135,8 @@ class TeacherTarget:
         self.teacher_delay = int(teacher_delay)
         self.blank_index = blank_index
         self.max_length_mismatch = max_length_mismatch
+        # a repeated teacher's frame rounding (lengths are relative to a batch) moves r student frames
+        self.tolerances = [max_length_mismatch + (r if r > 1 else 0) for r in self.repeats]
         dev_wer = teachers.dev_wer_list() if dev_wer is None else dev_wer
         self.static_weights = self._static_weights(dev_wer, len(self.maps))
 
@@ -209,8 +212,7 @@ class TeacherTarget:
             mapped = inv_map.apply(temper(dense, temperature))
             pooled, pooled_frames = pool_frames(mapped, frames[:, i].to(device), self.factors[i])
             pooled, pooled_frames = repeat_frames(pooled, pooled_frames, self.repeats[i])
-            per_teacher.append(match_length(pooled, pooled_frames, student_frames, time,  # a repeated frame
-                                            max(self.max_length_mismatch, self.repeats[i]),  # may overhang
+            per_teacher.append(match_length(pooled, pooled_frames, student_frames, time, self.tolerances[i],
                                             inv_map.teacher_name))
         return torch.stack(per_teacher, 1)
 
