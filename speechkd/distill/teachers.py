@@ -231,12 +231,13 @@ def as_teacher(spec, device: str = "cpu") -> Teacher:
         return spec
     if isinstance(spec, (str, os.PathLike)) and os.path.exists(os.path.join(spec, "model.json")):
         return SpeechkdTeacher(str(spec), device=device)
+    if isinstance(spec, (str, os.PathLike)) and not os.path.exists(spec):
+        raise FileNotFoundError(f"no trained speechkd model at {spec} (no model.json)")
     if isinstance(spec, (str, os.PathLike, dict)):
         from speechkd.distill.pretrained import load_teacher
 
-        if not isinstance(spec, dict) and not os.path.exists(spec):
-            raise FileNotFoundError(f"no trained speechkd model at {spec} (no model.json)")
-        return load_teacher(**({"device": device, **spec} if isinstance(spec, dict) else {"folder": str(spec), "device": device}))
+        options = dict(spec) if isinstance(spec, dict) else {"folder": str(spec)}
+        return load_teacher(**{"device": device, **options})
     raise TypeError(f"a teacher must be a pretrained model folder, a speechkd experiment folder or a "
                     f"speechkd.distill.Teacher, got {type(spec).__name__}")
 
