@@ -2,12 +2,14 @@
 
 A mixed ensemble (a speechkd TDNN: blank 0, 20 ms; a HuggingFace wav2vec2:
 ``<pad>`` blank, ``|`` delimiter, upper case, ``<s>``/``</s>``/``<unk>``,
-10 ms) is cached and distilled into a student with its own inventory; a
-transcript teacher (the TDNN decoded greedily) pseudo-labels unlabelled rows.
+10 ms) is cached and distilled into a student with its own inventory, whose
+CTC term learns a transcript teacher's pseudo-labels; the pseudo-label
+recipe runs with a CTC teacher decoded greedily.
 """
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -27,10 +29,17 @@ def teachers(tiny_tdnn_teacher, tmp_path_factory):
             "list": f"[{tdnn}, {{folder: {hf}, lowercase: true}}]"}
 
 
-def test_mixed_ensemble_caches_and_distils(teachers, tiny_corpus):
+def test_mixed_ensemble_and_a_transcript_teacher_train_one_student(teachers, tiny_corpus):
     from toy import prepare_first_rows
 
+    from speechkd.data.manifest import read_manifest, write_manifest
+    from speechkd.data.pipelines import make_dataset
     from speechkd.distill.pretrained import HuggingFaceCTCTeacher
+    from speechkd.distill.transcripts import (
+        GreedyTranscripts,
+        filter_pseudo_labels,
+        transcribe_dataset,
+    )
 
     subset = teachers["root"] / "subset"  # 24 rows per split keep the two recipe runs short
     prepare_first_rows(tiny_corpus, str(subset), rows=24)
@@ -47,13 +56,28 @@ def test_mixed_ensemble_caches_and_distils(teachers, tiny_corpus):
     assert entries[1]["tokens"]["symbols"][:3] == ["<blank>", " ", "a"]
     assert "<unk>" not in entries[1]["tokens"]["symbols"]
 
+    # A transcript teacher (another wav2vec2, 40 ms, decoded greedily: at most 25 characters a second,
+    # so a 20 ms student can emit them) labels the train rows: its pseudo-labels feed the CTC term
+    # while the cached frame-level teachers feed the KL term of the same student
+    speaker = str(teachers["root"] / "wav2vec2-40ms")
+    build_hf_wav2vec2(speaker, conv_stride=(5, 128), seed=1)
+    pseudo_csv = str(teachers["root"] / "train_pseudo.csv")
+    rows = read_manifest(splits["train"])
+    dataset = make_dataset(splits["train"], tiny_corpus, need_text=False, sort="none")
+    transcripts = transcribe_dataset(GreedyTranscripts(speaker), dataset, str(teachers["root"] / "transcripts"))
+    kept, dropped = filter_pseudo_labels(rows, transcripts)
+    assert kept and len(kept) + sum(dropped.values()) == len(rows)
+    assert {r["wrd"] for r in kept}.isdisjoint({r["wrd"] for r in rows})  # the teacher's words, not the corpus's
+    write_manifest(pseudo_csv, kept)
+
     student = str(teachers["root"] / "student")
     sizes = tiny_overrides("student", tiny_corpus, student)
     run_recipe("distill/train.py", "distill/student.yaml", **{**sizes, **common}, cache_folder=cache,
-               student_tokens="own", teacher_delay=0, train_csv=splits["train"], valid_csv=splits["dev"],
+               student_tokens="own", teacher_delay=0, train_csv=pseudo_csv, valid_csv=splits["dev"],
                test_csvs=f"[{splits['test']}]")
     with open(os.path.join(student, "train_log.txt")) as fin:
-        assert "train kd:" in fin.read()
+        ctc, kd = map(float, re.search(r"train ctc: ([\d.e+-]+), train kd: ([\d.e+-]+)", fin.read()).groups())
+    assert ctc > 0 and kd > 0  # both terms learnt (a pseudo-label too long for the student would give CTC 0)
     with open(os.path.join(student, "results.json")) as fin:
         assert "test" in json.load(fin)["sets"]
 
