@@ -214,3 +214,26 @@ def test_teacher_kind_is_found_from_the_folder(tmp_path):
         as_teacher(str(tmp_path / "missing"))
     build_torchaudio(str(tmp_path / "real"))
     assert isinstance(as_teacher({"folder": str(tmp_path / "real"), "name": "ta"}), TorchaudioCTCTeacher)
+
+
+def test_hubert_is_loaded_as_any_transformers_ctc_model(tmp_path):
+    import json
+
+    from transformers import HubertConfig, HubertForCTC, Wav2Vec2FeatureExtractor
+
+    folder = tmp_path / "hubert"
+    torch.manual_seed(0)
+    config = HubertConfig(vocab_size=len(HF_VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 64), conv_kernel=(10, 64),
+                          num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, pad_token_id=0,
+                          feat_extract_norm="layer", do_stable_layer_norm=True)
+    model = HubertForCTC(config).eval()
+    model.save_pretrained(str(folder))
+    (folder / "vocab.json").write_text(json.dumps(HF_VOCAB))
+    Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True).save_pretrained(str(folder))
+    teacher = HuggingFaceCTCTeacher(str(folder))
+    assert not teacher.normalize_waveform and teacher.frame_shift_ms == 20
+    wavs, lens = waveforms([6400])
+    with torch.no_grad():
+        own = model(wavs).logits
+    assert torch.allclose(teacher.log_probs(wavs, lens)[0], teacher.fold(own), atol=1e-4)
