@@ -112,14 +112,31 @@ class Pipeline:
     def teacher_folders(self):
         return [self.folder("teachers", name) for name in self.hparams["teachers"]]
 
+    def pretrained_teachers(self):
+        """Teachers the pipeline does not train: model folders or ``{folder: ..., <options>}`` entries."""
+        return list(self.hparams.get("pretrained_teachers") or [])
+
+    def pretrained_files(self):
+        """Name, size and modification time of every file of the pretrained teachers (a cheap stand-in
+        for their weights hash, which the cache checks itself): new weights in a folder redo the cache."""
+        listing = {}
+        for spec in self.pretrained_teachers():
+            path = spec["folder"] if isinstance(spec, dict) else spec
+            files = ([os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
+                     if os.path.isdir(path) else [path])
+            listing[path] = sorted((os.path.relpath(f, path) if f != path else os.path.basename(f),
+                                    os.path.getsize(f), int(os.path.getmtime(f))) for f in files)
+        return listing
+
     def recipe_stage(self, name, script, spec, overrides, folder, after, folder_key="output_folder",
-                     parallel=False):
+                     parallel=False, inputs=None):
         """A stage that runs a recipe script on its YAML, with overrides.
 
         ``spec`` holds ``hparams`` (the recipe YAML), ``overrides`` and
         optionally ``threads`` (torch CPU threads for this stage; default
         ``train_threads``). ``folder_key`` names the YAML key that receives
-        the stage's folder.
+        the stage's folder. ``inputs`` joins the stage's fingerprint (e.g.
+        the files of pretrained teachers).
         """
         hparams_file = spec["hparams"]
         overrides = {**self.data, **overrides, **spec["overrides"], folder_key: folder}
@@ -128,7 +145,8 @@ class Pipeline:
         def run():
             run_recipe(script, hparams_file, overrides, threads)
 
-        config = {**recipe_config(hparams_file, overrides), "script": script, "threads": threads}
+        config = {**recipe_config(hparams_file, overrides), "script": script, "threads": threads,
+                  **({"inputs": inputs} if inputs else {})}
         return Stage(name, folder, run, config, after=after, parallel=parallel)
 
     def stages(self):
@@ -143,10 +161,10 @@ class Pipeline:
             teacher_stages.append(stage.name)
         stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                         self.folder("baseline"), after=("corpus",), parallel=True))
-        kd_common = {"teachers": self.teacher_folders(), "top_k": self.hparams["top_k"]}
+        kd_common = {"teachers": [*self.teacher_folders(), *self.pretrained_teachers()], "top_k": self.hparams["top_k"]}
         stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", self.hparams["cache"], kd_common,
                                         self.folder("cache"), after=tuple(teacher_stages),
-                                        folder_key="cache_folder"))
+                                        folder_key="cache_folder", inputs=self.pretrained_files()))
         kd_common["cache_folder"] = self.folder("cache")
         distill_spec = {**self.hparams["distill"], "overrides": {**self.hparams["student"]["overrides"],
                                                         **self.hparams["distill"]["overrides"]}}
@@ -186,7 +204,8 @@ class Pipeline:
             strategies=self.hparams["ensemble_strategies"],
             threads=self.hparams["rtf_threads"],
             teacher_names=list(self.hparams["teachers"]),
-            train_cache=self.folder("cache"),
+            # the cache's dev WER covers the pretrained teachers too, the evaluated ensemble only the trained ones
+            train_cache=None if self.pretrained_teachers() else self.folder("cache"),
         )
 
     def export(self):

@@ -28,7 +28,8 @@ if __name__ == "__main__":
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
     refuse_conflicting_ids(hparams["cache_splits"].values(), hparams["data_folder"])  # the cache is keyed by ID
-    datasets = {split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="none")
+    # batches sorted by duration: big teachers spend little on padding
+    datasets = {split: make_dataset(csv, hparams["data_folder"], need_text=False, sort="ascending")
                 for split, csv in hparams["cache_splits"].items()}
     dev_manifest = os.path.abspath(hparams["cache_splits"]["dev"]) if "dev" in hparams["cache_splits"] else None
     cache = build_cache(

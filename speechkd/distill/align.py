@@ -70,6 +70,14 @@ class InventoryMap:
         self.missing_in_student = [
             _display(s) for s, j in zip(teacher_symbols, target) if j == oov_column
         ]
+        subwords = [s for s in self.missing_in_student if len(s) > 1 and not s.startswith("<")]
+        if subwords:
+            raise ValueError(
+                f"teacher '{teacher_name}' has subword tokens the student lacks (e.g. {subwords[:3]}): its "
+                "frame posteriors cannot be mapped onto the student's characters frame by frame. Use it as "
+                "a transcript teacher (speechkd.distill.transcripts.GreedyTranscripts: its transcripts "
+                "become pseudo-labels), or give the student the teacher's tokens"
+            )
         self.has_oov = bool(self.missing_in_student)
         self._matrix_cache: dict[tuple, torch.Tensor] = {}
 
@@ -166,6 +174,52 @@ def frame_ratio(
             f"or be an integer multiple of it"
         )
     return int(factor)
+
+
+def frame_factors(
+    teacher_shift_ms: float, student_shift_ms: float, teacher_name: str = "teacher"
+) -> tuple[int, int]:
+    """``(pool, repeat)``: how one teacher's frames reach the student's rate.
+
+    A teacher finer than the student by an integer factor is pooled
+    (``pool`` = factor, :func:`pool_frames`); one coarser by an integer factor
+    has each frame repeated (``repeat`` = factor, :func:`repeat_frames`). Any
+    other pair is refused (:func:`frame_ratio`'s message).
+
+    Repeating is the rule for a coarser teacher because it keeps what CTC
+    reads: a token spike repeated collapses back to one token, and a doubled
+    letter keeps the blank between its two spikes, so greedy decoding of the
+    repeated target gives the teacher's own transcript.
+    """
+    if teacher_shift_ms > student_shift_ms:
+        return 1, frame_ratio(student_shift_ms, teacher_shift_ms, teacher_name)
+    return frame_ratio(teacher_shift_ms, student_shift_ms, teacher_name), 1
+
+
+def repeat_frames(
+    probs: torch.Tensor, frames: torch.Tensor, factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeat every frame ``factor`` times (a teacher coarser than the student).
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        ``(batch, time, dim)`` probabilities at the teacher's rate.
+    frames : torch.Tensor
+        ``(batch,)`` valid frames.
+    factor : int
+
+    Returns
+    -------
+    repeated : torch.Tensor
+        ``(batch, time * factor, dim)``.
+    repeated_frames : torch.Tensor
+        ``(batch,)`` = ``frames * factor``.
+    """
+    frames = frames.to(probs.device).long()
+    if factor == 1:
+        return probs, frames
+    return probs.repeat_interleave(factor, dim=1), frames * factor
 
 
 def pool_frames(

@@ -25,7 +25,9 @@ Per teacher i (each at its own frame rate and inventory of V_i tokens):
    A teacher's blank is named ``<blank>`` wherever its index is (the teacher
    interface does that), so blanks always map onto the student's blank.
 4. **Pool to the student's frame rate**: average probabilities over each
-   group of ``student_shift / teacher_shift`` frames, then line the frames up
+   group of ``student_shift / teacher_shift`` frames; a teacher coarser than
+   the student has each frame repeated ``teacher_shift / student_shift`` times
+   (:func:`~speechkd.distill.align.frame_factors` says why); then line the frames up
    with the student's (±1 frame, see :func:`~speechkd.distill.align.match_length`).
 
 Then the ``(batch, teachers, time, V_s + 1)`` tensor is **combined** by the
@@ -39,7 +41,13 @@ from collections.abc import Sequence
 
 import torch
 
-from speechkd.distill.align import build_inventory_maps, frame_ratio, match_length, pool_frames
+from speechkd.distill.align import (
+    build_inventory_maps,
+    frame_factors,
+    match_length,
+    pool_frames,
+    repeat_frames,
+)
 from speechkd.distill.cache import LOG_PROB_TOLERANCE, check_finite_log_probs, stored_width
 from speechkd.distill.ensemble import STRATEGIES, combine, weights_from_dev_wer
 from speechkd.distill.losses import delay_frames, reconstruct_dense, temper
@@ -61,7 +69,7 @@ class TeacherTarget:
     student_symbols : sequence of str
         The student's tokens (blank at ``blank_index``).
     student_frame_shift_ms : int
-        The student's output frame shift; an integer multiple of every teacher's.
+        The student's output frame shift; an integer multiple or divisor of every teacher's.
     strategy : str
         Ensemble strategy, one of :data:`speechkd.distill.ensemble.STRATEGIES`.
     strategy_options : dict, optional
@@ -87,7 +95,8 @@ class TeacherTarget:
     blank_index : int
         The student's blank.
     max_length_mismatch : int
-        Frames by which pooled teacher and student lengths may differ.
+        Frames by which pooled teacher and student lengths may differ (plus
+        the repeat factor for a coarser teacher).
     """
 
     def __init__(
@@ -111,8 +120,9 @@ class TeacherTarget:
         self.teacher_names = list(teachers.teacher_names)
         teacher_symbols = [list(s) for s in teachers.symbols]
         self.maps = build_inventory_maps(teacher_symbols, student_symbols, oov_mode, self.teacher_names)
-        self.factors = [frame_ratio(shift, student_frame_shift_ms, name)
-                        for shift, name in zip(teachers.frame_shifts_ms, self.teacher_names)]
+        self.factors, self.repeats = map(list, zip(*[frame_factors(shift, student_frame_shift_ms, name)
+                                                     for shift, name in zip(teachers.frame_shifts_ms,
+                                                                            self.teacher_names)]))
         self.vocab_sizes = [len(s) for s in teacher_symbols]
         self.student_vocab = len(student_symbols)
         self.widths = [stored_width(teachers.k, v) for v in self.vocab_sizes]
@@ -129,6 +139,8 @@ class TeacherTarget:
         self.teacher_delay = int(teacher_delay)
         self.blank_index = blank_index
         self.max_length_mismatch = max_length_mismatch
+        # a repeated teacher's frame rounding (lengths are relative to a batch) moves r student frames
+        self.tolerances = [max_length_mismatch + (r if r > 1 else 0) for r in self.repeats]
         dev_wer = teachers.dev_wer_list() if dev_wer is None else dev_wer
         self.static_weights = self._static_weights(dev_wer, len(self.maps))
 
@@ -165,9 +177,11 @@ class TeacherTarget:
         return {}
 
     def pooled_frames(self, teacher: dict) -> torch.Tensor:
-        """``(batch,)`` frames at the student's rate that every teacher covers: min_i ceil(frames_i / factor_i)."""
+        """``(batch,)`` frames at the student's rate that every teacher covers: min_i ceil(frames_i / pool_i) · repeat_i."""
         factors = torch.tensor(self.factors, device=teacher["frames"].device)[None, :]
-        return torch.div(teacher["frames"] + factors - 1, factors, rounding_mode="floor").min(1).values
+        repeats = torch.tensor(self.repeats, device=teacher["frames"].device)[None, :]
+        pooled = torch.div(teacher["frames"] + factors - 1, factors, rounding_mode="floor")
+        return (pooled * repeats).min(1).values
 
     @torch.no_grad()
     def teacher_probs(self, teacher: dict, student_frames: torch.Tensor, time: int,
@@ -200,8 +214,9 @@ class TeacherTarget:
                                       self.vocab_sizes[i], dtype, None if rest is None else rest[:, i].to(device))
             mapped = inv_map.apply(temper(dense, temperature))
             pooled, pooled_frames = pool_frames(mapped, frames[:, i].to(device), self.factors[i])
-            per_teacher.append(match_length(pooled, pooled_frames, student_frames, time,
-                                            self.max_length_mismatch, inv_map.teacher_name))
+            pooled, pooled_frames = repeat_frames(pooled, pooled_frames, self.repeats[i])
+            per_teacher.append(match_length(pooled, pooled_frames, student_frames, time, self.tolerances[i],
+                                            inv_map.teacher_name))
         return torch.stack(per_teacher, 1)
 
     def check_teacher_batch(self, teacher: dict) -> None:

@@ -224,13 +224,22 @@ class SpeechkdTeacher(Teacher):
 
 
 def as_teacher(spec, device: str = "cpu") -> Teacher:
-    """A :class:`Teacher` from a YAML entry: a Teacher object, or a speechkd experiment folder."""
+    """A :class:`Teacher` from a YAML entry: a Teacher object, a speechkd experiment folder, or a
+    pretrained model's folder (or ``{folder: ..., <options>}``, see :func:`speechkd.distill.pretrained.load_teacher`).
+    """
     if isinstance(spec, Teacher):
         return spec
-    if isinstance(spec, (str, os.PathLike)):
+    if isinstance(spec, (str, os.PathLike)) and os.path.exists(os.path.join(spec, "model.json")):
         return SpeechkdTeacher(str(spec), device=device)
-    raise TypeError(f"a teacher must be a speechkd experiment folder or a speechkd.distill.Teacher, "
-                    f"got {type(spec).__name__}")
+    if isinstance(spec, (str, os.PathLike)) and not os.path.exists(spec):
+        raise FileNotFoundError(f"no trained speechkd model at {spec} (no model.json)")
+    if isinstance(spec, (str, os.PathLike, dict)):
+        from speechkd.distill.pretrained import load_teacher
+
+        options = dict(spec) if isinstance(spec, dict) else {"folder": str(spec)}
+        return load_teacher(**{"device": device, **options})
+    raise TypeError(f"a teacher must be a pretrained model folder, a speechkd experiment folder or a "
+                    f"speechkd.distill.Teacher, got {type(spec).__name__}")
 
 
 class TeacherEnsemble:

@@ -69,3 +69,30 @@ def test_match_length_pads_or_trims_one_frame_and_refuses_more():
     assert out[1, :, 0].tolist() == [0, 1, 2, 3, 4, 4, 4]  # trimmed to 5, then padding
     with pytest.raises(ValueError, match="teacher 't' has 3 frames .* student has 6"):
         match_length(probs, torch.tensor([3, 6]), torch.tensor([6, 6]), 6, teacher_name="t")
+
+
+def test_coarser_teacher_frames_are_repeated_and_keep_its_greedy_transcript():
+    """An 80 ms teacher against a 20 ms student: each frame repeated 4 times, the doubled letter kept."""
+    from distill_helpers import teachers_like
+
+    from speechkd.decoding import ctc_greedy
+    from speechkd.distill.align import frame_factors
+    from speechkd.distill.losses import teacher_batch_from_log_probs
+    from speechkd.distill.target import TeacherTarget
+
+    assert frame_factors(80, 20) == (1, 4) and frame_factors(10, 40) == (4, 1) and frame_factors(20, 20) == (1, 1)
+    with pytest.raises(ValueError, match="not compatible"):
+        frame_factors(30, 20)
+    symbols = ["<blank>", " ", "a", "l"]
+    path = [2, 3, 0, 3, 1, 2]  # "al", blank, "l", " ", "a": greedy "all a"
+    probs = torch.full((1, len(path), 4), 0.02)
+    probs[0, torch.arange(len(path)), torch.tensor(path)] = 0.94
+    teacher = teacher_batch_from_log_probs([probs.log()], [torch.tensor([len(path)])], k=0)
+    target = TeacherTarget(teachers_like(symbols, shifts=(80,)), symbols, 20)
+    assert target.factors == [1] and target.repeats == [4]
+    frames = target.pooled_frames(teacher)
+    assert frames.tolist() == [24]
+    q = target(teacher, frames, 24)[..., :4]
+    assert torch.allclose(q[0, 4:8], probs[0, 1].expand(4, 4), atol=1e-3)  # frame 1 four times
+    decoded = ctc_greedy(q.log(), frames, 0)[0]
+    assert decoded == [2, 3, 3, 1, 2]  # a l l ␣ a: the blank between the two l's survives

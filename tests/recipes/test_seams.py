@@ -11,16 +11,14 @@ import re
 
 import pytest
 import torch
-from helpers import REPO, run_recipe, tiny_overrides
+from helpers import REPO, run_recipe
 
 PLUGINS = os.path.join(REPO, "tests", "plugins")
 
 
 @pytest.fixture(scope="module")
-def speechkd_teacher(tiny_corpus, tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("seams") / "tdnn")
-    run_recipe("ctc/train.py", "ctc/tdnn.yaml", name="tdnn", **tiny_overrides("tdnn", tiny_corpus, folder))
-    return folder
+def speechkd_teacher(tiny_tdnn_teacher):
+    return tiny_tdnn_teacher
 
 
 @pytest.fixture(scope="module")

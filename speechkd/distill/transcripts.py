@@ -1,0 +1,270 @@
+"""Transcript-only teachers: models that give text, not frame posteriors, teach through pseudo-labels.
+
+Whisper (any model that yields text), or a CTC model whose subword tokens
+cannot be mapped onto a character student frame by frame, transcribes the
+unlabelled audio once; its transcripts become the ``wrd`` of those
+utterances, and the student's CTC term learns from them (sequence-level KD).
+As in distil-whisper, a pseudo-label is kept only when the teacher is
+confident enough and, when a second opinion is given, when the two agree
+(word error rate between them at most ``max_disagreement``); dropped
+utterances are counted by reason.
+
+Transcripts are cached by utterance ID in a folder (``meta.json`` with the
+teacher's fingerprint, ``transcripts.jsonl`` one utterance per line): a
+rerun transcribes only what is missing, a cache from another teacher is
+refused with both fingerprints named, and changing the filter thresholds
+needs no teacher run.
+
+Frame-level teachers and a transcript teacher train one student together:
+the pseudo-labelled manifest is the distillation recipe's ``train_csv``
+(its rows now labelled, so ``CTCTerm`` reads them), the posterior cache
+covers the same utterances for ``PosteriorKL``.
+
+    python recipes/distill/pseudo_label.py hparams/distill/pseudo_label.yaml --whisper_folder=/models/tiny.en
+    python recipes/distill/train.py hparams/distill/student.yaml \
+        --train_csv=results/distill/pseudo_labels/1234/train.csv
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import jiwer
+import speechbrain as sb
+import torch
+
+from speechkd.decoding import ctc_greedy
+from speechkd.distill.pretrained.base import hash_files
+from speechkd.distill.teachers import as_teacher
+from speechkd.text import normalize
+
+logger = logging.getLogger(__name__)
+
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # "6,400" is one number to normalize()
+
+
+@dataclass
+class Transcript:
+    """One utterance's transcript and the teacher's confidence in it (a probability in [0, 1])."""
+
+    text: str
+    confidence: float
+
+
+class TranscriptTeacher(ABC):
+    """A teacher that gives text: 16 kHz waveforms in, one :class:`Transcript` per utterance out.
+
+    Attributes
+    ----------
+    name : str
+    """
+
+    name: str
+
+    @abstractmethod
+    def transcribe(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list:
+        """``(batch, samples)`` 16 kHz waveforms and ``(batch,)`` relative lengths -> list of :class:`Transcript`."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Changes whenever the transcripts could (weights, decoding options)."""
+
+
+class GreedyTranscripts(TranscriptTeacher):
+    """Any CTC :class:`~speechkd.distill.teachers.Teacher` as a transcript teacher (greedy decoding).
+
+    The path for subword (BPE) CTC models, whose frame posteriors do not map
+    onto a character student. Confidence is the mean over frames of the most
+    probable token's probability.
+
+    Parameters
+    ----------
+    teacher : Teacher, str or dict
+        A teacher, or what a ``teachers:`` entry may be (a model folder, ``{folder: ..., <options>}``).
+    device : str
+    """
+
+    def __init__(self, teacher, device: str = "cpu"):
+        self.teacher = as_teacher(teacher, device)
+        self.name = self.teacher.name
+
+    def transcribe(self, wavs, wav_lens):
+        log_probs, frames = self.teacher.log_probs(wavs, wav_lens)
+        best = log_probs.max(-1).values.exp()
+        transcripts = []
+        for row, ids in enumerate(ctc_greedy(log_probs, frames, self.teacher.blank_index)):
+            text = self.teacher.decode(ids).replace("▁", " ")
+            confidence = float(best[row, : int(frames[row])].mean()) if int(frames[row]) else 0.0
+            transcripts.append(Transcript(" ".join(text.split()), confidence))
+        return transcripts
+
+    def fingerprint(self) -> str:
+        return f"greedy-{self.teacher.fingerprint()}"
+
+
+class WhisperTeacher(TranscriptTeacher):
+    """Whisper in faster-whisper's CTranslate2 format, from a local folder (``model.bin``, ``config.json``,
+    ``tokenizer.json``, ``vocabulary.txt``).
+
+    Parameters
+    ----------
+    folder : str
+    language : str
+        Language code passed to Whisper (``en`` for ``*.en`` models).
+    beam_size : int
+    compute_type : str
+        CTranslate2 compute type (``int8``, ``float32``, ``float16`` on GPU).
+    device : str
+    threads : int
+        CPU threads (0 = CTranslate2's default).
+    name : str, optional
+
+    Notes
+    -----
+    Confidence is ``exp`` of the mean token log-probability over the
+    utterance's segments (``avg_logprob``), times ``1 - no_speech_prob``.
+    Decoding is greedy-deterministic (temperature 0, no fallback), not
+    conditioned on previous text, without timestamps.
+    """
+
+    def __init__(self, folder: str, language: str = "en", beam_size: int = 1, compute_type: str = "int8",
+                 device: str = "cpu", threads: int = 0, name: str | None = None):
+        from faster_whisper import WhisperModel
+
+        self.model_files = [os.path.join(folder, f) for f in ("model.bin", "config.json")]
+        if not all(os.path.exists(f) for f in self.model_files):
+            raise FileNotFoundError(f"no faster-whisper model at {folder} (model.bin and config.json needed)")
+        self.model = WhisperModel(folder, device=device, compute_type=compute_type, cpu_threads=threads,
+                                  local_files_only=True)
+        self.name = name or f"whisper-{os.path.basename(os.path.normpath(folder))}"
+        self.options = {"language": language, "beam_size": beam_size, "temperature": 0.0,
+                        "condition_on_previous_text": False, "without_timestamps": True, "vad_filter": False}
+        self.compute_type = compute_type
+
+    def transcribe(self, wavs, wav_lens):
+        lengths = torch.round(wav_lens * wavs.shape[1]).long().tolist()
+        transcripts = []
+        for wav, length in zip(wavs, lengths):
+            segments, _ = self.model.transcribe(wav[:length].float().cpu().numpy(), **self.options)
+            segments = list(segments)
+            if not segments:
+                transcripts.append(Transcript("", 0.0))
+                continue
+            avg_logprob = sum(s.avg_logprob for s in segments) / len(segments)
+            no_speech = max(s.no_speech_prob for s in segments)
+            text = " ".join(s.text.strip() for s in segments)
+            transcripts.append(Transcript(text, math.exp(avg_logprob) * (1.0 - no_speech)))
+        return transcripts
+
+    def fingerprint(self) -> str:
+        options = json.dumps(self.options, sort_keys=True)
+        return f"{hash_files(self.model_files)}-{self.compute_type}-{hashlib.sha256(options.encode()).hexdigest()[:8]}"
+
+
+class TranscriptCache:
+    """Transcripts of one teacher by utterance ID (``meta.json`` + ``transcripts.jsonl``), appended as made.
+
+    Parameters
+    ----------
+    folder : str
+    teacher : TranscriptTeacher
+        A cache made by another teacher (other fingerprint) is refused.
+    """
+
+    def __init__(self, folder: str, teacher: TranscriptTeacher):
+        self.folder = folder
+        self.path = os.path.join(folder, "transcripts.jsonl")
+        meta = {"teacher": teacher.name, "fingerprint": teacher.fingerprint()}
+        meta_path = os.path.join(folder, "meta.json")
+        os.makedirs(folder, exist_ok=True)
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as fin:
+                found = json.load(fin)
+            if found.get("fingerprint") != meta["fingerprint"]:
+                raise ValueError(f"transcript cache {folder} was made by teacher {found.get('teacher')!r} "
+                                 f"(fingerprint {found.get('fingerprint')}), not {meta['teacher']!r} "
+                                 f"({meta['fingerprint']}): give another folder or delete it")
+        else:
+            with open(meta_path, "w", encoding="utf-8") as fout:
+                json.dump(meta, fout, indent=1)
+        self.transcripts = {}
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as fin:
+                for number, line in enumerate(fin, 1):
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:  # a run killed mid-line leaves a partial last line
+                        logger.warning("%s:%d: unreadable line skipped (its utterance is transcribed again)",
+                                       self.path, number)
+                        continue
+                    self.transcripts[record["ID"]] = Transcript(record["text"], record["confidence"])
+
+    def add(self, utt_id: str, transcript: Transcript):
+        with open(self.path, "a", encoding="utf-8") as fout:
+            fout.write(json.dumps({"ID": utt_id, "text": transcript.text,
+                                   "confidence": transcript.confidence}, ensure_ascii=False) + "\n")
+        self.transcripts[utt_id] = transcript
+
+
+def transcribe_dataset(teacher: TranscriptTeacher, dataset, cache_folder: str, batch_size: int = 8) -> dict:
+    """Transcribe every utterance of ``dataset`` (``sig``) not yet in the cache; return ID -> :class:`Transcript`."""
+    cache = TranscriptCache(cache_folder, teacher)
+    todo = [utt for utt in dataset.data_ids if utt not in cache.transcripts]
+    if todo:
+        logger.info("%s: transcribing %d utterances (%d cached)", teacher.name, len(todo),
+                    len(dataset.data_ids) - len(todo))
+        loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
+        with torch.no_grad():
+            for batch in loader:
+                if all(utt in cache.transcripts for utt in batch.id):
+                    continue
+                wavs, wav_lens = batch.sig
+                for utt_id, transcript in zip(batch.id, teacher.transcribe(wavs, wav_lens)):
+                    cache.add(utt_id, transcript)
+    return {utt: cache.transcripts[utt] for utt in dataset.data_ids}
+
+
+def filter_pseudo_labels(rows, transcripts, min_confidence=0.0, second_opinion=None, max_disagreement=None):
+    """Rows of a manifest with their ``wrd`` set to the normalized pseudo-label; the rest counted by reason.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Manifest rows (``ID``, ``lang``, ...).
+    transcripts : dict
+        ID -> :class:`Transcript` of the teacher.
+    min_confidence : float
+    second_opinion : dict, optional
+        ID -> :class:`Transcript` of another teacher.
+    max_disagreement : float, optional
+        Largest WER (percent) between the two transcripts for a row to be kept.
+
+    Returns
+    -------
+    kept : list of dict
+    dropped : dict
+        Reason (``empty``, ``confidence``, ``disagreement``) -> count.
+    """
+    kept, dropped = [], {"empty": 0, "confidence": 0, "disagreement": 0}
+    for row in rows:
+        transcript = transcripts[row["ID"]]
+        text = normalize(THOUSANDS.sub("", transcript.text), row["lang"])
+        if not text:
+            dropped["empty"] += 1
+        elif transcript.confidence < min_confidence:
+            dropped["confidence"] += 1
+        elif second_opinion is not None and max_disagreement is not None and (
+            100.0 * jiwer.wer(text, normalize(second_opinion[row["ID"]].text, row["lang"]) or "<none>")
+            > max_disagreement
+        ):
+            dropped["disagreement"] += 1
+        else:
+            kept.append({**row, "wrd": text})
+    return kept, dropped

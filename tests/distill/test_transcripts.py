@@ -1,0 +1,75 @@
+"""Transcript-only teachers: the transcript cache (by utterance ID, fingerprinted) and the pseudo-label filter."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from speechkd.distill.transcripts import (
+    Transcript,
+    TranscriptTeacher,
+    filter_pseudo_labels,
+    transcribe_dataset,
+)
+
+
+class LengthTeacher(TranscriptTeacher):
+    """Says how many samples it heard; counts the utterances it was asked about."""
+
+    def __init__(self, version="v1"):
+        self.name = "length"
+        self.version = version
+        self.heard = 0
+
+    def transcribe(self, wavs, wav_lens):
+        self.heard += wavs.shape[0]
+        lengths = torch.round(wav_lens * wavs.shape[1]).long().tolist()
+        return [Transcript(f"heard {n}", 0.5) for n in lengths]
+
+    def fingerprint(self):
+        return f"length-{self.version}"
+
+
+def test_transcripts_are_cached_by_utterance_and_refused_for_another_teacher(tiny_corpus, tmp_path):
+    from speechkd.data.pipelines import make_dataset
+
+    dataset = make_dataset(os.path.join(tiny_corpus, "dev.csv"), tiny_corpus, need_text=False, sort="none")
+    ids = list(dataset.data_ids)
+    teacher = LengthTeacher()
+    first = transcribe_dataset(teacher, dataset, str(tmp_path), batch_size=4)
+    assert teacher.heard == len(ids) and sorted(first) == sorted(ids)
+    durations = {row_id: dataset.data[row_id]["duration"] for row_id in ids}
+    for utt, transcript in first.items():  # each utterance got its own transcript, not a batch neighbour's
+        assert int(transcript.text.split()[1]) == pytest.approx(16000 * float(durations[utt]), abs=2)
+
+    # a killed run leaves a partial last line: that utterance alone is transcribed again
+    path = tmp_path / "transcripts.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])
+    again = LengthTeacher()
+    second = transcribe_dataset(again, dataset, str(tmp_path), batch_size=4)
+    assert again.heard >= 1 and again.heard <= 4 and second == first
+
+    with pytest.raises(ValueError, match=r"length-v1.*length-v2"):
+        transcribe_dataset(LengthTeacher("v2"), dataset, str(tmp_path))
+    assert json.loads((tmp_path / "meta.json").read_text())["fingerprint"] == "length-v1"
+
+
+def test_pseudo_labels_are_normalized_and_filtered_by_confidence_and_agreement():
+    rows = [{"ID": f"u{i}", "lang": "en", "wrd": ""} for i in range(5)]
+    transcripts = {"u0": Transcript("6,400 and 91.", 0.9), "u1": Transcript("Call me at 9!", 0.2),
+                   "u2": Transcript("...", 0.9), "u3": Transcript("one two three four", 0.8),
+                   "u4": Transcript("Seven eight", 0.7)}
+    second = {"u0": Transcript("six thousand four hundred and ninety one", 1.0),
+              "u1": Transcript("", 1.0), "u2": Transcript("", 1.0),
+              "u3": Transcript("one two", 1.0),  # 2 of 4 words deleted: WER 50 %
+              "u4": Transcript("seven nine", 1.0)}  # 1 of 2 words wrong: 50 %
+    kept, dropped = filter_pseudo_labels(rows, transcripts, min_confidence=0.5)
+    assert [r["ID"] for r in kept] == ["u0", "u3", "u4"]
+    assert kept[0]["wrd"] == "six thousand four hundred and ninety one"
+    assert dropped == {"empty": 1, "confidence": 1, "disagreement": 0}
+    kept, dropped = filter_pseudo_labels(rows, transcripts, 0.5, second, max_disagreement=40)
+    assert [r["ID"] for r in kept] == ["u0"] and dropped["disagreement"] == 2
+    kept, _ = filter_pseudo_labels(rows, transcripts, 0.5, second, max_disagreement=50)
+    assert [r["ID"] for r in kept] == ["u0", "u3", "u4"]
