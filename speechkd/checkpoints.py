@@ -26,8 +26,13 @@ import numpy as np
 import speechbrain as sb
 import torch
 import yaml
-from speechbrain.utils.checkpoints import METAFNAME, PARAMFILE_EXT, mark_as_loader, mark_as_saver, \
-    register_checkpoint_hooks
+from speechbrain.utils.checkpoints import (
+    METAFNAME,
+    PARAMFILE_EXT,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 
 logger = logging.getLogger(__name__)
 

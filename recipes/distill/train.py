@@ -21,7 +21,13 @@ import speechbrain as sb
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, load_hparams, open_experiment, run_device, student_inventory
+from speechkd.experiment import (
+    build_model,
+    load_hparams,
+    open_experiment,
+    run_device,
+    student_inventory,
+)
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])

@@ -27,7 +27,13 @@ from speechkd.data.parallel import add_on_the_fly_target, check_parallel_pairs
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import labelled_subset
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, load_hparams, open_experiment, run_device, student_inventory
+from speechkd.experiment import (
+    build_model,
+    load_hparams,
+    open_experiment,
+    run_device,
+    student_inventory,
+)
 from speechkd.models.surgery import init_from
 
 SIGNALS = ("sig", "sig_target")

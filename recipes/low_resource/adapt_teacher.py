@@ -19,7 +19,13 @@ import speechbrain as sb
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset, test_sets
-from speechkd.experiment import TOKENS_FILE, adapted_model, load_hparams, open_experiment, write_adapted_card
+from speechkd.experiment import (
+    TOKENS_FILE,
+    adapted_model,
+    load_hparams,
+    open_experiment,
+    write_adapted_card,
+)
 from speechkd.metrics import write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.surgery import freeze_for_adaptation

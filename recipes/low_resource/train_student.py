@@ -24,7 +24,13 @@ from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import concat_manifests, subset_manifest
 from speechkd.distill.filtering import agreement_filter, cache_agreement_scores
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, inventory_for, load_hparams, open_experiment, run_device
+from speechkd.experiment import (
+    build_model,
+    inventory_for,
+    load_hparams,
+    open_experiment,
+    run_device,
+)
 from speechkd.metrics import write_results_json
 
 
