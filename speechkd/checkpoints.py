@@ -144,10 +144,10 @@ class Checkpointer(sb.utils.checkpoints.Checkpointer):
             return f"{METAFNAME} is not YAML ({err.__class__.__name__})"
         if not isinstance(meta, dict) or "end-of-epoch" not in meta:
             return f"{METAFNAME} is empty or incomplete"
-        for name, optional in self.optional_recoverables.items():
+        for name in self.recoverables:
             path = ckpt_dir / f"{name}{PARAMFILE_EXT}"
             if not path.exists():
-                if not optional:
+                if not self.optional_recoverables.get(name, False):
                     return f"{path.name} is missing"
                 continue
             if path.stat().st_size == 0:

@@ -93,8 +93,8 @@ def student_inventory(tokens, ensemble, manifests, tokens_path):
 
 
 HPARAMS_FILE = "hyperparams.yaml"
-RESUMABLE_KEYS = ("number_of_epochs", "restart")
-"""Keys a rerun may change and still resume the run in its folder (train longer; start clean)."""
+RESUMABLE_KEYS = ("number_of_epochs", "restart", "output_folder")
+"""Keys a rerun may change and still resume the run in its folder (train longer; start clean; a moved folder)."""
 RUN_PRODUCTS = ("save", MODEL_CARD, TOKENS_FILE, HPARAMS_FILE, "train_log.txt", "results.json", "wer_*.txt")
 """What a training run writes into its folder, and :func:`clear_experiment` removes."""
 
