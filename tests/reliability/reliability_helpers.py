@@ -57,6 +57,16 @@ def kill_when(proc, condition, timeout=120.0, poll=0.01):
     return alive
 
 
+def wait_until(condition, timeout=60.0, poll=0.05):
+    """Poll ``condition()`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def checkpoint_epochs(save_dir):
     """Epochs of the complete checkpoints (``CKPT.yaml`` present) in a ``save`` folder."""
     epochs = []

@@ -5,7 +5,15 @@ import os
 
 import torch
 from conftest import EPOCHS, student_overrides
-from reliability_helpers import checkpoint_epochs, final_weights, kill_when, max_difference, recipe_command, run, start
+from reliability_helpers import (
+    checkpoint_epochs,
+    final_weights,
+    kill_when,
+    max_difference,
+    recipe_command,
+    run,
+    start,
+)
 
 
 def test_killed_run_resumes_bit_identical_past_an_incomplete_checkpoint(trained_student, tiny_corpus, tmp_path):
