@@ -126,3 +126,17 @@ def alive(pids):
         except OSError:
             pass
     return living
+
+
+def build_toy_cache(corpus, cache_folder):
+    """Cache two random toy teachers (tests/plugins/toy.py) over the corpus's train and dev sets, as the recipe does."""
+    from toy import RandomTeacher
+
+    from speechkd.data.pipelines import make_dataset
+    from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
+
+    torch.manual_seed(0)  # the toy teachers' biases come from the global generator
+    ensemble = TeacherEnsemble([RandomTeacher(seed=0, name="first"), RandomTeacher(seed=1, name="second")])
+    datasets = {split: make_dataset(os.path.join(corpus, f"{split}.csv"), corpus, need_text=False, sort="none")
+                for split in ("train", "dev")}
+    return build_cache(ensemble, datasets, cache_folder, 4, cache_features(corpus, "clean"), batch_size=8)
