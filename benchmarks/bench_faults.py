@@ -103,11 +103,10 @@ def cache_command(workdir, folder):
 def reference_cache(workdir):
     folder = str(workdir / "reference-cache")
     shutil.rmtree(folder, ignore_errors=True)
-    begin = time.perf_counter()
     returncode, output = run(cache_command(workdir, folder), folder + ".log")
     if returncode != 0:
         raise RuntimeError(f"reference cache failed:\n{output[-2000:]}")
-    return folder, time.perf_counter() - begin
+    return folder, None
 
 
 def export_command(workdir, out, model=None):
@@ -193,16 +192,29 @@ def kill_at_random_time(command, log, seconds, rng):
 
 # ----------------------------------------------------------------------------- kill cases
 def kill_training(workdir, rng):
-    """kill -9 of a tiny student's training at a random time, then the same command again."""
-    reference, seconds = reference_student(workdir)
+    """kill -9 of a tiny student's training at a random point (after a random number of epochs, plus up to 1 s)."""
+    reference, _ = reference_student(workdir)
     folder = str(workdir / f"training-{rng.randrange(10**6)}")
     command = student_command(workdir, folder)
-    delay, killed = kill_at_random_time(command, folder + ".killed.log", seconds, rng)
-    epochs = checkpoint_epochs(os.path.join(folder, "save"))
+    epochs, extra = rng.randrange(EPOCHS), rng.uniform(0.0, 1.0)
+    proc = start(command, folder + ".killed.log")
+    killed = kill_when(proc, after(lambda: len(checkpoint_epochs(os.path.join(folder, "save"))) >= epochs, extra))
     returncode, output = run(command, folder + ".rerun.log")
     outcome, detail = weights_outcome(folder, reference, output, returncode)
-    when = f"killed at {delay:.1f} s ({len(epochs)} checkpoint(s) complete)" if killed else "ended before the kill"
+    when = f"killed {extra:.2f} s after epoch {epochs}'s checkpoint" if killed else "ended before the kill"
     return {"fault": "kill -9 during training", "outcome": outcome, "detail": f"{when}; {detail}"}
+
+
+def after(condition, seconds):
+    """A condition that holds ``seconds`` after ``condition()`` first held."""
+    since = []
+
+    def check():
+        if not since and condition():
+            since.append(time.monotonic())
+        return bool(since) and time.monotonic() - since[0] >= seconds
+
+    return check
 
 
 def kill_checkpoint_save(workdir, rng):
@@ -226,16 +238,19 @@ def kill_checkpoint_save(workdir, rng):
 
 
 def kill_caching(workdir, rng):
-    """kill -9 of a posterior-cache run (two toy teachers, shards of 5) at a random time, then again."""
-    reference, seconds = reference_cache(workdir)
+    """kill -9 of a posterior-cache run (two toy teachers, shards of 5) after a random number of shards, then again."""
+    reference, _ = reference_cache(workdir)
     folder = str(workdir / f"cache-{rng.randrange(10**6)}")
     command = cache_command(workdir, folder)
-    delay, killed = kill_at_random_time(command, folder + ".killed.log", seconds, rng)
-    shards = len(list(Path(folder).glob("shards/*.json")))
+    total = len(list(Path(reference).glob("shards/*.json")))
+    shards = rng.randrange(1, total)
+    proc = start(command, folder + ".killed.log")
+    killed = kill_when(proc, lambda: len(list(Path(folder).glob("shards/*.json"))) >= shards, poll=0.001)
     returncode, output = run(command, folder + ".rerun.log")
-    when = f"killed at {delay:.1f} s after {shards} shard(s)" if killed else "ended before the kill"
+    when = f"killed after shard {shards} of {total}" if killed else "ended before the kill"
     if returncode != 0:
-        return {"fault": "kill -9 during caching", "outcome": "lost", "detail": f"{when}; the rerun failed: {last_line(output)}"}
+        return {"fault": "kill -9 during caching", "outcome": "lost",
+                "detail": f"{when}; the rerun failed: {last_line(output)}"}
     same = cache_digest(folder) == cache_digest(reference)
     return {"fault": "kill -9 during caching", "outcome": "resumed-identical" if same else "silent",
             "detail": f"{when}; cache content and dev WER {'equal' if same else 'differ from'} the uninterrupted run's"}
@@ -247,7 +262,7 @@ def kill_pipeline(workdir, rng):
     out = str(workdir / f"pipeline-{rng.randrange(10**6)}")
     delay = rng.uniform(0.1, 0.95) * seconds
     proc = start(pipeline_command(out), out + ".killed.log")
-    end, seen = time.monotonic() + delay, set()
+    end, seen = time.monotonic() + delay, {}
 
     def due():
         seen.update(descendants(proc.pid))
@@ -268,7 +283,7 @@ def kill_pipeline(workdir, rng):
     differ = [name for name in models
               if max_difference(final_weights(f"{out}/{name}"), final_weights(f"{reference}/{name}")) != 0.0]
     return {"fault": "kill -9 of speechkd run", "outcome": "silent" if differ else "resumed-identical",
-            "detail": f"{when}; {len(seen)} child processes ended with it; "
+            "detail": f"{when}; every process it had started ended with it; "
                       + (f"weights differ: {differ}" if differ else "teachers' and baseline's weights equal the reference")}
 
 

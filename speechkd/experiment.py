@@ -10,6 +10,7 @@ An experiment folder (``results/<name>/<seed>/``) holds, besides SpeechBrain's
   and ``added_tokens``.
 """
 
+import contextlib
 import functools
 import glob
 import importlib
@@ -24,6 +25,7 @@ import speechbrain as sb
 from speechkd.checkpoints import Checkpointer
 from speechkd.data.manifest import read_manifest
 from speechkd.models.surgery import extend_output_layer
+from speechkd.stages import folder_lock
 from speechkd.text import TokenInventory
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,10 @@ RUN_PRODUCTS = ("save", MODEL_CARD, TOKENS_FILE, HPARAMS_FILE, "train_log.txt", 
 """What a training run writes into its folder, and :func:`clear_experiment` removes."""
 
 
+_HELD_LOCKS = contextlib.ExitStack()
+"""Experiment folders this process writes into; the operating system releases them when it ends."""
+
+
 def open_experiment(folder, resolved_file, overrides, restart=False):
     """SpeechBrain's ``create_experiment_directory``, once the run is known to fit the folder.
 
@@ -120,13 +126,20 @@ def open_experiment(folder, resolved_file, overrides, restart=False):
     restart : bool
         The YAML's ``restart`` (``--restart=True``).
 
+    The main process holds the folder's lock (:func:`speechkd.stages.folder_lock`)
+    until it exits, so a second run into the folder is refused, naming this one.
+
     Raises
     ------
     ValueError
         The folder holds a run with other hyperparameters and ``restart`` is False.
+    speechkd.stages.FolderLocked
+        Another run is writing into the folder.
     """
     from hyperpyyaml import resolve_references
 
+    if sb.utils.distributed.if_main_process():
+        _HELD_LOCKS.enter_context(folder_lock(folder))
     saved = os.path.join(folder, HPARAMS_FILE)
     if os.path.exists(saved) and holds_model(folder):
         with open(resolved_file, encoding="utf-8") as fin:

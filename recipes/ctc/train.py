@@ -9,7 +9,9 @@ WER is tested on every ``test_csvs`` set (``wer_<set>.txt``, ``results.json``).
     python recipes/ctc/train.py hparams/ctc/student.yaml --data_folder=data/numbers-small --seed=2
     torchrun --nproc_per_node=2 recipes/ctc/train.py hparams/ctc/student.yaml --distributed_backend=gloo
 
-A killed run resumes from its last checkpoint when rerun with the same command.
+A killed run resumes from its last checkpoint when rerun with the same command, to
+the weights an uninterrupted run gets; a rerun with other hyperparameters is refused
+(the differences named) unless ``--restart=True`` asks to start clean.
 """
 
 import os

@@ -37,6 +37,7 @@ from speechkd.distill.cache import (
 from speechkd.distill.losses import teacher_batch_from_log_probs
 from speechkd.experiment import load_model, model_name
 from speechkd.models.features import relative_lengths_to_absolute
+from speechkd.stages import folder_lock
 from speechkd.text import BLANK
 
 logger = logging.getLogger(__name__)
@@ -331,7 +332,8 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     """Run every teacher once over ``datasets`` and store top-k posteriors.
 
     Utterances already in the cache (a resumed run) are skipped; a cache made
-    from other teachers or settings is refused with the difference named.
+    from other teachers or settings is refused with the difference named; a
+    second run into a folder being written is refused, naming the first's pid.
 
     Parameters
     ----------
@@ -353,7 +355,14 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     -------
     speechkd.distill.cache.PosteriorCache
     """
-    writer = PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest))
+    with folder_lock(cache_folder):
+        write_cache(PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest)),
+                    ensemble, datasets, batch_size, dev_split)
+    return PosteriorCache.open(cache_folder)
+
+
+def write_cache(writer, ensemble, datasets, batch_size, dev_split):
+    """The work of :func:`build_cache`: every utterance not cached yet, then the dev WER, then close."""
     for split, dataset in datasets.items():
         todo = [utt for utt in dataset.data_ids if utt not in writer.done_ids]
         if not todo:
@@ -374,7 +383,6 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     if dev_split in datasets:
         writer.set_dev_wer(dev_wer_from_stored(writer, datasets[dev_split], ensemble.names))
     writer.close()
-    return PosteriorCache.open(cache_folder)
 
 
 def dev_wer_from_stored(writer, dev_set, names):

@@ -95,9 +95,9 @@ def max_difference(weights, other):
     return max(float((weights[key].double() - other[key].double()).abs().max()) for key in weights)
 
 
-def descendants(pid):
-    """Process ids of every living descendant of ``pid`` (from /proc)."""
-    children = {}
+def process_table():
+    """pid -> (parent pid, start time in clock ticks) of every living process (from /proc; zombies left out)."""
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -106,26 +106,27 @@ def descendants(pid):
             except OSError:
                 continue
             if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
+                table[int(entry)] = (int(fields[1]), int(fields[19]))
+    return table
+
+
+def descendants(pid):
+    """Every living descendant of ``pid``: pid -> start time (which tells a process from a later one with its pid)."""
+    table = process_table()
+    found, todo = {}, [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
+        parent = todo.pop()
+        for child, (ppid, started) in table.items():
+            if ppid == parent:
+                found[child] = started
+                todo.append(child)
     return found
 
 
-def alive(pids):
-    """The pids of ``pids`` still running (zombies count as ended)."""
-    living = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fin:
-                if fin.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    living.append(pid)
-        except OSError:
-            pass
-    return living
+def alive(processes):
+    """The pids of ``processes`` (pid -> start time, from :func:`descendants`) still running."""
+    table = process_table()
+    return [pid for pid, started in processes.items() if pid in table and table[pid][1] == started]
 
 
 def build_toy_cache(corpus, cache_folder):

@@ -1,5 +1,6 @@
-"""Item 2 of issue 11: a rerun into a trained folder with other hyperparameters is refused, the differences named,
-before any file of the trained model is rewritten; ``--restart=True`` starts clean; more epochs resume."""
+"""Items 2 and 6 of issue 11: a rerun into a trained folder with other hyperparameters is refused, the differences
+named, before any file of the trained model is rewritten (so is a run into a folder another run writes);
+``--restart=True`` starts clean."""
 
 import os
 import shutil
@@ -8,14 +9,15 @@ from conftest import student_overrides
 from reliability_helpers import recipe_command, run
 
 from speechkd.experiment import load_model
+from speechkd.stages import folder_lock
 
 
 def folder_bytes(folder):
-    """Relative path -> bytes of every file of an experiment folder but its append-only logs."""
+    """Relative path -> bytes of every file of an experiment folder but its append-only logs and lock."""
     found = {}
     for root, _, files in os.walk(folder):
         for name in files:
-            if name not in ("log.txt", "env.log"):
+            if name not in ("log.txt", "env.log", ".speechkd.lock"):
                 path = os.path.join(root, name)
                 with open(path, "rb") as fin:
                     found[os.path.relpath(path, folder)] = fin.read()
@@ -28,6 +30,10 @@ def test_other_hyperparameters_are_refused_then_restart_trains_from_scratch(trai
     before = folder_bytes(folder)
 
     changed = student_overrides(tiny_corpus, folder, gru_hidden=32, lr=0.01, subsampling=4)
+    with folder_lock(folder):  # another run writing into the folder
+        returncode, output = run(recipe_command("ctc/train.py", "ctc/student.yaml", changed),
+                                 str(tmp_path / "busy.log"))
+    assert returncode != 0 and f"is in use by another speechkd run (pid {os.getpid()}," in output
     returncode, output = run(recipe_command("ctc/train.py", "ctc/student.yaml", changed), str(tmp_path / "refused.log"))
 
     assert returncode != 0
