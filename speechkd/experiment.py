@@ -95,8 +95,10 @@ def student_inventory(tokens, ensemble, manifests, tokens_path):
 
 
 HPARAMS_FILE = "hyperparams.yaml"
-RESUMABLE_KEYS = ("number_of_epochs", "restart", "output_folder")
-"""Keys a rerun may change and still resume the run in its folder (train longer; start clean; a moved folder)."""
+RESUMABLE_KEYS = ("number_of_epochs", "restart", "output_folder", "checkpointer", "train_logger")
+"""Keys a rerun may change and still resume the run in its folder: train longer, start clean, a moved
+folder, how checkpoints and logs are written. A key the saved run did not have (added to the YAML
+since) is not compared either."""
 RUN_PRODUCTS = ("save", MODEL_CARD, TOKENS_FILE, HPARAMS_FILE, "train_log.txt", "results.json", "wer_*.txt")
 """What a training run writes into its folder, and :func:`clear_experiment` removes."""
 
@@ -179,11 +181,11 @@ def hparams_differences(saved_text, new_text, source_text):
         key it refers to (``!ref <key>``) changed is not named again.
     """
     old, new = yaml_values(saved_text), yaml_values(new_text)
-    changed = {key for key in {*old, *new} if old.get(key) != new.get(key)}
+    changed = {key for key in old if old[key] != new.get(key, "(absent)")}
     refers_to = {key: set(re.findall(r"<(\w+)", block)) for key, block in yaml_blocks(source_text).items()}
     return [
-        f"{key}: {old.get(key, '(absent)')} -> {new.get(key, '(absent)')}"
-        for key in [*old, *(key for key in new if key not in old)]
+        f"{key}: {old[key]} -> {new.get(key, '(absent)')}"
+        for key in old
         if key in changed and key not in RESUMABLE_KEYS and not refers_to.get(key, set()) & changed
     ]
 

@@ -64,6 +64,7 @@ def test_differences_name_what_the_user_changed_not_what_follows_from_it():
     other_lr = saved.replace("0.1", "0.5")
 
     assert hparams_differences(saved, longer, source) == []
+    assert hparams_differences(saved, saved + "new_option: 1\n", source) == []  # added to the YAML since
     assert hparams_differences(saved, other_lr, source) == ["lr: 0.1 -> 0.5"]
     assert hparams_differences(saved, saved.replace("Adam", "SGD"), source) == [
         "opt_class: !name:torch.optim.Adam {'lr': 0.1} -> !name:torch.optim.SGD {'lr': 0.1}"]
