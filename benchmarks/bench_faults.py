@@ -218,22 +218,23 @@ def after(condition, seconds):
 
 
 def kill_checkpoint_save(workdir, rng):
-    """kill -9 while a checkpoint's files are being written (a chosen epoch's save), then the same command again."""
+    """kill -9 while a drawn epoch's checkpoint files are being written, then the same command again."""
     reference, _ = reference_student(workdir)
     folder = str(workdir / f"saving-{rng.randrange(10**6)}")
     command = student_command(workdir, folder)
-    epoch = rng.randrange(1, EPOCHS)
+    epoch = rng.randrange(1, EPOCHS + 1)
     save = Path(folder) / "save"
 
     def saving():
-        return len(checkpoint_epochs(save)) + 1 >= epoch and any(save.glob("*/CKPT.yaml.pending"))
+        return max(checkpoint_epochs(save), default=0) + 1 >= epoch and any(save.glob("*/CKPT.yaml.pending"))
 
     proc = start(command, folder + ".killed.log")
     killed = kill_when(proc, saving, poll=0.001)
     caught = killed and any(not (path.parent / "CKPT.yaml").exists() for path in save.glob("*/CKPT.yaml.pending"))
+    saved = max(checkpoint_epochs(save), default=0)
     returncode, output = run(command, folder + ".rerun.log")
     outcome, detail = weights_outcome(folder, reference, output, returncode)
-    when = f"killed while writing epoch {epoch}'s checkpoint" if caught else "missed the save, killed after it"
+    when = f"killed while writing epoch {saved + 1}'s checkpoint" if caught else "missed the save, killed after it"
     return {"fault": "kill -9 while saving a checkpoint", "outcome": outcome, "detail": f"{when}; {detail}"}
 
 
