@@ -67,10 +67,12 @@ def library_env():
 
 def empty_folder(folder, keep=("stage.log",)):
     """Delete everything in ``folder`` but ``keep`` (a forced or changed stage starts from nothing)."""
-    for name in os.listdir(folder):
-        if name not in keep:
-            path = os.path.join(folder, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    for name in set(os.listdir(folder)) - set(keep):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def describe_call(partial):
