@@ -24,7 +24,7 @@ def run_recipe(script, hparams, **overrides):
     """
     args = [sys.executable, os.path.join(REPO, "recipes", script), os.path.join(REPO, "hparams", hparams)]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests", "plugins"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "tests", "plugins"), os.environ.get("PYTHONPATH", "")])}
     for key, value in overrides.items():
         args.append(f"--{key}={value}")
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, check=False)
