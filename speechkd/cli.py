@@ -71,6 +71,7 @@ def main(argv=None):
     """Entry point of the ``speechkd`` console script."""
     from speechkd.data.corpus import add_cli as add_corpus
     from speechkd.export.cli import add_cli as add_export
+    from speechkd.stages import FolderLocked
 
     parser = argparse.ArgumentParser(prog="speechkd", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -87,7 +88,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FolderLocked) as err:
         print(f"speechkd: error: {err}", file=sys.stderr)
         return 1
 

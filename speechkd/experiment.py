@@ -10,17 +10,22 @@ An experiment folder (``results/<name>/<seed>/``) holds, besides SpeechBrain's
   and ``added_tokens``.
 """
 
+import contextlib
 import functools
+import glob
 import importlib
 import json
 import logging
 import os
 import re
+import shutil
 
 import speechbrain as sb
 
+from speechkd.checkpoints import Checkpointer
 from speechkd.data.manifest import read_manifest
 from speechkd.models.surgery import extend_output_layer
+from speechkd.stages import folder_lock
 from speechkd.text import UNK, TokenInventory
 
 logger = logging.getLogger(__name__)
@@ -104,6 +109,137 @@ def student_inventory(tokens, ensemble, manifests, tokens_path):
     return inventory_for(manifests, tokens_path)
 
 
+HPARAMS_FILE = "hyperparams.yaml"
+RESUMABLE_KEYS = ("number_of_epochs", "restart", "output_folder", "checkpointer", "train_logger")
+"""Keys a rerun may change and still resume the run in its folder: train longer, start clean, a moved
+folder, how checkpoints and logs are written. A key the saved run did not have (added to the YAML
+since) is not compared either."""
+RUN_PRODUCTS = ("save", MODEL_CARD, TOKENS_FILE, HPARAMS_FILE, "train_log.txt", "results.json", "wer_*.txt")
+"""What a training run writes into its folder, and :func:`clear_experiment` removes."""
+
+
+_HELD_LOCKS = contextlib.ExitStack()
+"""Experiment folders this process writes into; the operating system releases them when it ends."""
+
+
+def open_experiment(folder, resolved_file, overrides, restart=False):
+    """SpeechBrain's ``create_experiment_directory``, once the run is known to fit the folder.
+
+    A rerun into a folder that holds a trained (or partly trained) model
+    resumes it when its hyperparameters are the ones the folder was trained
+    with (``number_of_epochs`` may grow). With other hyperparameters it is
+    refused, each difference named, before any file of the old run is
+    rewritten; with ``restart`` the old run's files (:data:`RUN_PRODUCTS`)
+    are deleted and training starts clean.
+
+    Parameters
+    ----------
+    folder : str
+        The experiment folder (``output_folder``).
+    resolved_file : str
+        The merged YAML (see :func:`load_hparams`).
+    overrides : str or dict
+        The command line's overrides, as ``sb.parse_arguments`` returns them.
+    restart : bool
+        The YAML's ``restart`` (``--restart=True``).
+
+    The main process holds the folder's lock (:func:`speechkd.stages.folder_lock`)
+    until it exits, so a second run into the folder is refused, naming this one.
+
+    Raises
+    ------
+    ValueError
+        The folder holds a run with other hyperparameters and ``restart`` is False.
+    speechkd.stages.FolderLocked
+        Another run is writing into the folder.
+    """
+    from hyperpyyaml import resolve_references
+
+    if sb.utils.distributed.if_main_process():
+        _HELD_LOCKS.enter_context(folder_lock(folder))
+    saved = os.path.join(folder, HPARAMS_FILE)
+    if os.path.exists(saved) and holds_model(folder):
+        with open(resolved_file, encoding="utf-8") as fin:
+            source_text = fin.read()
+        with open(saved, encoding="utf-8") as fin:
+            saved_text = fin.read()
+        differences = hparams_differences(saved_text, resolve_references(source_text, overrides).getvalue(),
+                                          source_text)
+        if differences and not restart:
+            raise ValueError(
+                f"{folder} holds a run trained with other hyperparameters: " + "; ".join(differences)
+                + ". Rerun with its settings to resume it, add --restart=True to delete its checkpoints "
+                "and model files and train from scratch, or choose another --output_folder"
+            )
+        if differences and sb.utils.distributed.if_main_process():
+            clear_experiment(folder)
+    sb.create_experiment_directory(folder, hyperparams_to_save=resolved_file, overrides=overrides)
+
+
+def holds_model(folder):
+    """Whether an experiment folder has a model card or a checkpoint folder."""
+    save = os.path.join(folder, "save")
+    return os.path.exists(os.path.join(folder, MODEL_CARD)) or (os.path.isdir(save) and bool(os.listdir(save)))
+
+
+def hparams_differences(saved_text, new_text, source_text):
+    """``key: old -> new`` for each top-level key the user changed (keys in :data:`RESUMABLE_KEYS` aside).
+
+    Parameters
+    ----------
+    saved_text, new_text : str
+        hyperpyyaml with references resolved (as SpeechBrain saves
+        ``hyperparams.yaml``); tags (``!new:``, ``!name:``...) are compared as
+        written, comments ignored.
+    source_text : str
+        The YAML before resolution: a key whose value changed only because a
+        key it refers to (``!ref <key>``) changed is not named again.
+    """
+    old, new = yaml_values(saved_text), yaml_values(new_text)
+    changed = {key for key in old if old[key] != new.get(key, "(absent)")}
+    refers_to = {key: set(re.findall(r"<(\w+)", block)) for key, block in yaml_blocks(source_text).items()}
+    return [
+        f"{key}: {old[key]} -> {new.get(key, '(absent)')}"
+        for key in old
+        if key in changed and key not in RESUMABLE_KEYS and not refers_to.get(key, set()) & changed
+    ]
+
+
+def yaml_values(text):
+    """Top-level mapping of hyperpyyaml text, tagged nodes kept as ``"!tag value"`` (nothing is built)."""
+    import yaml
+
+    class TaggedLoader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            value = loader.construct_mapping(node, deep=True)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_scalar(node)
+        return f"!{suffix} {value}".rstrip()
+
+    TaggedLoader.add_multi_constructor("!", tagged)
+    return yaml.load(text, Loader=TaggedLoader) or {}
+
+
+def clear_experiment(folder):
+    """Delete a training run's files (:data:`RUN_PRODUCTS`) from its folder; ``log.txt`` is kept.
+
+    A folder (``save``) is emptied, not removed: the YAML's checkpointer already made it.
+    """
+    for pattern in RUN_PRODUCTS:
+        for path in glob.glob(os.path.join(folder, pattern)):
+            logger.warning("restart: deleting %s", path)
+            if os.path.isdir(path):
+                for child in os.listdir(path):
+                    shutil.rmtree(os.path.join(path, child))
+            else:
+                os.remove(path)
+
+
 def build_model(model_factory, inventory, folder, name=None):
     """Instantiate the YAML's ``model`` (a ``!name:`` partial) and write ``model.json``.
 
@@ -174,9 +310,7 @@ def load_model(folder, device="cpu", min_key="WER"):
     if inventory.fingerprint != card["tokens_fingerprint"]:
         raise ValueError(f"{folder}: tokens.txt does not match the inventory the model was built with")
     model = model_class(n_tokens=len(inventory), **card["kwargs"])
-    checkpointer = sb.utils.checkpoints.Checkpointer(
-        os.path.join(folder, "save"), recoverables={"model": model}
-    )
+    checkpointer = Checkpointer(os.path.join(folder, "save"), recoverables={"model": model})
     checkpoint = checkpointer.find_checkpoint(min_key=min_key)
     if checkpoint is None:
         raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")

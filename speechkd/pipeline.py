@@ -12,17 +12,22 @@ rerun with unchanged inputs; see :mod:`speechkd.stages`):
     export            ONNX fp32/int8 + streaming + TorchScript of the distilled student, parity-checked
     report            report.md, results.json, wer_vs_size.png, curves.png
 
-Every stage writes under ``<output_folder>/<stage>/``.
+Every stage writes under ``<output_folder>/<stage>/``. A stage forced, or
+whose settings changed, trains from scratch (its folder is emptied first); a
+stage killed midway resumes. One run at a time holds ``<output_folder>``
+(a second is refused, naming the first one's pid), and killing the run ends
+the stage and recipe processes it started.
 """
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 
 from speechkd.experiment import load_hparams
 from speechkd.report import record_stage_seconds
-from speechkd.stages import Stage, run_stages
+from speechkd.stages import LOCK_HELD_ENV, Stage, folder_lock, run_stages, spawn
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,10 +61,26 @@ def run_recipe(script, hparams_file, overrides, threads=1):
         Torch CPU threads of the recipe process (``OMP_NUM_THREADS``).
     """
     command = [sys.executable, os.path.join(REPO_ROOT, script), hparams_file, *overrides_to_argv(overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           # the recipe imports this speechkd, not another checkout installed in the same venv
-           "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
-    subprocess.run(command, env=env, check=True)
+    env = {**library_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    returncode = spawn(command, env=env).wait()
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, command)
+
+
+def library_env():
+    """This process's environment, with this speechkd first on ``PYTHONPATH`` (a recipe imports the same library)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, path] if path else [REPO_ROOT])}
+
+
+def empty_folder(folder, keep=("stage.log",)):
+    """Delete everything in ``folder`` but ``keep`` (a forced or changed stage starts from nothing)."""
+    for name in set(os.listdir(folder)) - set(keep):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def describe_call(partial):
@@ -147,7 +168,8 @@ class Pipeline:
 
         config = {**recipe_config(hparams_file, overrides), "script": script, "threads": threads,
                   **({"inputs": inputs} if inputs else {})}
-        return Stage(name, folder, run, config, after=after, parallel=parallel)
+        return Stage(name, folder, run, config, after=after, parallel=parallel,
+                     restart=lambda: empty_folder(folder))
 
     def stages(self):
         stages = [Stage("corpus", self.folder("corpus"), self.build_corpus,
@@ -238,15 +260,16 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
                    "--workers=1", "--from", stage.name, "--to", stage.name]
         if stage.name in force:
             command += ["--force", stage.name]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**library_env(), "OMP_NUM_THREADS": "1", LOCK_HELD_ENV: os.path.abspath(pipeline.out)}
         with open(os.path.join(stage.folder, "stage.log"), "w") as log:  # the child keeps its copy
-            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            return spawn(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-    try:
-        status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
-                            workers=hparams["workers"], timings=pipeline.timings)
-    finally:  # a failed run keeps the times of the stages it finished
-        record_stage_seconds(pipeline.out, pipeline.timings)
+    with folder_lock(pipeline.out):
+        try:
+            status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
+                                workers=hparams["workers"], timings=pipeline.timings)
+        finally:  # a failed run keeps the times of the stages it finished
+            record_stage_seconds(pipeline.out, pipeline.timings)
     return pipeline, status
 
 

@@ -5,19 +5,37 @@ records the fingerprint of what it was run from (its configuration and the
 fingerprints of the stages it depends on). A rerun skips a stage whose
 ``.done`` matches; a changed input, or ``force``, reruns it and, through the
 fingerprints, everything downstream.
+
+A stage that starts records the fingerprint it runs with in ``.started``: a
+rerun after a kill resumes the stage's work when that fingerprint still
+holds, and otherwise (``force``, or inputs changed since) calls the stage's
+``restart`` first, so nothing trained under other settings is reloaded.
+
+A whole run holds a lock on its output folder (:func:`folder_lock`), and the
+processes it starts (:func:`spawn`) end when it ends, even by ``kill -9``.
 """
 
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 import traceback
 
 logger = logging.getLogger(__name__)
 
 DONE_FILE = ".done"
+STARTED_FILE = ".started"
+LOCK_FILE = ".speechkd.lock"
+LOCK_HELD_ENV = "SPEECHKD_LOCK_HELD"
+"""Set (to the locked folder) in the processes a run starts: they work under their parent's lock."""
 
 
 @dataclasses.dataclass
@@ -40,6 +58,10 @@ class Stage:
     parallel : bool
         May run in its own process beside neighbouring parallel stages
         (see ``launch`` in :func:`run_stages`).
+    restart : callable, optional
+        ``restart()`` removes the stage's partial work; called before a run
+        that must start clean (forced, or inputs changed since it last
+        started). Without it the stage's ``run`` always starts clean itself.
     """
 
     name: str
@@ -48,10 +70,15 @@ class Stage:
     config: object
     after: tuple = ()
     parallel: bool = False
+    restart: object = None
 
 
 class StageFailed(RuntimeError):
     """A stage raised; the message names the stage and its log."""
+
+
+class FolderLocked(RuntimeError):
+    """Another run holds the output folder; the message names its process id."""
 
 
 def fingerprint(payload):
@@ -60,12 +87,18 @@ def fingerprint(payload):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_done(folder):
-    path = os.path.join(folder, DONE_FILE)
+def read_done(folder, marker=DONE_FILE):
+    """The fingerprint in a stage folder's ``.done`` (or other ``marker``), None when absent."""
+    path = os.path.join(folder, marker)
     if not os.path.exists(path):
         return None
     with open(path) as fin:
         return fin.read().strip()
+
+
+def must_start_clean(folder, stage_print):
+    """Whether a stage's folder holds work done under another fingerprint (finished or started)."""
+    return any(read_done(folder, marker) not in (None, stage_print) for marker in (DONE_FILE, STARTED_FILE))
 
 
 def upstream_of(stages, names):
@@ -145,7 +178,7 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                 status[member.name] = "done"
                 ran.add(member.name)
             continue
-        seconds = run_one(stage, prints[stage.name], echo)
+        seconds = run_one(stage, prints[stage.name], echo, fresh=forced)
         if timings is not None:
             timings[stage.name] = seconds
         status[stage.name] = "done"
@@ -162,8 +195,12 @@ def stage_fingerprints(stages):
     return prints
 
 
-def run_one(stage, stage_print, echo):
+def run_one(stage, stage_print, echo, fresh=False):
     """Run one stage in this process and write its ``.done`` marker.
+
+    The stage resumes its own partial work (a killed run) unless ``fresh`` or
+    its folder holds work under another fingerprint: then ``stage.restart()``
+    clears it first.
 
     Returns
     -------
@@ -178,9 +215,14 @@ def run_one(stage, stage_print, echo):
     begin = time.perf_counter()
     echo(f"[{stage.name}] running ...")
     os.makedirs(stage.folder, exist_ok=True)
+    if stage.restart is not None and (fresh or must_start_clean(stage.folder, stage_print)):
+        echo(f"[{stage.name}] starting clean (forced, or its inputs changed)")
+        stage.restart()
     marker = os.path.join(stage.folder, DONE_FILE)
     if os.path.exists(marker):
         os.remove(marker)
+    with open(os.path.join(stage.folder, STARTED_FILE), "w") as fout:
+        fout.write(stage_print + "\n")
     try:
         stage.run()
     except Exception as err:
@@ -220,24 +262,84 @@ def run_parallel(group, launch, workers, prints, echo):
     """
     pending, running, finished = list(group), [], {}
     begin = time.perf_counter()
-    while pending or running:
-        while pending and len(running) < workers:
-            stage = pending.pop(0)
-            os.makedirs(stage.folder, exist_ok=True)
-            echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
-            running.append((stage, launch(stage)))
-        time.sleep(0.5)
-        for stage, proc in list(running):
-            if proc.poll() is None:
-                continue
-            running.remove((stage, proc))
-            if proc.returncode != 0 or read_done(stage.folder) != prints[stage.name]:
-                for _, other in running:
-                    other.terminate()
-                raise StageFailed(
-                    f"stage '{stage.name}' failed (exit code {proc.returncode}; log in "
-                    f"{stage.folder}/stage.log; rerun the same command to continue from this stage)"
-                )
-            finished[stage.name] = time.perf_counter() - begin
-            echo(f"[{stage.name}] done at {finished[stage.name]:.1f} s")
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                stage = pending.pop(0)
+                os.makedirs(stage.folder, exist_ok=True)
+                echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
+                running.append((stage, launch(stage)))
+            time.sleep(0.5)
+            for stage, proc in list(running):
+                if proc.poll() is None:
+                    continue
+                running.remove((stage, proc))
+                if proc.returncode != 0 or read_done(stage.folder) != prints[stage.name]:
+                    raise StageFailed(
+                        f"stage '{stage.name}' failed (exit code {proc.returncode}; log in "
+                        f"{stage.folder}/stage.log; rerun the same command to continue from this stage)"
+                    )
+                finished[stage.name] = time.perf_counter() - begin
+                echo(f"[{stage.name}] done at {finished[stage.name]:.1f} s")
+    finally:  # a failure, or an interrupt of this process: the others stop too
+        for _, proc in running:
+            proc.terminate()
     return finished
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold ``<folder>/.speechkd.lock`` (``fcntl.flock``) while the block runs.
+
+    The operating system releases the lock when the holder ends, however it
+    ends. A process started by the holder (``LOCK_HELD_ENV`` naming the
+    folder) works under the holder's lock.
+
+    Raises
+    ------
+    FolderLocked
+        Another process holds the lock; the message names its pid.
+    """
+    folder = os.path.abspath(folder)
+    if os.environ.get(LOCK_HELD_ENV) == folder:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_FILE)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderLocked(
+                f"{folder} is in use by another speechkd run (pid {holder}, lock {path}); wait for it to "
+                "end or stop it, or write to another --output_folder"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def spawn(command, **popen_kwargs):
+    """``subprocess.Popen(command)`` whose process ends when this one ends (Linux: ``PR_SET_PDEATHSIG``).
+
+    So killing a run, even with ``kill -9``, leaves no stage or recipe running
+    as an orphan: each process started this way gets SIGTERM when its parent
+    dies, and passes it on to the processes it started the same way.
+    """
+    if sys.platform.startswith("linux"):
+        popen_kwargs["preexec_fn"] = functools.partial(die_with_parent, os.getpid())
+    return subprocess.Popen(command, **popen_kwargs)
+
+
+def die_with_parent(parent_pid):
+    """In a just-forked child: ask the kernel for SIGTERM when the parent dies (and exit if it already has)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(1)

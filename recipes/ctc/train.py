@@ -9,7 +9,9 @@ WER is tested on every ``test_csvs`` set (``wer_<set>.txt``, ``results.json``).
     python recipes/ctc/train.py hparams/ctc/student.yaml --data_folder=data/numbers-small --seed=2
     torchrun --nproc_per_node=2 recipes/ctc/train.py hparams/ctc/student.yaml --distributed_backend=gloo
 
-A killed run resumes from its last checkpoint when rerun with the same command.
+A killed run resumes from its last checkpoint when rerun with the same command, to
+the weights an uninterrupted run gets; a rerun with other hyperparameters is refused
+(the differences named) unless ``--restart=True`` asks to start clean.
 """
 
 import os
@@ -19,14 +21,13 @@ import speechbrain as sb
 
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.pipelines import make_dataset, test_sets
-from speechkd.experiment import build_model, inventory_for, load_hparams
+from speechkd.experiment import build_model, inventory_for, load_hparams, open_experiment
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
-                                   overrides=overrides)
+    open_experiment(hparams["output_folder"], resolved_file, overrides, restart=hparams["restart"])
 
     # Data preparation: whatever function the YAML names, on the main process only
     sb.utils.distributed.run_on_main(hparams["prepare"])

@@ -21,14 +21,19 @@ import speechbrain as sb
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, load_hparams, run_device, student_inventory
+from speechkd.experiment import (
+    build_model,
+    load_hparams,
+    open_experiment,
+    run_device,
+    student_inventory,
+)
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
-                                   overrides=overrides)
+    open_experiment(hparams["output_folder"], resolved_file, overrides, restart=hparams["restart"])
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     # Teachers: run online, or their posterior cache (refused unless made from exactly these teachers)

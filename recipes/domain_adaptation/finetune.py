@@ -19,14 +19,13 @@ import speechbrain as sb
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import labelled_subset, subset_manifest
-from speechkd.experiment import MODEL_CARD, TOKENS_FILE, load_hparams, load_model
+from speechkd.experiment import MODEL_CARD, TOKENS_FILE, load_hparams, load_model, open_experiment
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
-                                   overrides=overrides)
+    open_experiment(hparams["output_folder"], resolved_file, overrides, restart=hparams["restart"])
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     # The source model, its card and tokens: the fine-tuned model is the same model

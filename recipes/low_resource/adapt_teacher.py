@@ -19,7 +19,13 @@ import speechbrain as sb
 from speechkd.brains.distill import DistillBrain
 from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset, test_sets
-from speechkd.experiment import TOKENS_FILE, adapted_model, load_hparams, write_adapted_card
+from speechkd.experiment import (
+    TOKENS_FILE,
+    adapted_model,
+    load_hparams,
+    open_experiment,
+    write_adapted_card,
+)
 from speechkd.metrics import write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.surgery import freeze_for_adaptation
@@ -30,8 +36,7 @@ if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
-                                   overrides=overrides)
+    open_experiment(hparams["output_folder"], resolved_file, overrides, restart=hparams["restart"])
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     # The pooled teacher, its inventory and output layer extended to the target's characters

@@ -24,7 +24,13 @@ from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import concat_manifests, subset_manifest
 from speechkd.distill.filtering import agreement_filter, cache_agreement_scores
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.experiment import build_model, inventory_for, load_hparams, run_device
+from speechkd.experiment import (
+    build_model,
+    inventory_for,
+    load_hparams,
+    open_experiment,
+    run_device,
+)
 from speechkd.metrics import write_results_json
 
 
@@ -55,8 +61,7 @@ if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file,
-                                   overrides=overrides)
+    open_experiment(hparams["output_folder"], resolved_file, overrides, restart=hparams["restart"])
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     # Teachers: the adapted ensemble run online, or its posterior cache (refused unless made from

@@ -493,6 +493,10 @@ class PosteriorCacheWriter:
             self.flush()
         return True
 
+    def stored_errors(self, utt_id: str) -> list[list[float]] | None:
+        """Per teacher ``[wer, cer]`` committed for an utterance (any run), None if none were stored."""
+        return self._errors.get(utt_id)
+
     def set_dev_wer(self, dev_wer: dict[str, float] | Sequence[float]) -> None:
         """Record each teacher's dev-set WER (percent), for the ``weighted`` strategy."""
         names = [t["name"] for t in self.meta["teachers"]]

@@ -37,6 +37,7 @@ from speechkd.distill.cache import (
 from speechkd.distill.losses import teacher_batch_from_log_probs
 from speechkd.experiment import load_model, model_name
 from speechkd.models.features import relative_lengths_to_absolute
+from speechkd.stages import folder_lock
 from speechkd.text import BLANK
 
 logger = logging.getLogger(__name__)
@@ -344,7 +345,8 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     """Run every teacher once over ``datasets`` and store top-k posteriors.
 
     Utterances already in the cache (a resumed run) are skipped; a cache made
-    from other teachers or settings is refused with the difference named.
+    from other teachers or settings is refused with the difference named; a
+    second run into a folder being written is refused, naming the first's pid.
 
     Parameters
     ----------
@@ -366,8 +368,14 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
     -------
     speechkd.distill.cache.PosteriorCache
     """
-    writer = PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest))
-    dev_errors = {name: [0.0, 0] for name in ensemble.names}
+    with folder_lock(cache_folder):
+        write_cache(PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest)),
+                    ensemble, datasets, batch_size, dev_split)
+    return PosteriorCache.open(cache_folder)
+
+
+def write_cache(writer, ensemble, datasets, batch_size, dev_split):
+    """The work of :func:`build_cache`: every utterance not cached yet, then the dev WER, then close."""
     for split, dataset in datasets.items():
         todo = [utt for utt in dataset.data_ids if utt not in writer.done_ids]
         if not todo:
@@ -379,19 +387,49 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
                 if utt_id in writer.done_ids:
                     continue
                 errors = []
-                for name, teacher, (log_probs, frames) in zip(ensemble.names, ensemble.teachers, outputs):
+                for teacher, (log_probs, frames) in zip(ensemble.teachers, outputs):
                     hyp = teacher.decode(ctc_greedy(log_probs[row : row + 1], frames[row : row + 1],
                                                     teacher.blank_index)[0])
                     errors.append(utterance_errors(batch.wrd[row], hyp))
-                    if split == dev_split:
-                        ref_words = max(len(batch.wrd[row].split()), 1)
-                        dev_errors[name][0] += errors[-1]["wer"] * ref_words / 100.0
-                        dev_errors[name][1] += ref_words
                 writer.add(utt_id, [lp[row, : n[row]] for lp, n in outputs], errors_per_teacher=errors)
-    if all(count for _, count in dev_errors.values()):
-        writer.set_dev_wer({name: 100.0 * e / n for name, (e, n) in dev_errors.items()})
+    writer.flush()
+    if dev_split in datasets:
+        writer.set_dev_wer(dev_wer_from_stored(writer, datasets[dev_split], ensemble.names))
     writer.close()
-    return PosteriorCache.open(cache_folder)
+
+
+def dev_wer_from_stored(writer, dev_set, names):
+    """Each teacher's dev WER (percent) from the per-utterance errors stored in the cache's shards.
+
+    Computed over every dev utterance, whichever run cached it, so a run
+    resumed after a kill (or a finished cache whose WER was never written)
+    gets the WER of the whole dev set.
+
+    Parameters
+    ----------
+    writer : speechkd.distill.cache.PosteriorCacheWriter
+        With every dev utterance committed.
+    dev_set : DynamicItemDataset
+        The dev split (its ``wrd`` weights each utterance by its words).
+    names : list of str
+        Teacher names, in the cache's order.
+
+    Returns
+    -------
+    dict
+        Teacher name -> WER in percent.
+    """
+    errors, words = [0.0] * len(names), 0
+    for utt_id in dev_set.data_ids:
+        stored = writer.stored_errors(utt_id)
+        if stored is None:
+            raise ValueError(f"{writer.folder}: no teacher errors stored for dev utterance {utt_id}; "
+                             "delete the cache folder to rebuild it")
+        ref_words = max(len(dev_set.data[utt_id]["wrd"].split()), 1)
+        words += ref_words
+        for index, (wer, _cer) in enumerate(stored):
+            errors[index] += wer * ref_words / 100.0
+    return {name: 100.0 * errors[index] / max(words, 1) for index, name in enumerate(names)}
 
 
 @torch.no_grad()
