@@ -70,6 +70,10 @@ def inventory_for(manifests, tokens_path):
         inventory = TokenInventory.load(corpus_tokens)
     else:  # the same on every process; the main one saves it
         train, *others = texts.values()
+        if not any(text.strip() for text in train):
+            raise ValueError(f"{manifests[0]} has no transcripts to build the token inventory from "
+                             "(evaluation text never defines it); give a labelled training manifest, "
+                             "a prepared corpus with tokens.txt, or student_tokens: teachers")
         inventory, report = TokenInventory.from_training_texts(
             train, other_texts=[text for path_texts in others for text in path_texts])
         if report["unseen"]:

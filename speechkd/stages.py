@@ -35,6 +35,8 @@ DONE_FILE = ".done"
 STARTED_FILE = ".started"
 LOCK_FILE = ".speechkd.lock"
 LOCK_HELD_ENV = "SPEECHKD_LOCK_HELD"
+_LOCKED_HERE = set()
+"""(pid, folder) of the locks this process holds: taking one again is a no-op (a forked child holds none)."""
 """Set (to the locked folder) in the processes a run starts: they work under their parent's lock."""
 
 
@@ -293,7 +295,8 @@ def folder_lock(folder):
 
     The operating system releases the lock when the holder ends, however it
     ends. A process started by the holder (``LOCK_HELD_ENV`` naming the
-    folder) works under the holder's lock.
+    folder), or a nested block of the holder itself, works under the
+    holder's lock.
 
     Raises
     ------
@@ -301,7 +304,7 @@ def folder_lock(folder):
         Another process holds the lock; the message names its pid.
     """
     folder = os.path.abspath(folder)
-    if os.environ.get(LOCK_HELD_ENV) == folder:
+    if os.environ.get(LOCK_HELD_ENV) == folder or (os.getpid(), folder) in _LOCKED_HERE:
         yield
         return
     os.makedirs(folder, exist_ok=True)
@@ -318,7 +321,11 @@ def folder_lock(folder):
             ) from None
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-        yield
+        _LOCKED_HERE.add((os.getpid(), folder))
+        try:
+            yield
+        finally:
+            _LOCKED_HERE.discard((os.getpid(), folder))
     finally:
         os.close(descriptor)
 

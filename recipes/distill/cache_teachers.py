@@ -17,13 +17,12 @@ import speechbrain as sb
 
 from speechkd.data.pipelines import make_dataset, refuse_conflicting_ids
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
-from speechkd.experiment import load_hparams, run_device
+from speechkd.experiment import load_hparams, open_experiment, run_device
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
-    sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=resolved_file,
-                                   overrides=overrides)
+    open_experiment(hparams["cache_folder"], resolved_file, overrides)  # holds the folder from here on
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))

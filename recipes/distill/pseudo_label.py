@@ -20,21 +20,26 @@ import speechbrain as sb
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.data.pipelines import make_dataset
 from speechkd.distill.transcripts import filter_pseudo_labels, transcribe_dataset
-from speechkd.experiment import load_hparams
+from speechkd.experiment import load_hparams, open_experiment
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
     out = hparams["output_folder"]
-    sb.create_experiment_directory(out, hyperparams_to_save=resolved_file, overrides=overrides)
+    open_experiment(out, resolved_file, overrides)  # one run at a time writes its transcripts
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
-    # The unlabelled rows the teacher speaks the language of
+    # The unlabelled rows the teacher speaks the language of (a labelled row keeps its own transcript)
+    labelled = read_manifest(hparams["labelled_csv"]) if hparams["labelled_csv"] else []
+    labelled_ids = {row["ID"] for row in labelled}
     rows = [row for row in read_manifest(hparams["unlabelled_csv"], allow_empty_wrd=True)
-            if row["lang"] in hparams["languages"]]
+            if row["lang"] in hparams["languages"] and row["ID"] not in labelled_ids]
     subset = os.path.join(out, "unlabelled.csv")
     write_manifest(subset, rows)
     dataset = make_dataset(subset, hparams["data_folder"], need_text=False, sort="ascending")
+    usable = set(dataset.data_ids)  # rows with unusable audio were skipped and counted by make_dataset
+    unusable = len(rows) - len(usable)
+    rows = [row for row in rows if row["ID"] in usable]
 
     transcripts = transcribe_dataset(hparams["transcript_teacher"], dataset, os.path.join(out, "transcripts"),
                                      hparams["batch_size"])
@@ -43,11 +48,11 @@ if __name__ == "__main__":
                       transcribe_dataset(second, dataset, os.path.join(out, "second_opinion"), hparams["batch_size"]))
     kept, dropped = filter_pseudo_labels(rows, transcripts, hparams["min_confidence"], second_opinion,
                                          hparams["max_disagreement"])
+    dropped["unusable audio"] = unusable
 
-    labelled = read_manifest(hparams["labelled_csv"]) if hparams["labelled_csv"] else []
     write_manifest(os.path.join(out, "train.csv"), labelled + kept)
     summary = {"labelled": len(labelled), "pseudo_labelled": len(kept), "dropped": dropped}
     with open(os.path.join(out, "pseudo_labels.json"), "w") as fout:
         json.dump(summary, fout, indent=1)
-    print(f"pseudo-labelled {len(kept)} of {len(rows)} utterances (dropped: {dropped}); "
+    print(f"pseudo-labelled {len(kept)} of {len(rows) + unusable} utterances (dropped: {dropped}); "
           f"{len(labelled)} labelled rows kept; manifest: {os.path.join(out, 'train.csv')}")

@@ -44,9 +44,8 @@ if __name__ == "__main__":
     )
 
     # The student, with the teachers' tokens or its own
-    labelled = [hparams["train_csv"]] if hparams["objective"].needs_transcripts else []
     inventory = student_inventory(hparams["student_tokens"], ensemble,
-                                  [*labelled, hparams["valid_csv"], *hparams["test_csvs"]],
+                                  [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]],
                                   os.path.join(hparams["output_folder"], "tokens.txt"))
     model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
     hparams["checkpointer"].add_recoverable("model", model)

@@ -133,6 +133,11 @@ class DistillBrain(sb.Brain):
         """``batch_size`` and ``shuffle``, or a duration-bucketed batch sampler when the YAML's
         ``dynamic_batching`` is set (the keyword arguments of SpeechBrain's
         ``DynamicBatchSampler``, e.g. ``{max_batch_length: 300, num_buckets: 30}``, in seconds).
+
+        The sampler is seeded with the YAML's ``seed`` and becomes the Brain's
+        ``train_sampler``, so SpeechBrain calls its ``set_epoch`` before every
+        epoch: each epoch's batches are a function of (seed, epoch), and a
+        resumed run draws the same ones as an uninterrupted run.
         """
         dynamic = getattr(self.hparams, "dynamic_batching", None)
         if not dynamic:
@@ -140,7 +145,8 @@ class DistillBrain(sb.Brain):
         ordering = self.hparams.sorting if self.hparams.sorting in ("random", "descending") else "ascending"
         sampler = sb.dataio.sampler.DynamicBatchSampler(
             train_set, length_func=lambda item: item["duration"], shuffle=ordering == "random",
-            batch_ordering=ordering, **dynamic)
+            batch_ordering=ordering, **{"seed": self.hparams.seed, **dynamic})
+        self.train_sampler = sampler  # under DDP, SpeechBrain wraps it and replaces this
         return {"batch_sampler": sampler}
 
     def evaluate(self, test_set, name="test", min_key="WER", **kwargs):

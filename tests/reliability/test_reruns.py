@@ -68,3 +68,17 @@ def test_differences_name_what_the_user_changed_not_what_follows_from_it():
     assert hparams_differences(saved, other_lr, source) == ["lr: 0.1 -> 0.5"]
     assert hparams_differences(saved, saved.replace("Adam", "SGD"), source) == [
         "opt_class: !name:torch.optim.Adam {'lr': 0.1} -> !name:torch.optim.SGD {'lr': 0.1}"]
+
+
+def test_a_cache_run_into_a_busy_folder_is_refused_before_it_writes_anything(tiny_corpus, tmp_path):
+    cache_folder = tmp_path / "cache"
+    cache_folder.mkdir()
+    (cache_folder / "hyperparams.yaml").write_text("the running cache's settings\n")
+    overrides = {"data_folder": tiny_corpus, "corpus_size": "tiny", "cache_folder": str(cache_folder)}
+
+    with folder_lock(cache_folder):
+        returncode, output = run(recipe_command("distill/cache_teachers.py", "distill/cache.yaml", overrides),
+                                 str(tmp_path / "busy.log"))
+
+    assert returncode != 0 and f"is in use by another speechkd run (pid {os.getpid()}," in output
+    assert (cache_folder / "hyperparams.yaml").read_text() == "the running cache's settings\n"
