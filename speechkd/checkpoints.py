@@ -125,6 +125,11 @@ class Checkpointer(sb.utils.checkpoints.Checkpointer):
                                "delete the folder to silence this)", ckpt_dir, problem)
         return complete
 
+    def incomplete_checkpoints(self):
+        """``[(folder, why)]`` of the checkpoints :meth:`list_checkpoints` skips."""
+        found = ((ckpt_dir, self.incomplete_reason(ckpt_dir)) for ckpt_dir in self._list_checkpoint_dirs())
+        return [(ckpt_dir, problem) for ckpt_dir, problem in found if problem is not None]
+
     def incomplete_reason(self, ckpt_dir):
         """Why the checkpoint in ``ckpt_dir`` cannot be loaded, or None when it is complete.
 

@@ -317,11 +317,9 @@ def load_model(folder, device="cpu", min_key="WER"):
     checkpointer = Checkpointer(os.path.join(folder, "save"), recoverables={"model": model})
     checkpoint = checkpointer.find_checkpoint(min_key=min_key)
     if checkpoint is None:
-        raise FileNotFoundError(f"{folder}/save holds no checkpoint with '{min_key}'")
-    weights = os.path.join(checkpoint.path, "model.ckpt")  # SpeechBrain names it after the recoverable
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"file not found: {weights} (the model's weights in its best checkpoint); "
-                                "restore it or retrain the model")
+        skipped = "".join(f"; {ckpt_dir}: {problem}" for ckpt_dir, problem in checkpointer.incomplete_checkpoints())
+        raise FileNotFoundError(f"{folder}/save holds no complete checkpoint with '{min_key}'{skipped}")
+    weights = os.path.join(checkpoint.path, "model.ckpt")  # present: the Checkpointer skips checkpoints without it
     try:
         checkpointer.load_checkpoint(checkpoint)
     except Exception as err:  # noqa: BLE001 - torch.load raises many types for a damaged file

@@ -5,8 +5,11 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from reliability_helpers import REPO, build_toy_cache, run
+
+from speechkd.distill.cache import _atomic_sealed_json, read_sealed_json
 
 # Caches in shards of 5 utterances and dies by SIGKILL right after committing the 2nd dev shard.
 KILLED_AFTER_DEV_SHARDS = textwrap.dedent("""
@@ -43,9 +46,8 @@ def test_dev_wer_covers_every_dev_utterance_after_a_kill_and_a_missing_one_is_re
     assert build_toy_cache(tiny_corpus, folder).dev_wer == reference
     assert len(set(reference.values())) == 2  # two teachers, two different WERs
 
-    errors_path = os.path.join(folder, "teacher_errors.json")
-    with open(errors_path) as fin:
-        errors = json.load(fin)
-    with open(errors_path, "w") as fout:  # what a kill after the last shard left before
-        json.dump({**errors, "dev_wer": None}, fout)
+    errors_path = Path(folder) / "teacher_errors.json"
+    errors = {key: value for key, value in read_sealed_json(errors_path).items() if key != "sha256"}
+    # what a kill after the last shard left before: a complete cache, sealed, without dev WERs
+    _atomic_sealed_json(errors_path, {**errors, "dev_wer": None})
     assert build_toy_cache(tiny_corpus, folder).dev_wer == reference
