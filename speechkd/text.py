@@ -343,13 +343,18 @@ class TokenInventory:
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Characters of ``ids``, blanks skipped (no CTC collapsing here)."""
+        """Text of ``ids``: blanks and ``<unk>`` skipped (no CTC collapsing here).
+
+        ``<unk>`` is left out because it is no text: written literally it
+        would reach transcripts, pseudo-labels and WER hypotheses, and
+        :func:`normalize` would turn it into the word ``unk``.
+        """
         out = []
         for i in ids:
             i = int(i)
             if not 0 <= i < len(self.symbols):
                 raise ValueError(f"token id {i} out of range for {len(self.symbols)} symbols")
-            if i != self.blank_index:
+            if i != self.blank_index and i != self.unk_index:
                 out.append(self.symbols[i])
         return "".join(out)
 

@@ -38,6 +38,8 @@ import onnxruntime as ort
 import soundfile as sf
 
 BLANK_INDEX = 0
+UNK = "<unk>"
+"""Stands for characters the training inventory lacked; never written in a transcript."""
 
 
 class AudioInputError(ValueError):
@@ -82,8 +84,8 @@ def ctc_greedy_ids(
 
 
 def ids_to_text(ids: Sequence[int], tokens: Sequence[str], blank: int = BLANK_INDEX) -> str:
-    """Characters of ``ids`` (blanks skipped), as ``TokenInventory.decode``."""
-    return "".join(tokens[i] for i in ids if i != blank)
+    """Characters of ``ids`` (blanks and ``<unk>`` skipped), as ``TokenInventory.decode``."""
+    return "".join(tokens[i] for i in ids if i != blank and tokens[i] != UNK)
 
 
 # --------------------------------------------------------------------------- audio
