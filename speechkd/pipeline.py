@@ -171,9 +171,23 @@ class Pipeline:
         return Stage(name, folder, run, config, after=after, parallel=parallel,
                      restart=lambda: empty_folder(folder))
 
+    def corpus_stage(self):
+        """The ``corpus`` stage. A real corpus (``recipes_read_prepared``) forced or with changed
+        settings starts from an empty ``data_folder`` (:func:`~speechkd.data.corpora.common.clear_prepared`):
+        its preparation would otherwise find its ``prepare.done`` and reuse the old audio. The
+        embedded corpus checks its own content (``corpus.json``) and needs no restart."""
+        restart = None
+        if self.hparams.get("recipes_read_prepared", False):
+            from speechkd.data.corpora.common import clear_prepared
+
+            def restart():
+                clear_prepared(self.data["data_folder"])
+
+        return Stage("corpus", self.folder("corpus"), self.build_corpus,
+                     {**self.data, "prepare": describe_call(self.hparams["prepare"])}, restart=restart)
+
     def stages(self):
-        stages = [Stage("corpus", self.folder("corpus"), self.build_corpus,
-                        {**self.data, "prepare": describe_call(self.hparams["prepare"])})]
+        stages = [self.corpus_stage()]
         teacher_stages = []
         for name, spec in self.hparams["teachers"].items():
             stage = self.recipe_stage(f"teacher_{name}", "recipes/ctc/train.py", spec, {"name": name},
