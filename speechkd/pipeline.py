@@ -27,9 +27,15 @@ import sys
 
 from speechkd.experiment import load_hparams
 from speechkd.report import record_stage_seconds
-from speechkd.stages import LOCK_HELD_ENV, Stage, folder_lock, run_stages, spawn
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from speechkd.stages import (
+    LOCK_HELD_ENV,
+    REPO_ROOT,
+    Stage,
+    folder_lock,
+    library_env,
+    run_stages,
+    spawn,
+)
 
 
 class YamlText(str):
@@ -65,12 +71,6 @@ def run_recipe(script, hparams_file, overrides, threads=1):
     returncode = spawn(command, env=env).wait()
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)
-
-
-def library_env():
-    """This process's environment, with this speechkd first on ``PYTHONPATH`` (a recipe imports the same library)."""
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, path] if path else [REPO_ROOT])}
 
 
 def empty_folder(folder, keep=("stage.log",)):
