@@ -47,6 +47,7 @@ import numpy as np
 import soundfile as sf
 
 from speechkd.data.manifest import write_manifest
+from speechkd.resampling import resample
 from speechkd.text import LANGUAGES, TokenInventory, normalize
 
 logger = logging.getLogger(__name__)
@@ -199,13 +200,9 @@ def read_segment(utt: SourceUtterance):
 
 
 def to_16k_mono(audio, rate):
-    """``(samples, channels)`` at ``rate`` -> ``(samples,)`` at 16 kHz (channel mean, soxr resampling)."""
-    import soxr
-
+    """``(samples, channels)`` at ``rate`` -> ``(samples,)`` at 16 kHz (channel mean, :func:`speechkd.resampling.resample`)."""
     mono = audio.mean(axis=1) if audio.ndim == 2 else audio
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-    return np.clip(mono, -1.0, 1.0).astype(np.float32)
+    return np.clip(resample(mono, rate, SAMPLE_RATE), -1.0, 1.0).astype(np.float32)
 
 
 def convert_utterance(utt: SourceUtterance, dest: str):
