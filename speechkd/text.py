@@ -9,7 +9,7 @@ Example
 -------
 >>> normalize("Call me at 9, please!", "en")
 'call me at nine please'
->>> inv = TokenInventory.from_texts(["ab ba"])
+>>> inv, _ = TokenInventory.from_training_texts(["ab ba"])
 >>> inv.symbols
 ['<blank>', ' ', 'a', 'b']
 >>> inv.encode("ab a")
@@ -225,14 +225,6 @@ class TokenInventory:
         self.symbols = symbols
         self._index = {s: i for i, s in enumerate(symbols)}
         self.unk_index = self._index.get(UNK)
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> TokenInventory:
-        """Inventory of every character in ``texts`` (sorted), the space always included."""
-        chars = {" "}
-        for text in texts:
-            chars.update(text)
-        return cls([BLANK] + sorted(chars))
 
     @classmethod
     def from_training_texts(cls, texts: Iterable[str], min_count: int = 1,

@@ -75,7 +75,7 @@ def test_empty_transcript_is_a_counted_skip(tmp_path, caplog):
     rows[1]["wrd"] = " "
     write_manifest(manifest, rows)
     with caplog.at_level(logging.WARNING):
-        dataset = make_dataset(manifest, str(tmp_path), TokenInventory.from_texts(TEXTS))
+        dataset = make_dataset(manifest, str(tmp_path), TokenInventory.from_training_texts(TEXTS)[0])
     assert sorted(dataset.data_ids) == ["u0", "u2", "u3"]
     assert "skipped 1 of 4 rows (1 empty transcript)" in caplog.text
     unlabelled = make_dataset(manifest, str(tmp_path), need_text=False)  # unlabelled audio needs no text
@@ -117,7 +117,7 @@ def test_utterance_missing_from_the_cache_is_refused_before_the_first_epoch(tmp_
     from speechkd.models import StreamingStudent
 
     manifest, _ = write_corpus(tmp_path, n=3)
-    inventory = TokenInventory.from_texts(TEXTS)
+    inventory = TokenInventory.from_training_texts(TEXTS)[0]
     model = StreamingStudent(n_tokens=len(inventory), conv_channels=8, gru_hidden=8)
     model_shift = model.frame_shift_ms
     with PosteriorCacheWriter(tmp_path / "cache", meta_for(inventory.symbols, shifts=(model_shift,), k=4)) as writer:
@@ -140,7 +140,7 @@ def test_utterance_missing_from_the_cache_is_refused_before_the_first_epoch(tmp_
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad_input") / "student"
-    make_experiment(folder, "student", TokenInventory.from_texts(TEXTS), [synthetic_utterance(0)])
+    make_experiment(folder, "student", TokenInventory.from_training_texts(TEXTS)[0], [synthetic_utterance(0)])
     return folder
 
 
