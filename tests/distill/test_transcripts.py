@@ -100,3 +100,28 @@ def test_pseudo_labels_of_a_teacher_with_unk_hold_no_unk():
     assert transcripts[0].text == "ab b"
     kept, _ = filter_pseudo_labels([{"ID": "u", "lang": "en", "wrd": ""}], {"u": transcripts[0]})
     assert kept[0]["wrd"] == "ab b"
+
+
+def test_second_opinion_is_normalized_like_the_pseudo_label():
+    """``6,400`` is one number in both transcripts (not "six four hundred" in the second opinion)."""
+    rows = [{"ID": "u", "lang": "en", "wrd": ""}]
+    kept, dropped = filter_pseudo_labels(rows, {"u": Transcript("six thousand four hundred", 0.9)}, 0.5,
+                                         {"u": Transcript("6,400", 1.0)}, max_disagreement=0)
+    assert [r["wrd"] for r in kept] == ["six thousand four hundred"] and dropped["disagreement"] == 0
+
+
+def test_whisper_fingerprint_covers_tokenizer_and_vocabulary(tmp_path, monkeypatch):
+    import faster_whisper
+
+    from speechkd.distill.transcripts import WhisperTeacher
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", lambda *args, **kwargs: None)  # no weights needed
+    for name in ("model.bin", "config.json"):
+        (tmp_path / name).write_text(name)
+    prints = [WhisperTeacher(str(tmp_path)).fingerprint()]
+    for name in ("tokenizer.json", "vocabulary.txt"):
+        (tmp_path / name).write_text("v1")
+        prints.append(WhisperTeacher(str(tmp_path)).fingerprint())
+        (tmp_path / name).write_text("v2")
+        prints.append(WhisperTeacher(str(tmp_path)).fingerprint())
+    assert len(set(prints)) == 5
