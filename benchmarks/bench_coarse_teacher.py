@@ -31,12 +31,13 @@ sys.path.insert(0, str(REPO))
 from machine import machine_line
 
 from speechkd.metrics import paired_bootstrap_wer, read_utterance_errors
+from speechkd.stages import library_env
 
 
 def run(script, hparams, **overrides):
     command = [sys.executable, str(REPO / "recipes" / script), str(REPO / "hparams" / hparams),
                *(f"--{key}={value}" for key, value in overrides.items())]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**library_env(), "OMP_NUM_THREADS": "1"}
     subprocess.run(command, cwd=REPO, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

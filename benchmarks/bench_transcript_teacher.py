@@ -38,12 +38,13 @@ from machine import machine_line
 
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.metrics import paired_bootstrap_wer, read_utterance_errors
+from speechkd.stages import library_env
 
 
 def run(script, hparams, **overrides):
     command = [sys.executable, str(REPO / "recipes" / script), str(REPO / "hparams" / hparams),
                *(f"--{key}={value}" for key, value in overrides.items())]
-    subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+    subprocess.run(command, cwd=REPO, check=True, env={**library_env(), "OMP_NUM_THREADS": "1"},
                    stdout=subprocess.DEVNULL)
 
 

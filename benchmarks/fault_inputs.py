@@ -135,7 +135,7 @@ def nan_wav(path: Path, rng: random.Random) -> Path:
 def tiny_model(folder: Path) -> Path:
     from export.export_helpers import TEXTS, make_experiment, synthetic_utterance
 
-    make_experiment(folder, "student", TokenInventory.from_texts(TEXTS), [synthetic_utterance(0)])
+    make_experiment(folder, "student", TokenInventory.from_training_texts(TEXTS)[0], [synthetic_utterance(0)])
     return folder
 
 

@@ -27,9 +27,15 @@ import sys
 
 from speechkd.experiment import load_hparams
 from speechkd.report import record_stage_seconds
-from speechkd.stages import LOCK_HELD_ENV, Stage, folder_lock, run_stages, spawn
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from speechkd.stages import (
+    LOCK_HELD_ENV,
+    REPO_ROOT,
+    Stage,
+    folder_lock,
+    library_env,
+    run_stages,
+    spawn,
+)
 
 
 class YamlText(str):
@@ -65,12 +71,6 @@ def run_recipe(script, hparams_file, overrides, threads=1):
     returncode = spawn(command, env=env).wait()
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)
-
-
-def library_env():
-    """This process's environment, with this speechkd first on ``PYTHONPATH`` (a recipe imports the same library)."""
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, path] if path else [REPO_ROOT])}
 
 
 def empty_folder(folder, keep=("stage.log",)):
@@ -171,9 +171,23 @@ class Pipeline:
         return Stage(name, folder, run, config, after=after, parallel=parallel,
                      restart=lambda: empty_folder(folder))
 
+    def corpus_stage(self):
+        """The ``corpus`` stage. A real corpus (``recipes_read_prepared``) forced or with changed
+        settings starts from an empty ``data_folder`` (:func:`~speechkd.data.corpora.common.clear_prepared`):
+        its preparation would otherwise find its ``prepare.done`` and reuse the old audio. The
+        embedded corpus checks its own content (``corpus.json``) and needs no restart."""
+        restart = None
+        if self.hparams.get("recipes_read_prepared", False):
+            from speechkd.data.corpora.common import clear_prepared
+
+            def restart():
+                clear_prepared(self.data["data_folder"])
+
+        return Stage("corpus", self.folder("corpus"), self.build_corpus,
+                     {**self.data, "prepare": describe_call(self.hparams["prepare"])}, restart=restart)
+
     def stages(self):
-        stages = [Stage("corpus", self.folder("corpus"), self.build_corpus,
-                        {**self.data, "prepare": describe_call(self.hparams["prepare"])})]
+        stages = [self.corpus_stage()]
         teacher_stages = []
         for name, spec in self.hparams["teachers"].items():
             stage = self.recipe_stage(f"teacher_{name}", "recipes/ctc/train.py", spec, {"name": name},

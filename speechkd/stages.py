@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 DONE_FILE = ".done"
 STARTED_FILE = ".started"
 LOCK_FILE = ".speechkd.lock"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The checkout this ``speechkd`` is imported from."""
 LOCK_HELD_ENV = "SPEECHKD_LOCK_HELD"
 _LOCKED_HERE = set()
 """(pid, folder) of the locks this process holds: taking one again is a no-op (a forked child holds none)."""
@@ -328,6 +330,24 @@ def folder_lock(folder):
             _LOCKED_HERE.discard((os.getpid(), folder))
     finally:
         os.close(descriptor)
+
+
+def library_env(*extra_paths):
+    """This process's environment with this speechkd first on ``PYTHONPATH``, then ``extra_paths``.
+
+    A recipe, CLI or test subprocess then imports the same library as its
+    parent (a script's own folder comes first on its path, so it would
+    otherwise import whichever speechkd the virtualenv has installed).
+    Paths already there are not repeated.
+
+    Returns
+    -------
+    dict
+        A copy of ``os.environ`` with ``PYTHONPATH`` set.
+    """
+    current = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    paths = dict.fromkeys([REPO_ROOT, *map(str, extra_paths), *current])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def spawn(command, **popen_kwargs):

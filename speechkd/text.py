@@ -9,7 +9,7 @@ Example
 -------
 >>> normalize("Call me at 9, please!", "en")
 'call me at nine please'
->>> inv = TokenInventory.from_texts(["ab ba"])
+>>> inv, _ = TokenInventory.from_training_texts(["ab ba"])
 >>> inv.symbols
 ['<blank>', ' ', 'a', 'b']
 >>> inv.encode("ab a")
@@ -227,14 +227,6 @@ class TokenInventory:
         self.unk_index = self._index.get(UNK)
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> TokenInventory:
-        """Inventory of every character in ``texts`` (sorted), the space always included."""
-        chars = {" "}
-        for text in texts:
-            chars.update(text)
-        return cls([BLANK] + sorted(chars))
-
-    @classmethod
     def from_training_texts(cls, texts: Iterable[str], min_count: int = 1,
                             other_texts: Iterable[str] = ()) -> tuple[TokenInventory, dict]:
         """Inventory of the training transcripts' characters seen at least ``min_count`` times.
@@ -343,13 +335,18 @@ class TokenInventory:
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Characters of ``ids``, blanks skipped (no CTC collapsing here)."""
+        """Text of ``ids``: blanks and ``<unk>`` skipped (no CTC collapsing here).
+
+        ``<unk>`` is left out because it is no text: written literally it
+        would reach transcripts, pseudo-labels and WER hypotheses, and
+        :func:`normalize` would turn it into the word ``unk``.
+        """
         out = []
         for i in ids:
             i = int(i)
             if not 0 <= i < len(self.symbols):
                 raise ValueError(f"token id {i} out of range for {len(self.symbols)} symbols")
-            if i != self.blank_index:
+            if i != self.blank_index and i != self.unk_index:
                 out.append(self.symbols[i])
         return "".join(out)
 

@@ -27,14 +27,14 @@ def pytest_configure(config):
     """One torch thread: two OpenMP threads beside a busy core are 10-100x slower here.
 
     Recipe, CLI and runtime subprocesses import this checkout's ``speechkd``
-    (a script's own folder comes first on its path, so without this they would
-    import whichever speechkd the virtualenv has installed, e.g. another worktree's).
+    (:func:`speechkd.stages.library_env`), not another worktree's.
     """
     import os
 
     import torch
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    from speechkd.stages import library_env
+
+    os.environ["PYTHONPATH"] = library_env()["PYTHONPATH"]
 
     torch.set_num_threads(1)

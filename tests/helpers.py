@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from speechkd.stages import library_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Model sizes small enough that one epoch on the tiny corpus takes seconds.
@@ -23,8 +25,7 @@ def run_recipe(script, hparams, **overrides):
     subprocess.CompletedProcess
     """
     args = [sys.executable, os.path.join(REPO, "recipes", script), os.path.join(REPO, "hparams", hparams)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "tests", "plugins"), os.environ.get("PYTHONPATH", "")])}
+    env = {**library_env(os.path.join(REPO, "tests", "plugins")), "OMP_NUM_THREADS": "1"}
     for key, value in overrides.items():
         args.append(f"--{key}={value}")
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, check=False)

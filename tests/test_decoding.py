@@ -57,3 +57,18 @@ def test_prefix_beam_handles_repeated_tokens():
 def test_prefix_beam_rejects_batch():
     with pytest.raises(ValueError, match="expected \\(time, V\\)"):
         ctc_prefix_beam(np.zeros((1, 4, 3)))
+
+
+def test_greedy_transcripts_and_exported_runtime_skip_unk():
+    """``<unk>`` is a token, not text: neither the torch decoder nor the numpy runtime writes it."""
+    from speechkd.decoding import greedy_transcripts
+    from speechkd.export.runtime import ctc_greedy_ids, ids_to_text
+    from speechkd.text import TokenInventory
+
+    inventory, _ = TokenInventory.from_training_texts(["ab"], other_texts=["ac"])
+    unk = inventory.unk_index
+    path = torch.tensor([2, unk, 0, 3, unk])
+    log_probs = torch.nn.functional.one_hot(path, len(inventory)).float().log_softmax(-1)[None]
+    assert greedy_transcripts(log_probs, torch.tensor([5]), inventory) == ["ab"]
+    ids, _ = ctc_greedy_ids(log_probs[0].numpy())
+    assert ids == [2, unk, 3, unk] and ids_to_text(ids, inventory.symbols) == "ab"

@@ -34,6 +34,6 @@ def test_inventory_prefers_the_prepared_corpus_tokens(tmp_path):
 
 def test_a_saved_inventory_without_unk_refuses_unknown_characters(tmp_path):
     train = manifest(tmp_path / "train.csv", ["abc"])
-    TokenInventory.from_texts(["ab"]).save(tmp_path / "tokens_exp.txt")
+    TokenInventory.from_training_texts(["ab"])[0].save(tmp_path / "tokens_exp.txt")
     with pytest.raises(ValueError, match=r"tokens_exp.txt lacks characters \['c'\]"):
         inventory_for([train], str(tmp_path / "tokens_exp.txt"))

@@ -69,3 +69,14 @@ def test_failure_names_stage_and_resumes_there(tmp_path):
     calls.clear()
     run_stages(make_stages(tmp_path, calls), echo=lambda line: None)
     assert calls == ["c", "d"]
+
+
+def test_library_env_puts_this_checkout_first_once(monkeypatch, tmp_path):
+    import os
+
+    from speechkd.stages import REPO_ROOT, library_env
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), REPO_ROOT]))
+    env = library_env("plugins")
+    assert env["PYTHONPATH"].split(os.pathsep) == [REPO_ROOT, "plugins", str(tmp_path)]
+    assert os.path.isfile(os.path.join(REPO_ROOT, "speechkd", "stages.py"))

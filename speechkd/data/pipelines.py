@@ -6,13 +6,19 @@ checked once up front (audio present and decodable to its last sample,
 manifest's duration, non-empty transcript where one is needed), bad rows
 are skipped and counted in the log with the file and line that caused them
 (or raise, with ``strict``), so training never crashes mid-epoch on one
-broken file. Decoding every file up front costs about 1 s per hour of FLAC
-(benchmarks/RESULTS.md, "Reliability: bad input").
+broken file. Decoding every file up front costs 1.4-2.4 s per hour of FLAC
+(benchmarks/RESULTS.md, "Reliability: corrupted inputs"); the verdicts are
+remembered beside the manifest (``<manifest>.checked.json``, keyed by the
+manifest's sha256 and each file's size and mtime), so the next recipe of a
+pipeline decodes only the files that changed.
 """
 
 import collections
+import hashlib
+import json
 import logging
 import os
+import tempfile
 
 import numpy as np
 import soundfile as sf
@@ -26,6 +32,10 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 DURATION_TOLERANCE_S = 0.1
 """How far a manifest's ``duration`` may be from its audio's length before the row is skipped."""
+UNENCODABLE = "transcript with characters outside the token inventory (which has no <unk>)"
+"""Why a row is skipped whose transcript an inventory without ``<unk>`` cannot encode."""
+CHECKED_SUFFIX = ".checked.json"
+"""Sidecar of a manifest holding its audio verdicts (:class:`CheckedAudio`)."""
 
 
 class BadInputError(ValueError):
@@ -78,16 +88,31 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
     return torch.from_numpy(np.ascontiguousarray(audio[:, 0]))
 
 
-def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
-    """Return the reason a manifest row is unusable, or ``None`` when it is fine.
+def text_problem(row, need_text, inventory=None):
+    """Why a row's transcript is unusable (empty, or characters an inventory without ``<unk>`` lacks), or ``None``."""
+    if not need_text:
+        return None
+    if not row["wrd"].strip():
+        return "empty transcript"
+    if inventory is not None and inventory.unk_index is None and inventory.missing([row["wrd"]]):
+        return UNENCODABLE
+    return None
+
+
+def check_audio(path, duration, sample_rate=SAMPLE_RATE):
+    """Why the audio at ``path`` is unusable, or ``None`` when it is fine.
 
     The whole file is decoded: a truncated or corrupt FLAC passes
     ``soundfile.info`` (its header is intact) and would otherwise fail in
     the middle of an epoch.
+
+    Parameters
+    ----------
+    path : str
+    duration : float
+        Seconds, as the manifest says.
+    sample_rate : int
     """
-    path = resolve_path(row["wav"], data_root)
-    if need_text and not row["wrd"].strip():
-        return "empty transcript"
     if not os.path.isfile(path):
         return "missing audio"
     try:
@@ -105,12 +130,72 @@ def check_row(row, data_root, need_text, sample_rate=SAMPLE_RATE):
         return "truncated audio"
     if not np.isfinite(audio).all():
         return "NaN or infinite samples"
-    if abs(audio.shape[0] / sample_rate - float(row["duration"])) > DURATION_TOLERANCE_S:
+    if abs(audio.shape[0] / sample_rate - duration) > DURATION_TOLERANCE_S:
         return f"manifest duration differs from the audio by more than {DURATION_TOLERANCE_S} s"
     return None
 
 
-def checked_rows(manifest, data_root, need_text=True, strict=False):
+class CheckedAudio:
+    """The audio verdicts of one manifest, remembered in ``<manifest>.checked.json``.
+
+    Decoding every file is the slow part of :func:`checked_rows` and every
+    recipe of a pipeline reads the same manifests: a verdict is kept with
+    the manifest's sha256 and the file's ``(size, mtime_ns)``, and a file is
+    decoded again only when one of them changed. The sidecar is replaced
+    atomically; a folder that cannot be written only loses the memory.
+
+    Parameters
+    ----------
+    manifest : str
+        The CSV manifest the verdicts belong to.
+    """
+
+    def __init__(self, manifest):
+        self.path = f"{manifest}{CHECKED_SUFFIX}"
+        with open(manifest, "rb") as fin:
+            self.manifest_sha256 = hashlib.sha256(fin.read()).hexdigest()
+        self.verdicts, self.changed, self.decoded = {}, False, 0
+        try:
+            with open(self.path, encoding="utf-8") as fin:
+                stored = json.load(fin)
+            if stored.get("manifest_sha256") == self.manifest_sha256:
+                self.verdicts = stored["verdicts"]
+        except (OSError, ValueError, KeyError, AttributeError):  # absent or unreadable: check everything
+            pass
+
+    def check(self, path, duration, sample_rate=SAMPLE_RATE):
+        """:func:`check_audio` of ``path``, decoding it only when its remembered verdict is stale."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return "missing audio"
+        key = f"{path}|{duration!r}|{sample_rate}"
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        known = self.verdicts.get(key)
+        if known is not None and known[:2] == stamp:
+            return known[2]
+        verdict = check_audio(path, duration, sample_rate)
+        self.decoded += 1
+        self.verdicts[key] = [*stamp, verdict]
+        self.changed = True
+        return verdict
+
+    def save(self):
+        """Write the sidecar (when a verdict is new) through a temporary file and ``os.replace``."""
+        if not self.changed:
+            return
+        payload = {"manifest_sha256": self.manifest_sha256, "verdicts": self.verdicts}
+        try:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(self.path)),
+                                       prefix=os.path.basename(self.path), suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fout:
+                json.dump(payload, fout)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            logger.info("%s: verdicts not remembered (%s); the next run decodes the audio again", self.path, err)
+
+
+def checked_rows(manifest, data_root, need_text=True, strict=False, inventory=None):
     """Read a manifest and drop (or refuse) unusable rows.
 
     Parameters
@@ -123,6 +208,9 @@ def checked_rows(manifest, data_root, need_text=True, strict=False):
         Whether an empty ``wrd`` makes a row unusable.
     strict : bool
         Raise :class:`BadInputError` on the first bad row instead of skipping.
+    inventory : speechkd.text.TokenInventory, optional
+        With ``need_text``: an inventory without ``<unk>`` makes a row whose
+        transcript has characters it lacks unusable (it could not be encoded).
 
     Returns
     -------
@@ -130,19 +218,32 @@ def checked_rows(manifest, data_root, need_text=True, strict=False):
         The usable rows, in manifest order.
     skipped : collections.Counter
         Reason -> number of rows skipped.
+
+    Notes
+    -----
+    Audio verdicts are remembered beside the manifest (:class:`CheckedAudio`):
+    only new or changed files are decoded again.
     """
     rows = read_manifest(manifest, allow_empty_wrd=True)  # an empty transcript is a counted skip
+    audio = CheckedAudio(manifest)
     good, skipped = [], collections.Counter()
     for line, row in enumerate(rows, start=2):
-        reason = check_row(row, data_root, need_text)
+        reason = text_problem(row, need_text, inventory) or audio.check(
+            resolve_path(row["wav"], data_root), float(row["duration"]))
         if reason is None:
             good.append(row)
             continue
         culprit = f"{manifest}:{line} ({row['ID']}, {resolve_path(row['wav'], data_root)})"
+        if reason == UNENCODABLE:
+            reason_detail = f"{reason}: {''.join(sorted(inventory.missing([row['wrd']])))!r}"
+        else:
+            reason_detail = reason
         if strict:
-            raise BadInputError(f"{culprit}: {reason}")
-        logger.warning("skipping %s: %s", culprit, reason)
+            audio.save()
+            raise BadInputError(f"{culprit}: {reason_detail}")
+        logger.warning("skipping %s: %s", culprit, reason_detail)
         skipped[reason] += 1
+    audio.save()
     if skipped:
         logger.warning(
             "%s: skipped %d of %d rows (%s)",
@@ -244,7 +345,8 @@ def make_dataset(
     if labelled_ids is not None and inventory is None:
         raise ValueError("make_dataset: labelled_ids needs the inventory that encodes their transcripts")
     need_text = need_text and labelled_ids is None
-    rows, _ = checked_rows(manifest, data_root, need_text=need_text, strict=strict)
+    rows, _ = checked_rows(manifest, data_root, need_text=need_text, strict=strict,
+                           inventory=inventory if need_text else None)
     data = {
         row["ID"]: {
             "wav": resolve_path(row["wav"], data_root),
@@ -262,9 +364,10 @@ def make_dataset(
     keys = ["id", "sig", "wrd", "lang", "domain", "duration"]
     keys += add_audio_items(dataset, parallel=parallel_manifest is not None)
     if labelled_ids is not None:
-        keys += add_labelled_tokens(dataset, inventory, usable_labels(manifest, rows, labelled_ids))
+        keys += add_labelled_tokens(dataset, inventory, usable_labels(manifest, rows, labelled_ids, inventory))
     elif inventory is not None and need_text:
-        count_unknown_characters(manifest, rows, inventory)
+        if inventory.unk_index is not None:
+            count_unknown_characters(manifest, rows, inventory)
         keys += add_tokens(dataset, inventory)
     dataset.set_output_keys(keys)
     if sort in ("ascending", "descending"):
@@ -273,7 +376,11 @@ def make_dataset(
 
 
 def count_unknown_characters(manifest, rows, inventory):
-    """Log how many transcript characters the inventory lacks (encoded as ``<unk>``); returns the counts."""
+    """Log how many transcript characters an inventory with ``<unk>`` lacks (encoded as ``<unk>``); returns the counts.
+
+    Rows an inventory without ``<unk>`` cannot encode never get here:
+    :func:`checked_rows` skips them, naming manifest and line.
+    """
     unknown = collections.Counter(char for row in rows for char in row["wrd"] if char not in inventory)
     if unknown:
         logger.warning("%s: %d characters are not in the token inventory and become <unk>: %s",
@@ -327,14 +434,23 @@ def add_tokens(dataset, inventory):
     return ["tokens"]
 
 
-def usable_labels(manifest, rows, labelled_ids):
-    """The labelled IDs whose row has a transcript; an empty one makes its row unlabelled (counted in the log)."""
+def usable_labels(manifest, rows, labelled_ids, inventory=None):
+    """The labelled IDs whose transcript can be used; the others' rows become unlabelled (counted in the log).
+
+    A transcript is unusable when empty, or when ``inventory`` has no
+    ``<unk>`` and lacks one of its characters (it could not be encoded).
+    """
     labelled_ids = frozenset(labelled_ids)
-    empty = [row["ID"] for row in rows if row["ID"] in labelled_ids and not row["wrd"].strip()]
-    if empty:
-        logger.warning("%s: %d labelled rows have an empty transcript and are used as unlabelled, e.g. %s",
-                       manifest, len(empty), empty[0])
-    return labelled_ids - set(empty)
+    unusable = collections.defaultdict(list)
+    for row in rows:
+        if row["ID"] in labelled_ids:
+            reason = text_problem(row, True, inventory)
+            if reason is not None:
+                unusable[reason].append(row["ID"])
+    for reason, ids in unusable.items():
+        logger.warning("%s: %d labelled rows are used as unlabelled (%s), e.g. %s",
+                       manifest, len(ids), reason, ids[0])
+    return labelled_ids - {utt for ids in unusable.values() for utt in ids}
 
 
 def add_labelled_tokens(dataset, inventory, labelled_ids):

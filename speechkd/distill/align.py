@@ -6,7 +6,9 @@ Two independent steps, applied per teacher before the ensemble is formed:
   their tokens by symbol; a teacher probability vector over its own inventory
   becomes a vector over the student inventory plus one extra column, the
   *out-of-inventory* (OOV) column, holding teacher mass on symbols the student
-  does not have.
+  does not have. A student with ``<unk>`` takes that mass (and the mass on
+  the teacher's own ``<unk>``) on its ``<unk>`` instead: summed probabilities,
+  the log-sum-exp of their log-probabilities.
 * **Frame-shift pooling** (:func:`pool_frames`, :func:`match_length`): a
   teacher whose frame shift is an integer factor finer than the student's is
   averaged (in the probability domain) down to the student's rate.
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from speechkd.text import UNK
 
 OOV_MODES = ("rest", "renormalize")
 
@@ -35,13 +39,24 @@ class InventoryMap:
     student_symbols : sequence of str
         The student's tokens, index order.
     mode : {"rest", "renormalize"}
-        What happens to teacher mass on symbols the student lacks. ``"rest"``
+        What happens to teacher mass on symbols the student lacks, when the
+        student has no ``<unk>`` (with one, that mass goes to it). ``"rest"``
         keeps it in the OOV column, which the KD loss folds into the "rest"
         bucket (so the student is asked to put that mass on tokens outside the
         ensemble's top-k). ``"renormalize"`` drops it and rescales the mapped
         probabilities to sum to one; the OOV column is then zero.
     teacher_name : str
         Used in error messages.
+
+    Attributes
+    ----------
+    missing_in_student : list of str
+        Teacher symbols the student lacks.
+    to_unk : list of str
+        Those of them (and the teacher's own ``<unk>``) whose mass goes to
+        the student's ``<unk>``; empty when the student has none.
+    has_oov : bool
+        Whether some teacher mass lands in the OOV column.
 
     Notes
     -----
@@ -64,11 +79,8 @@ class InventoryMap:
         self.teacher_size = len(teacher_symbols)
         self.student_size = len(student_symbols)
         student_index = {_display(s): i for i, s in enumerate(student_symbols)}
-        oov_column = self.student_size
-        target = [student_index.get(_display(s), oov_column) for s in teacher_symbols]
-        self.target_index = torch.tensor(target, dtype=torch.long)
         self.missing_in_student = [
-            _display(s) for s, j in zip(teacher_symbols, target) if j == oov_column
+            _display(s) for s in teacher_symbols if _display(s) not in student_index
         ]
         subwords = [s for s in self.missing_in_student if len(s) > 1 and not s.startswith("<")]
         if subwords:
@@ -78,7 +90,12 @@ class InventoryMap:
                 "a transcript teacher (speechkd.distill.transcripts.GreedyTranscripts: its transcripts "
                 "become pseudo-labels), or give the student the teacher's tokens"
             )
-        self.has_oov = bool(self.missing_in_student)
+        fallback = student_index.get(UNK, self.student_size)  # the student's <unk>, else the OOV column
+        target = [student_index.get(_display(s), fallback) for s in teacher_symbols]
+        self.target_index = torch.tensor(target, dtype=torch.long)
+        self.to_unk = ([_display(s) for s, j in zip(teacher_symbols, target) if j == fallback]
+                       if UNK in student_index else [])
+        self.has_oov = self.student_size in target
         self._matrix_cache: dict[tuple, torch.Tensor] = {}
 
     def _matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -133,25 +150,27 @@ def build_inventory_maps(
     Raises
     ------
     ValueError
-        If a student token exists in no teacher's inventory (the KD target
-        could never put mass on it), naming the token(s).
+        If a student token gets mass from no teacher (the KD target could
+        never put mass on it), naming the token(s). The student's ``<unk>``
+        is covered by any teacher symbol the student lacks.
     """
     names = (
         list(teacher_names)
         if teacher_names is not None
         else [f"teacher{i}" for i in range(len(teacher_symbols))]
     )
-    known = {_display(s) for symbols in teacher_symbols for s in symbols}
-    uncovered = [_display(s) for s in student_symbols if _display(s) not in known]
+    maps = [
+        InventoryMap(symbols, student_symbols, mode=mode, teacher_name=name)
+        for symbols, name in zip(teacher_symbols, names)
+    ]
+    covered = {int(j) for inv_map in maps for j in inv_map.target_index}
+    uncovered = [_display(s) for i, s in enumerate(student_symbols) if i not in covered]
     if uncovered:
         raise ValueError(
             f"student token(s) {uncovered} appear in no teacher's inventory "
             f"(teachers: {names}); remove them from the student inventory or add a teacher that has them"
         )
-    return [
-        InventoryMap(symbols, student_symbols, mode=mode, teacher_name=name)
-        for symbols, name in zip(teacher_symbols, names)
-    ]
+    return maps
 
 
 def frame_ratio(

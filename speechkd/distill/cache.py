@@ -607,8 +607,8 @@ class PosteriorCache:
             Open a cache whose writer was never closed.
         verify : bool
             Check every shard up front (:meth:`verify`); reading then never
-            meets a corrupt shard mid-epoch. About 1 s per GB of cache
-            (benchmarks/RESULTS.md, "Reliability: cache checks").
+            meets a corrupt shard mid-epoch. 2.6-5.8 s per GB of shards
+            (benchmarks/RESULTS.md, "Cost of verifying a cache when it is opened").
 
         Raises
         ------

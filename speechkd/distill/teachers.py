@@ -38,7 +38,7 @@ from speechkd.distill.losses import teacher_batch_from_log_probs
 from speechkd.experiment import load_model, model_name
 from speechkd.models.features import relative_lengths_to_absolute
 from speechkd.stages import folder_lock
-from speechkd.text import BLANK
+from speechkd.text import BLANK, UNK
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,9 @@ class Teacher(ABC):
         return self.forward_log_probs(self.prepare_input(wavs, wav_lens), wav_lens)
 
     def decode(self, ids) -> str:
-        """Text of CTC-collapsed token ids (blank skipped, word delimiter -> space)."""
-        text = "".join(self.symbols[int(i)] for i in ids if int(i) != self.blank_index)
+        """Text of CTC-collapsed token ids (blank and ``<unk>`` skipped, word delimiter -> space)."""
+        symbols = [self.symbols[int(i)] for i in ids if int(i) != self.blank_index]
+        text = "".join(s for s in symbols if s != UNK)
         return " ".join(text.replace(self.word_delimiter, " ").split())
 
 

@@ -48,6 +48,25 @@ from speechkd.text import normalize
 logger = logging.getLogger(__name__)
 
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # "6,400" is one number to normalize()
+WHISPER_OPTIONAL_FILES = ("tokenizer.json", "vocabulary.txt")
+"""Model folder files that change Whisper's transcripts when present (hashed into its fingerprint)."""
+
+
+def normalize_transcript(text: str, lang: str) -> str:
+    """A teacher's transcript as a pseudo-label: thousands separators joined (``6,400``), then :func:`normalize`.
+
+    Parameters
+    ----------
+    text : str
+        The teacher's raw text.
+    lang : str
+        The utterance's language.
+
+    Returns
+    -------
+    str
+    """
+    return normalize(THOUSANDS.sub("", text), lang)
 
 
 @dataclass
@@ -128,6 +147,9 @@ class WhisperTeacher(TranscriptTeacher):
 
     Notes
     -----
+    The fingerprint hashes ``model.bin``, ``config.json`` and, when present,
+    ``tokenizer.json`` and ``vocabulary.txt`` (they change the text), with
+    the compute type and decoding options.
     Confidence is ``exp`` of the mean token log-probability over the
     utterance's segments (``avg_logprob``), times ``1 - no_speech_prob``.
     Decoding is greedy-deterministic (temperature 0, no fallback), not
@@ -141,6 +163,8 @@ class WhisperTeacher(TranscriptTeacher):
         self.model_files = [os.path.join(folder, f) for f in ("model.bin", "config.json")]
         if not all(os.path.exists(f) for f in self.model_files):
             raise FileNotFoundError(f"no faster-whisper model at {folder} (model.bin and config.json needed)")
+        self.model_files += [path for path in (os.path.join(folder, f) for f in WHISPER_OPTIONAL_FILES)
+                             if os.path.exists(path)]
         self.model = WhisperModel(folder, device=device, compute_type=compute_type, cpu_threads=threads,
                                   local_files_only=True)
         self.name = name or f"whisper-{os.path.basename(os.path.normpath(folder))}"
@@ -255,13 +279,13 @@ def filter_pseudo_labels(rows, transcripts, min_confidence=0.0, second_opinion=N
     kept, dropped = [], {"empty": 0, "confidence": 0, "disagreement": 0}
     for row in rows:
         transcript = transcripts[row["ID"]]
-        text = normalize(THOUSANDS.sub("", transcript.text), row["lang"])
+        text = normalize_transcript(transcript.text, row["lang"])
         if not text:
             dropped["empty"] += 1
         elif transcript.confidence < min_confidence:
             dropped["confidence"] += 1
         elif second_opinion is not None and max_disagreement is not None and (
-            100.0 * jiwer.wer(text, normalize(second_opinion[row["ID"]].text, row["lang"]) or "<none>")
+            100.0 * jiwer.wer(text, normalize_transcript(second_opinion[row["ID"]].text, row["lang"]) or "<none>")
             > max_disagreement
         ):
             dropped["disagreement"] += 1

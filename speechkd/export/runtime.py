@@ -37,7 +37,11 @@ import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
+from speechkd.resampling import resample
+
 BLANK_INDEX = 0
+UNK = "<unk>"
+"""Stands for characters the training inventory lacked; never written in a transcript."""
 
 
 class AudioInputError(ValueError):
@@ -82,49 +86,11 @@ def ctc_greedy_ids(
 
 
 def ids_to_text(ids: Sequence[int], tokens: Sequence[str], blank: int = BLANK_INDEX) -> str:
-    """Characters of ``ids`` (blanks skipped), as ``TokenInventory.decode``."""
-    return "".join(tokens[i] for i in ids if i != blank)
+    """Characters of ``ids`` (blanks and ``<unk>`` skipped), as ``TokenInventory.decode``."""
+    return "".join(tokens[i] for i in ids if i != blank and tokens[i] != UNK)
 
 
 # --------------------------------------------------------------------------- audio
-
-
-def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample a mono waveform with soxr when it is installed, else by FFT.
-
-    Parameters
-    ----------
-    audio : np.ndarray
-        (samples,) float32.
-    rate_in, rate_out : int
-        Sample rates in Hz.
-
-    Returns
-    -------
-    np.ndarray
-        (round(samples * rate_out / rate_in),) float32.
-    """
-    if rate_in == rate_out:
-        return audio.astype(np.float32, copy=False)
-    try:
-        import soxr
-    except ImportError:
-        return _fft_resample(audio, rate_in, rate_out)
-    return soxr.resample(audio, rate_in, rate_out, quality="HQ").astype(np.float32)
-
-
-def _fft_resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Band-limited resampling by truncating / zero-padding the spectrum (numpy only)."""
-    n_out = round(len(audio) * rate_out / rate_in)
-    spectrum = np.fft.rfft(audio.astype(np.float64))
-    n_bins = n_out // 2 + 1
-    if n_bins <= len(spectrum):
-        spectrum = spectrum[:n_bins]
-    else:
-        spectrum = np.concatenate(
-            [spectrum, np.zeros(n_bins - len(spectrum), dtype=spectrum.dtype)]
-        )
-    return (np.fft.irfft(spectrum, n=n_out) * (n_out / len(audio))).astype(np.float32)
 
 
 def read_audio(

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,57 @@ def test_tokens_from_training_text_with_min_count(tmp_path, english):
     assert tokens[:2] == ["<blank>", "<space>"] and tokens[-2:] == ["<unk>", ""]
     assert set(report["rare_characters"]) == {c for r in english["train"] for c in r["wrd"]} - {" "}
     shutil.rmtree(tmp_path / "out")
+
+
+def test_changed_preparation_clears_the_old_audio_and_a_killed_one_resumes(tmp_path, english):
+    """Another source (or options) in the same ``out``: no stale FLAC reused; same options after a kill: kept."""
+    from speechkd.data.corpora.common import STARTED_FILE, clear_prepared
+
+    first = librispeech_tree(tmp_path / "LS1", english)
+    prepare_librispeech(tmp_path / "LS1", tmp_path / "out", dev_parts=("dev-clean",))
+    second = tmp_path / "LS2"
+    shutil.copytree(tmp_path / "LS1", second)
+    for flac in second.rglob("*.flac"):  # same IDs, other audio
+        samples, rate = sf.read(flac, dtype="float32")
+        sf.write(flac, 0.5 * samples, rate)
+    stale = tmp_path / "out" / "audio" / "train" / "gone.flac"
+    shutil.copy(next((tmp_path / "out" / "audio" / "train").glob("*.flac")), stale)
+    (tmp_path / "out" / "train.csv.checked.json").write_text("{}")
+    prepare_librispeech(second, tmp_path / "out", dev_parts=("dev-clean",))
+    assert not stale.exists() and not (tmp_path / "out" / "train.csv.checked.json").exists()
+    rows = prepared_rows(tmp_path / "out")["train"]
+    utt_id = next(i for i in first if i in rows)
+    prepared, _ = sf.read(resolve_path(rows[utt_id]["wav"], tmp_path / "out"), dtype="float32")
+    source, _ = sf.read(next(second.rglob(f"{utt_id}.flac")), dtype="float32")
+    assert np.abs(prepared - source).max() < 1e-3  # the new source's audio, not the old one's
+
+    # a run killed midway (prepare.started of these options, no prepare.done) resumes: FLAC kept
+    done = tmp_path / "out" / "prepare.done"
+    (tmp_path / "out" / STARTED_FILE).write_text(done.read_text())
+    done.unlink()
+    kept = Path(resolve_path(rows[utt_id]["wav"], tmp_path / "out"))
+    stamp = kept.stat().st_mtime_ns
+    prepare_librispeech(second, tmp_path / "out", dev_parts=("dev-clean",))
+    assert kept.stat().st_mtime_ns == stamp and done.exists() and not (tmp_path / "out" / STARTED_FILE).exists()
+    clear_prepared(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_pipeline_corpus_stage_restart_clears_a_prepared_corpus(tmp_path):
+    """``speechkd run --force corpus`` (or changed settings) on a real corpus starts from an empty data folder."""
+    import functools
+
+    from speechkd.pipeline import Pipeline
+
+    data = tmp_path / "data"
+    (data / "audio" / "train").mkdir(parents=True)
+    for name in ("train.csv", "tokens.txt", "prepare.done", "audio/train/a.flac", "notes.txt"):
+        (data / name).write_text("x")
+    prepare = functools.partial(prepare_librispeech, corpus_folder=str(tmp_path / "LS"), out=str(data))
+    hparams = {"output_folder": str(tmp_path / "out"), "data_folder": str(data), "seed": 1,
+               "recipes_read_prepared": True, "prepare": prepare}
+    Pipeline(hparams).corpus_stage().restart()
+    assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]
+    embedded = {**hparams, "recipes_read_prepared": False, "corpus_task": "numbers", "corpus_size": "tiny",
+                "corpus_seed": 0}
+    assert Pipeline(embedded).corpus_stage().restart is None

@@ -96,3 +96,23 @@ def test_coarser_teacher_frames_are_repeated_and_keep_its_greedy_transcript():
     assert torch.allclose(q[0, 4:8], probs[0, 1].expand(4, 4), atol=1e-3)  # frame 1 four times
     decoded = ctc_greedy(q.log(), frames, 0)[0]
     assert decoded == [2, 3, 3, 1, 2]  # a l l ␣ a: the blank between the two l's survives
+
+
+def test_student_unk_takes_the_mass_of_teacher_symbols_it_lacks():
+    """Hand-built pair: é, ß and the teacher's own <unk> all land on the student's <unk>, nothing in OOV."""
+    teacher = ["<blank>", " ", "a", "é", "ß", "<unk>", "b"]
+    student = ["<blank>", "a", "<space>", "<unk>"]
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.05, 0.15, 0.12, 0.08]], dtype=torch.float64)
+    for mode in ("rest", "renormalize"):
+        inv_map = InventoryMap(teacher, student, mode=mode)
+        assert inv_map.missing_in_student == ["é", "ß", "b"] and not inv_map.has_oov
+        assert inv_map.to_unk == ["é", "ß", "<unk>", "b"]
+        mapped = inv_map.apply(probs)
+        expected = torch.tensor([[0.1, 0.3, 0.2, 0.05 + 0.15 + 0.12 + 0.08, 0.0]], dtype=torch.float64)
+        assert torch.allclose(mapped, expected)
+        # in the log domain: the log-sum-exp of the folded symbols' log-probabilities
+        assert torch.allclose(mapped[0, 3].log(), torch.logsumexp(probs.log()[0, [3, 4, 5, 6]], 0))
+    # a student <unk> is covered by any teacher symbol the student lacks; without one it is not
+    build_inventory_maps([teacher], student)
+    with pytest.raises(ValueError, match=r"\['<unk>'\].*no teacher"):
+        build_inventory_maps([["<blank>", " ", "a"]], student)

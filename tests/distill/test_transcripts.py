@@ -73,3 +73,55 @@ def test_pseudo_labels_are_normalized_and_filtered_by_confidence_and_agreement()
     assert [r["ID"] for r in kept] == ["u0"] and dropped["disagreement"] == 2
     kept, _ = filter_pseudo_labels(rows, transcripts, 0.5, second, max_disagreement=50)
     assert [r["ID"] for r in kept] == ["u0", "u3", "u4"]
+
+
+def test_pseudo_labels_of_a_teacher_with_unk_hold_no_unk():
+    """A teacher trained on a prepared corpus has ``<unk>``: its transcripts skip it (not the word 'unk')."""
+    from speechkd.distill.teachers import Teacher
+    from speechkd.distill.transcripts import GreedyTranscripts
+    from speechkd.text import TokenInventory
+
+    inventory, _ = TokenInventory.from_training_texts(["ab ba"], other_texts=["abc"])
+    path = [inventory.index(s) for s in ("a", "b", "<unk>", "<blank>", "<unk>", " ", "b")]
+
+    class UnkTeacher(Teacher):
+        name, symbols, blank_index, word_delimiter = "unk", inventory.symbols, 0, " "
+        frame_shift_ms, sample_rate, normalize_waveform = 20, 16000, False
+
+        def forward_log_probs(self, wavs, wav_lens):
+            log_probs = torch.full((1, len(path), len(self.symbols)), -10.0)
+            log_probs[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+            return log_probs.log_softmax(-1), torch.tensor([len(path)])
+
+        def fingerprint(self):
+            return "unk-v1"
+
+    transcripts = GreedyTranscripts(UnkTeacher()).transcribe(torch.zeros(1, 320), torch.ones(1))
+    assert transcripts[0].text == "ab b"
+    kept, _ = filter_pseudo_labels([{"ID": "u", "lang": "en", "wrd": ""}], {"u": transcripts[0]})
+    assert kept[0]["wrd"] == "ab b"
+
+
+def test_second_opinion_is_normalized_like_the_pseudo_label():
+    """``6,400`` is one number in both transcripts (not "six four hundred" in the second opinion)."""
+    rows = [{"ID": "u", "lang": "en", "wrd": ""}]
+    kept, dropped = filter_pseudo_labels(rows, {"u": Transcript("six thousand four hundred", 0.9)}, 0.5,
+                                         {"u": Transcript("6,400", 1.0)}, max_disagreement=0)
+    assert [r["wrd"] for r in kept] == ["six thousand four hundred"] and dropped["disagreement"] == 0
+
+
+def test_whisper_fingerprint_covers_tokenizer_and_vocabulary(tmp_path, monkeypatch):
+    import faster_whisper
+
+    from speechkd.distill.transcripts import WhisperTeacher
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", lambda *args, **kwargs: None)  # no weights needed
+    for name in ("model.bin", "config.json"):
+        (tmp_path / name).write_text(name)
+    prints = [WhisperTeacher(str(tmp_path)).fingerprint()]
+    for name in ("tokenizer.json", "vocabulary.txt"):
+        (tmp_path / name).write_text("v1")
+        prints.append(WhisperTeacher(str(tmp_path)).fingerprint())
+        (tmp_path / name).write_text("v2")
+        prints.append(WhisperTeacher(str(tmp_path)).fingerprint())
+    assert len(set(prints)) == 5

@@ -43,7 +43,7 @@ def export_corpus(tmp_path_factory):
 def experiments(tmp_path_factory, export_corpus):
     """arch -> tiny experiment folder, for every architecture."""
     root = tmp_path_factory.mktemp("experiments")
-    inventory = TokenInventory.from_texts(TEXTS)
+    inventory = TokenInventory.from_training_texts(TEXTS)[0]
     wavs = [synthetic_utterance(i) for i in range(len(TEXTS))]
     folders = {}
     for arch in TINY_SIZES:

@@ -8,7 +8,7 @@ from speechkd.text import TokenInventory
 
 
 def _train_to_low_cer(model, texts, wavs, lens, max_steps, augment=False, stop_loss=0.05):
-    inventory = TokenInventory.from_texts(texts)
+    inventory = TokenInventory.from_training_texts(texts)[0]
     targets = [torch.tensor(inventory.encode(t)) for t in texts]
     flat_targets = torch.cat(targets)
     target_lens = torch.tensor([len(t) for t in targets])
@@ -43,7 +43,7 @@ def _train_to_low_cer(model, texts, wavs, lens, max_steps, augment=False, stop_l
 def test_small_model_overfits_tone_utterances(tone_batch, cls, sizes):
     torch.manual_seed(0)
     texts, wavs, lens = tone_batch
-    model = cls(n_tokens=len(TokenInventory.from_texts(texts)), dropout=0.0, **sizes)
+    model = cls(n_tokens=len(TokenInventory.from_training_texts(texts)[0]), dropout=0.0, **sizes)
     greedy, beam, loss = _train_to_low_cer(model, texts, wavs, lens, max_steps=150,
                                            augment=cls is TDNNCTC)
     rates = ErrorRates()

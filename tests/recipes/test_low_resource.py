@@ -111,7 +111,7 @@ def test_recipe_end_to_end(tmp_path, monkeypatch):
 
 
 def test_inventory_extension_keeps_old_indices_and_output_rows():
-    old = TokenInventory([TokenInventory.from_texts(["ab"]).symbols[0], " ", "а", "б", "ы"])
+    old = TokenInventory(["<blank>", " ", "а", "б", "ы"])
     new, added = old.extend(["а", "і", "ї", "б", " "])
     assert added == ["і", "ї"]
     assert new.symbols[: len(old)] == old.symbols

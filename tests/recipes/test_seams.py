@@ -100,7 +100,7 @@ def test_a_term_with_parameters_trains_and_is_checkpointed_with_the_model(tmp_pa
         def forward(self, batch):
             return self.scale * batch.log_probs.exp().mean()
 
-    inventory = TokenInventory.from_texts(["ab"])
+    inventory = TokenInventory.from_training_texts(["ab"])[0]
     model = StreamingStudent(n_tokens=len(inventory), conv_channels=8, gru_hidden=8)
     objective = Objective({"ctc": CTCTerm(), "scaled": Scaled()})
     checkpointer = sb.utils.checkpoints.Checkpointer(str(tmp_path), recoverables={"model": model})

@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from speechkd.stages import library_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STUDENT_SIZES = {"conv_channels": 16, "gru_hidden": 16}
 
@@ -20,8 +22,7 @@ def recipe_command(script, hparams, overrides):
 
 def repo_env(**extra):
     """The environment a recipe or ``speechkd`` runs in: this checkout's library, one thread."""
-    path = os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
+    return {**library_env(), "OMP_NUM_THREADS": "1", **extra}
 
 
 def start(command, log_path):

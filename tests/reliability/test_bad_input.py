@@ -75,7 +75,7 @@ def test_empty_transcript_is_a_counted_skip(tmp_path, caplog):
     rows[1]["wrd"] = " "
     write_manifest(manifest, rows)
     with caplog.at_level(logging.WARNING):
-        dataset = make_dataset(manifest, str(tmp_path), TokenInventory.from_texts(TEXTS))
+        dataset = make_dataset(manifest, str(tmp_path), TokenInventory.from_training_texts(TEXTS)[0])
     assert sorted(dataset.data_ids) == ["u0", "u2", "u3"]
     assert "skipped 1 of 4 rows (1 empty transcript)" in caplog.text
     unlabelled = make_dataset(manifest, str(tmp_path), need_text=False)  # unlabelled audio needs no text
@@ -117,7 +117,7 @@ def test_utterance_missing_from_the_cache_is_refused_before_the_first_epoch(tmp_
     from speechkd.models import StreamingStudent
 
     manifest, _ = write_corpus(tmp_path, n=3)
-    inventory = TokenInventory.from_texts(TEXTS)
+    inventory = TokenInventory.from_training_texts(TEXTS)[0]
     model = StreamingStudent(n_tokens=len(inventory), conv_channels=8, gru_hidden=8)
     model_shift = model.frame_shift_ms
     with PosteriorCacheWriter(tmp_path / "cache", meta_for(inventory.symbols, shifts=(model_shift,), k=4)) as writer:
@@ -140,7 +140,7 @@ def test_utterance_missing_from_the_cache_is_refused_before_the_first_epoch(tmp_
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad_input") / "student"
-    make_experiment(folder, "student", TokenInventory.from_texts(TEXTS), [synthetic_utterance(0)])
+    make_experiment(folder, "student", TokenInventory.from_training_texts(TEXTS)[0], [synthetic_utterance(0)])
     return folder
 
 
@@ -191,3 +191,56 @@ def test_export_names_a_missing_or_corrupt_model_checkpoint(model_folder, tmp_pa
                 "empty": f"{weights.parent}: model.ckpt is empty",
                 "corrupt": f"{weights}: cannot load the model's weights"}[how]
     assert expected in err
+
+
+def test_rows_an_inventory_without_unk_cannot_encode_are_skipped_up_front(tmp_path, caplog):
+    """No ``<unk>`` (e.g. ``student_tokens: teachers``): the row is skipped, named, before any epoch."""
+    manifest, rows = write_corpus(tmp_path)
+    rows[2]["wrd"] = "forty жж"
+    write_manifest(manifest, rows)
+    inventory, _ = TokenInventory.from_training_texts(TEXTS)
+    assert inventory.unk_index is None
+    with caplog.at_level(logging.WARNING):
+        dataset = make_dataset(manifest, str(tmp_path), inventory, sort="none")
+    assert list(dataset.data_ids) == ["u0", "u1", "u3"]
+    assert [item["tokens"].tolist() for item in dataset] == [inventory.encode(TEXTS[i]) for i in (0, 1, 3)]
+    assert f"{manifest}:4 (u2" in caplog.text and "'ж'" in caplog.text and "become <unk>" not in caplog.text
+    with pytest.raises(BadInputError, match=rf"{manifest}:4 \(u2.*no <unk>"):
+        make_dataset(manifest, str(tmp_path), inventory, strict=True)
+    # with <unk> the row stays and its characters are counted as <unk>
+    with_unk, _ = TokenInventory.from_training_texts(TEXTS, other_texts=["ж"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(make_dataset(manifest, str(tmp_path), with_unk)) == 4
+    assert "become <unk>" in caplog.text
+    # among labelled IDs, such a row becomes unlabelled
+    mixed = make_dataset(manifest, str(tmp_path), inventory, labelled_ids={"u1", "u2"}, sort="none")
+    assert [item["labelled"] for item in mixed] == [False, True, False, False]
+
+
+def test_a_checked_manifest_is_not_decoded_again_unless_a_file_changed(tmp_path, monkeypatch):
+    from speechkd.data import pipelines
+
+    manifest, rows = write_corpus(tmp_path)
+    reads = []
+    real_read = sf.read
+
+    def counting_read(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines.sf, "read", counting_read)
+    inventory, _ = TokenInventory.from_training_texts(TEXTS)
+    assert len(make_dataset(manifest, str(tmp_path), inventory)) == 4 and len(reads) == 4
+    assert (tmp_path / "train.csv.checked.json").exists()
+    reads.clear()
+    assert len(make_dataset(manifest, str(tmp_path), inventory)) == 4 and reads == []
+    damage(tmp_path / "audio" / "u1.flac", "truncated")  # a changed file is checked again, alone
+    _, skipped = checked_rows(manifest, str(tmp_path))
+    assert reads == [str(tmp_path / "audio" / "u1.flac")] and skipped == {"corrupt audio": 1}
+    reads.clear()
+    rows[3]["duration"] += 0.5  # a changed manifest: every row again
+    write_manifest(manifest, rows)
+    _, skipped = checked_rows(manifest, str(tmp_path))
+    assert len(reads) == 4 and skipped == {"corrupt audio": 1,
+                                           "manifest duration differs from the audio by more than 0.1 s": 1}

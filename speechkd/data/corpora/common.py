@@ -23,7 +23,11 @@ Layout of ``out``::
     train.csv dev.csv test.csv     SpeechBrain manifests (wav = $data_root/audio/...)
     tokens.txt                     the training inventory
     prepare_report.json            what was kept, changed and skipped
+    prepare.started                fingerprint of the preparation under way (a killed run resumes it)
     prepare.done                   fingerprint of the options: a rerun with equal options is skipped
+
+A preparation with other options (or from another source) first clears what
+an earlier one wrote (:func:`clear_prepared`), so no stale FLAC is reused.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +47,7 @@ import numpy as np
 import soundfile as sf
 
 from speechkd.data.manifest import write_manifest
+from speechkd.resampling import resample
 from speechkd.text import LANGUAGES, TokenInventory, normalize
 
 logger = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 DONE_FILE = "prepare.done"
+STARTED_FILE = "prepare.started"
 REPORT_FILE = "prepare_report.json"
 EXAMPLES_PER_REASON = 5
 SEGMENT_TOLERANCE_S = 0.01
@@ -193,17 +200,17 @@ def read_segment(utt: SourceUtterance):
 
 
 def to_16k_mono(audio, rate):
-    """``(samples, channels)`` at ``rate`` -> ``(samples,)`` at 16 kHz (channel mean, soxr resampling)."""
-    import soxr
-
+    """``(samples, channels)`` at ``rate`` -> ``(samples,)`` at 16 kHz (channel mean, :func:`speechkd.resampling.resample`)."""
     mono = audio.mean(axis=1) if audio.ndim == 2 else audio
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-    return np.clip(mono, -1.0, 1.0).astype(np.float32)
+    return np.clip(resample(mono, rate, SAMPLE_RATE), -1.0, 1.0).astype(np.float32)
 
 
 def convert_utterance(utt: SourceUtterance, dest: str):
     """Write ``utt`` as 16 kHz mono FLAC at ``dest`` (kept when it exists: a killed run resumes).
+
+    :func:`write_prepared_corpus` clears ``audio/`` first unless the
+    preparation under way has the same fingerprint, so an existing file was
+    made from the same source with the same options.
 
     Returns
     -------
@@ -237,10 +244,52 @@ def fingerprint(options: dict) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _marker(out, name):
+    path = Path(out) / name
+    return path.read_text().strip() if path.exists() else None
+
+
 def already_prepared(out, options) -> bool:
     """Whether ``out`` holds a preparation made with exactly ``options``."""
-    done = Path(out) / DONE_FILE
-    return done.exists() and done.read_text().strip() == fingerprint(options)
+    return _marker(out, DONE_FILE) == fingerprint(options)
+
+
+def clear_prepared(out, splits=()) -> None:
+    """Delete what a preparation wrote in ``out``: ``audio/``, the manifests (and their
+    ``.checked.json``), ``tokens.txt``, the report and the markers; anything else stays.
+
+    Parameters
+    ----------
+    out : str or Path
+        Prepared corpus folder (absent: nothing to do).
+    splits : iterable of str
+        Split names whose manifests go too, besides train, dev, test,
+        unlabelled and those the old report lists.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return
+    names = {*SPLITS, "unlabelled", *splits}
+    try:
+        names |= set(json.loads((out / REPORT_FILE).read_text(encoding="utf-8")).get("splits", {}))
+    except (OSError, ValueError, AttributeError):
+        pass
+    files = [f"{name}{suffix}" for name in names for suffix in (".csv", ".csv.checked.json")]
+    for name in [*files, "tokens.txt", REPORT_FILE, DONE_FILE, STARTED_FILE]:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "audio", ignore_errors=True)
+    logger.info("%s: cleared the earlier preparation's audio, manifests, tokens and report", out)
+
+
+def start_preparation(out, options, splits=()) -> None:
+    """Clear ``out`` (:func:`clear_prepared`) unless a preparation with ``options`` is done or
+    under way there (a killed run then resumes, keeping its FLAC), and mark this one as started."""
+    out = Path(out)
+    print_ = fingerprint(options)
+    if print_ not in (_marker(out, DONE_FILE), _marker(out, STARTED_FILE)):
+        clear_prepared(out, splits)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STARTED_FILE).write_text(print_ + "\n")
 
 
 def prepared_beforehand():
@@ -281,6 +330,7 @@ def write_prepared_corpus(splits, out, report: PreparationReport, options: dict,
     duplicated = sorted(i for i, n in ids.items() if n > 1)
     if duplicated:
         raise PreparationError(f"{report.source}: utterance IDs occur more than once, e.g. {duplicated[:3]}")
+    start_preparation(out, options, splits)
     rows = {}
     for split, utterances in splits.items():
         texts = normalized_texts(utterances, report, need_text=split in labelled)
@@ -298,6 +348,7 @@ def write_prepared_corpus(splits, out, report: PreparationReport, options: dict,
     (out / REPORT_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
                                    encoding="utf-8")
     (out / DONE_FILE).write_text(fingerprint(options) + "\n")
+    (out / STARTED_FILE).unlink(missing_ok=True)
     logger.info("prepared %s into %s: %s", report.source, out,
                 {s: v["utterances"] for s, v in summary["splits"].items()})
     return summary
