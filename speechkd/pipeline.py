@@ -159,6 +159,8 @@ class Pipeline:
         the stage's folder. ``inputs`` joins the stage's fingerprint (e.g.
         the files of pretrained teachers).
         """
+        if "hparams" not in spec:
+            raise ValueError(f"pipeline stage {name!r} names no recipe YAML (`hparams:`); its entry: {spec}")
         hparams_file = spec["hparams"]
         overrides = {**self.data, **overrides, **spec["overrides"], folder_key: folder}
         threads = spec.get("threads", self.hparams["train_threads"])
