@@ -317,7 +317,8 @@ def load_model(folder, device="cpu", min_key="WER"):
     checkpointer = Checkpointer(os.path.join(folder, "save"), recoverables={"model": model})
     checkpoint = checkpointer.find_checkpoint(min_key=min_key)
     if checkpoint is None:
-        skipped = "".join(f"; {ckpt_dir}: {problem}" for ckpt_dir, problem in checkpointer.incomplete_checkpoints())
+        skipped = "".join(f"; {ckpt_dir}/{problem}"  # e.g. ".../CKPT+.../model.ckpt is missing"
+                          for ckpt_dir, problem in checkpointer.incomplete_checkpoints())
         raise FileNotFoundError(f"{folder}/save holds no complete checkpoint with '{min_key}'{skipped}")
     weights = os.path.join(checkpoint.path, "model.ckpt")  # present: the Checkpointer skips checkpoints without it
     try:

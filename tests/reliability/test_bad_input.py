@@ -187,8 +187,8 @@ def test_export_names_a_missing_or_corrupt_model_checkpoint(model_folder, tmp_pa
     status = main(["export", "--model", str(folder), "--out", str(tmp_path / "out"), "--manifest", manifest])
     err = capsys.readouterr().err
     assert status == 1 and "Traceback" not in err
-    expected = {"missing": f"{weights.parent}: model.ckpt is missing",  # an incomplete checkpoint, named
-                "empty": f"{weights.parent}: model.ckpt is empty",
+    expected = {"missing": f"{weights} is missing",  # an incomplete checkpoint, named
+                "empty": f"{weights} is empty",
                 "corrupt": f"{weights}: cannot load the model's weights"}[how]
     assert expected in err
 
