@@ -1,6 +1,7 @@
 """The ``speechkd`` command.
 
     speechkd corpus build --task numbers --size small --out data/numbers-small
+    speechkd prepare librispeech /data/LibriSpeech data/librispeech --workers=8
     speechkd run hparams/pipelines/quickstart.yaml [--from STAGE] [--to STAGE] [--force STAGE]
     speechkd transcribe --model results/ctc/student/1234 a.wav b.flac
     speechkd teachers agreement results/quickstart/1234/cache
@@ -69,6 +70,7 @@ def run_agreement(args):
 
 def main(argv=None):
     """Entry point of the ``speechkd`` console script."""
+    from speechkd.data.corpora.cli import add_cli as add_prepare
     from speechkd.data.corpus import add_cli as add_corpus
     from speechkd.export.cli import add_cli as add_export
     from speechkd.stages import FolderLocked
@@ -76,6 +78,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="speechkd", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_corpus(subparsers)
+    add_prepare(subparsers)
     add_run(subparsers)
     add_transcribe(subparsers)
     add_teachers(subparsers)
@@ -83,6 +86,8 @@ def main(argv=None):
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command == "run":
         args.overrides = list(args.overrides) + unknown
+    elif unknown and args.command == "prepare":
+        args.options = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

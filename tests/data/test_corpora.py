@@ -71,6 +71,19 @@ def test_librispeech(tmp_path, english):
     assert prepare_librispeech(tmp_path / "LibriSpeech", tmp_path / "out", dev_parts=("dev-clean",)) is None
 
 
+def test_prepare_command_passes_its_options_to_the_format(tmp_path, english, capsys):
+    from speechkd.cli import main
+
+    expected = librispeech_tree(tmp_path / "LibriSpeech", english)
+    assert main(["prepare", "librispeech", str(tmp_path / "LibriSpeech"), str(tmp_path / "out"),
+                 "--dev_parts=[dev-clean]", "--token_min_count=2"]) == 0
+    check_prepared(tmp_path / "out", expected)
+    with open(tmp_path / "out" / "prepare_report.json") as fin:
+        assert json.load(fin)["token_min_count"] == 2
+    assert main(["prepare", "librispeech", str(tmp_path / "LibriSpeech"), str(tmp_path / "x"), "workers=2"]) == 1
+    assert "prepare options are --key=value, got 'workers=2'" in capsys.readouterr().err
+
+
 def test_librispeech_missing_flac_is_counted(tmp_path, english):
     expected = librispeech_tree(tmp_path / "LS", english)
     gone = next(iter(expected))
