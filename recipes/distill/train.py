@@ -7,7 +7,7 @@ The objective's terms, the teacher target (fusion strategy, inventory
 mapping, delay) and the student are declared in the YAML. Teachers come from
 the posterior cache (recipes/distill/cache_teachers.py) or, with
 ``--online=True``, run inside the training step. ``--alpha=0`` needs no
-transcripts.
+transcripts; ``--unlabelled_csv`` adds audio that only the teachers label.
 
     python recipes/distill/train.py hparams/distill/student.yaml
     python recipes/distill/train.py hparams/distill/student.yaml --strategy=best --temperature=2
@@ -19,7 +19,9 @@ import sys
 import speechbrain as sb
 
 from speechkd.brains.distill import DistillBrain
+from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset, test_sets
+from speechkd.data.subsets import concat_manifests
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
 from speechkd.experiment import (
     build_model,
@@ -50,7 +52,13 @@ if __name__ == "__main__":
     model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
     hparams["checkpointer"].add_recoverable("model", model)
 
-    train_set = make_dataset(hparams["train_csv"], hparams["data_folder"], inventory,
+    # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach
+    train_csv, labelled_ids = hparams["train_csv"], None
+    if hparams.get("unlabelled_csv"):  # optional: a YAML without it trains on train_csv alone
+        labelled_ids = [row["ID"] for row in read_manifest(train_csv)]
+        train_csv = concat_manifests([train_csv, hparams["unlabelled_csv"]],
+                                     os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))
+    train_set = make_dataset(train_csv, hparams["data_folder"], inventory, labelled_ids=labelled_ids,
                              need_text=hparams["objective"].needs_transcripts, sort=hparams["sorting"])
     valid_set = make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)
 

@@ -127,10 +127,14 @@ def write_language_manifests(data_folder, out_folder, target, pool=None, target_
 
 
 def concat_manifests(paths, out_path):
-    """Write the rows of several manifests, in order, to one manifest; refuses repeated IDs."""
+    """Write the rows of several manifests, in order, to one manifest; refuses repeated IDs.
+
+    A row may have an empty transcript (unlabelled audio): the reader of the
+    result says which rows are labelled (``make_dataset(labelled_ids=...)``).
+    """
     rows, seen = [], set()
     for path in paths:
-        for row in read_manifest(path):
+        for row in read_manifest(path, allow_empty_wrd=True):
             if row["ID"] in seen:
                 raise ValueError(f"{path}: utterance {row['ID']} already in an earlier manifest")
             seen.add(row["ID"])

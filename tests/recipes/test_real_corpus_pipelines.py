@@ -53,4 +53,8 @@ def test_speechkd_run_on_a_real_layout(layout, tiny_corpus, tmp_path):
             *common, f"--corpus_folder={tmp_path / 'cv'}", "--languages=[ru, uk]", "--target_minutes=0.1",
             teachers_override(["conformer", "crdnn"])])
         check_run(str(tmp_path / "run"), status, data_folder, {"clean"})
-        assert read_manifest(os.path.join(data_folder, "unlabelled.csv"))
+        unlabelled = {row["ID"] for row in read_manifest(os.path.join(data_folder, "unlabelled.csv"),
+                                                         allow_empty_wrd=True)}
+        trained_on = {row["ID"] for row in read_manifest(
+            os.path.join(tmp_path, "run", "distill", "train_and_unlabelled.csv"), allow_empty_wrd=True)}
+        assert unlabelled and unlabelled < trained_on  # the student learnt from the unlabelled clips too
