@@ -390,7 +390,19 @@ def input_cases(count):
         print("benchmarks/fault_inputs.py not found: no input cases", file=sys.stderr)
         return []
     cases = input_fault_cases()
-    return [cases[index % len(cases)] for index in range(count)]
+    return [in_fresh_folder(cases[index % len(cases)], f"input-{index:02d}") for index in range(count)]
+
+
+def in_fresh_folder(case, name):
+    """``case`` run in an empty ``<workdir>/<name>`` (an input case damages the files it builds there)."""
+
+    def fresh(workdir, rng):
+        folder = workdir / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return case(folder, rng)
+
+    return fresh
 
 
 def table(rows):
