@@ -340,11 +340,15 @@ def utterance_errors(ref, hyp):
 
 
 def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, dev_split="dev",
-                manifest=None):
+                manifest=None, precision="fp32", shard_utts=256):
     """Run every teacher once over ``datasets`` and store top-k posteriors.
 
     Utterances already in the cache (a resumed run) are skipped; a cache made
     from other teachers or settings is refused with the difference named.
+    Under torchrun every rank caches its share, whole shards at a time (shard
+    ``s`` goes to rank ``s % world_size``), in the batches a single process
+    would form; the main rank then publishes the merged index. The result has
+    the index, values and dev WERs of a single-process cache.
 
     Parameters
     ----------
@@ -361,50 +365,118 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
         Split whose WER per teacher is stored for the ``weighted`` strategy.
     manifest : str, optional
         Manifest recorded in ``meta.json`` for the agreement diagnostic.
+    precision : str
+        ``fp32``, ``bf16`` or ``fp16``: autocast for the teachers' forward
+        pass (SpeechBrain's ``--precision``); the cache stays fp16 top-k.
+    shard_utts : int
+        Utterances per shard.
 
     Returns
     -------
     speechkd.distill.cache.PosteriorCache
     """
-    writer = PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest))
-    dev_errors = {name: [0.0, 0] for name in ensemble.names}
+    rank, world = distributed_rank_and_world()
+    writer = open_writer_on_every_rank(cache_folder, ensemble.meta(k, features, manifest), shard_utts)
+    first_shard, position, planned = writer.next_shard, 0, set(writer.done_ids)
+    dev_counts = torch.zeros(len(ensemble.names), 2, dtype=torch.long)  # word edits, reference words
     for split, dataset in datasets.items():
-        todo = [utt for utt in dataset.data_ids if utt not in writer.done_ids]
-        if not todo:
-            continue
-        logger.info("caching %d %s utterances (%d already cached)", len(todo), split,
-                    len(dataset.data_ids) - len(todo))
-        for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size):
+        positions = {}  # utterance -> its place in the order a single process adds utterances
+        for utt in dataset.data_ids:
+            if utt not in planned:
+                planned.add(utt)
+                positions[utt] = position
+                position += 1
+        mine = {utt: pos for utt, pos in positions.items() if (pos // shard_utts) % world == rank}
+        logger.info("caching %d of %d %s utterances on rank %d of %d (%d already cached)", len(mine),
+                    len(positions), split, rank, world, len(dataset.data_ids) - len(positions))
+        for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size, mine, precision):
             for row, utt_id in enumerate(batch.id):
-                if utt_id in writer.done_ids:
+                if utt_id not in mine or utt_id in writer:
                     continue
+                if not writer.pending_count:
+                    writer.next_shard = first_shard + mine[utt_id] // shard_utts
                 errors = []
-                for name, teacher, (log_probs, frames) in zip(ensemble.names, ensemble.teachers, outputs):
+                for index, (teacher, (log_probs, frames)) in enumerate(zip(ensemble.teachers, outputs)):
                     hyp = teacher.decode(ctc_greedy(log_probs[row : row + 1], frames[row : row + 1],
                                                     teacher.blank_index)[0])
                     errors.append(utterance_errors(batch.wrd[row], hyp))
                     if split == dev_split:
                         ref_words = max(len(batch.wrd[row].split()), 1)
-                        dev_errors[name][0] += errors[-1]["wer"] * ref_words / 100.0
-                        dev_errors[name][1] += ref_words
+                        dev_counts[index] += torch.tensor([round(errors[-1]["wer"] * ref_words / 100.0),
+                                                           ref_words])
                 writer.add(utt_id, [lp[row, : n[row]] for lp, n in outputs], errors_per_teacher=errors)
-    if all(count for _, count in dev_errors.values()):
-        writer.set_dev_wer({name: 100.0 * e / n for name, (e, n) in dev_errors.items()})
-    writer.close()
+    publish_cache(writer, ensemble.names, dev_counts)
     return PosteriorCache.open(cache_folder)
 
 
+def distributed_rank_and_world():
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless torch.distributed is initialized."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def open_writer_on_every_rank(cache_folder, meta, shard_utts):
+    """The main rank opens (or creates) the cache first; the others then open it to write shards only."""
+    writer = None
+    if sb.utils.distributed.if_main_process():
+        writer = PosteriorCacheWriter(cache_folder, meta, shard_utts=shard_utts)
+    sb.utils.distributed.ddp_barrier()
+    if writer is None:
+        writer = PosteriorCacheWriter(cache_folder, meta, shard_utts=shard_utts, publish=False)
+    sb.utils.distributed.ddp_barrier()  # nobody writes before every rank has read the committed shards
+    return writer
+
+
+def publish_cache(writer, names, dev_counts):
+    """Wait for every rank's shards; the main rank merges them into the index and stores the dev WERs.
+
+    Parameters
+    ----------
+    writer : PosteriorCacheWriter
+    names : list of str
+        Teacher names, in ``dev_counts`` order.
+    dev_counts : torch.Tensor
+        ``(teachers, 2)`` integer word edits and reference words on the dev split, this rank's share.
+    """
+    writer.flush()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(dev_counts)  # integer sums: the same WER as one process
+    sb.utils.distributed.ddp_barrier()  # every rank's shards are on disk
+    if writer.publish:
+        writer.reload()
+        if bool((dev_counts[:, 1] > 0).all()):
+            writer.set_dev_wer({name: 100.0 * edits / words
+                                for name, (edits, words) in zip(names, dev_counts.tolist())})
+    writer.close()
+    sb.utils.distributed.ddp_barrier()
+
+
 @torch.no_grad()
-def teacher_posteriors(ensemble, dataset, batch_size):
+def teacher_posteriors(ensemble, dataset, batch_size, wanted=None, precision="fp32"):
     """Yield ``(batch, [(log_probs, frames) per teacher])`` over a dataset, on the CPU.
 
-    The audio (the ensemble's ``signal``) is read once per batch and fed to every teacher.
+    The audio (the ensemble's ``signal``) is read once per batch and fed to
+    every teacher. Batches are the dataset's order cut every ``batch_size``
+    rows; with ``wanted`` (utterance IDs), batches holding none of them are
+    not read.
     """
-    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
+    batches = [list(range(start, min(start + batch_size, len(dataset))))
+               for start in range(0, len(dataset), batch_size)]
+    if wanted is not None:
+        batches = [rows for rows in batches if any(dataset.data_ids[row] in wanted for row in rows)]
+    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_sampler=batches)
     for batch in loader:
         wavs, wav_lens = getattr(batch, ensemble.signal)
-        outputs = ensemble.log_probs(wavs, wav_lens)
-        yield batch, [(lp.cpu(), frames.cpu()) for lp, frames in outputs]
+        with autocast(precision, wavs.device):
+            outputs = ensemble.log_probs(wavs, wav_lens)
+        yield batch, [(lp.float().cpu(), frames.cpu()) for lp, frames in outputs]
+
+
+def autocast(precision, device):
+    """``torch.autocast`` for SpeechBrain's ``--precision`` name (``fp32`` turns it off)."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
 def cache_features(data_folder, teacher_domain, sample_rate=INPUT_SAMPLE_RATE):
