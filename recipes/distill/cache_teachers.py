@@ -17,11 +17,12 @@ import speechbrain as sb
 
 from speechkd.data.pipelines import make_dataset, refuse_conflicting_ids
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
-from speechkd.experiment import load_hparams, run_device
+from speechkd.experiment import load_hparams, run_device, run_precision
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)  # under torchrun each rank caches its share of the shards
     sb.create_experiment_directory(hparams["cache_folder"], hyperparams_to_save=resolved_file,
                                    overrides=overrides)
     sb.utils.distributed.run_on_main(hparams["prepare"])
@@ -35,6 +36,6 @@ if __name__ == "__main__":
     cache = build_cache(
         ensemble, datasets, hparams["cache_folder"], hparams["top_k"],
         cache_features(hparams["data_folder"], hparams["teacher_domain"]),
-        batch_size=hparams["batch_size"], manifest=dev_manifest,
+        batch_size=hparams["batch_size"], precision=run_precision(run_opts), manifest=dev_manifest,
     )
     print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers in {hparams['cache_folder']}")

@@ -22,13 +22,9 @@ from speechkd.data.pipelines import make_dataset
 from speechkd.distill.transcripts import filter_pseudo_labels, transcribe_dataset
 from speechkd.experiment import load_hparams
 
-if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    hparams, resolved_file = load_hparams(hparams_file, overrides)
+def pseudo_label(hparams):
+    """Transcribe, filter and write ``train.csv`` and ``pseudo_labels.json`` (the main process runs it)."""
     out = hparams["output_folder"]
-    sb.create_experiment_directory(out, hyperparams_to_save=resolved_file, overrides=overrides)
-    sb.utils.distributed.run_on_main(hparams["prepare"])
-
     # The unlabelled rows the teacher speaks the language of
     rows = [row for row in read_manifest(hparams["unlabelled_csv"], allow_empty_wrd=True)
             if row["lang"] in hparams["languages"]]
@@ -51,3 +47,13 @@ if __name__ == "__main__":
         json.dump(summary, fout, indent=1)
     print(f"pseudo-labelled {len(kept)} of {len(rows)} utterances (dropped: {dropped}); "
           f"{len(labelled)} labelled rows kept; manifest: {os.path.join(out, 'train.csv')}")
+
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=resolved_file, overrides=overrides)
+    sb.utils.distributed.run_on_main(hparams["prepare"])
+    # One process transcribes (under torchrun the other ranks wait): the cached transcripts are one file
+    sb.utils.distributed.run_on_main(pseudo_label, args=[hparams])
