@@ -310,14 +310,15 @@ class TeacherEnsemble:
                          tokens_fingerprint=first.tokens_fingerprint, manifest=manifest)
 
     @torch.no_grad()
-    def log_probs(self, wavs, wav_lens):
+    def log_probs(self, wavs, wav_lens, precision="fp32"):
         """Each teacher's ``((batch, frames_i, V_i) log-probs, (batch,) frames)`` at its own rate.
 
         Runs in full precision whatever autocast the training step uses, so
-        online teachers give what their cache would.
+        online teachers give what their cache would; ``precision`` (``bf16``,
+        ``fp16``) autocasts them instead (caching with ``--precision``).
         """
         wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
-        with torch.autocast(device_type=torch.device(self.device).type, enabled=False):
+        with autocast(precision, self.device):
             return [teacher.log_probs(wavs.float(), wav_lens) for teacher in self.teachers]
 
     def teacher_batch(self, batch, device=None):
@@ -468,8 +469,7 @@ def teacher_posteriors(ensemble, dataset, batch_size, wanted=None, precision="fp
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_sampler=batches)
     for batch in loader:
         wavs, wav_lens = getattr(batch, ensemble.signal)
-        with autocast(precision, wavs.device):
-            outputs = ensemble.log_probs(wavs, wav_lens)
+        outputs = ensemble.log_probs(wavs, wav_lens, precision)
         yield batch, [(lp.float().cpu(), frames.cpu()) for lp, frames in outputs]
 
 

@@ -38,10 +38,10 @@ def datasets():
     return out
 
 
-def cache(folder):
+def cache(folder, precision="fp32"):
     ensemble = TeacherEnsemble([FramewiseTeacher("fine", 10, 1), FramewiseTeacher("coarse", 20, 2)])
     return build_cache(ensemble, datasets(), folder, k=3, features={"sample_rate": 16000}, batch_size=2,
-                       shard_utts=3)
+                       shard_utts=3, precision=precision)
 
 
 def cache_on_rank(rank, world, folder, port):
@@ -89,3 +89,17 @@ def test_two_rank_cache_equals_single_process_cache(tmp_path):
         for rest_a, rest_b in zip(single.rest_log_probs(utt), sharded.rest_log_probs(utt)):
             np.testing.assert_array_equal(rest_a, rest_b)
     assert single.dev_wer_list() == sharded.dev_wer_list() is not None
+
+
+def test_bf16_teachers_cache_what_fp32_teachers_do_to_bf16_precision(tmp_path):
+    """Autocast runs the teachers in bf16 (values move), the cache stays fp16 top-k of about the same values."""
+    exact, mixed = cache(str(tmp_path / "fp32")), cache(str(tmp_path / "bf16"), precision="bf16")
+    agree, total, gap = 0, 0, 0.0
+    for utt in exact.utt_ids:
+        for (values_a, ids_a), (values_b, ids_b) in zip(exact.get(utt), mixed.get(utt)):
+            assert values_b.dtype == np.float16 and values_b.shape == values_a.shape
+            same = ids_a == ids_b
+            agree, total = agree + int(same.sum()), total + same.size
+            gap = max(gap, float(np.abs(values_a[same].astype(float) - values_b[same]).max()))
+    assert 0 < gap < 0.1  # bf16 keeps 8 bits of mantissa: log-probs of a few nats move by ~0.01
+    assert agree > 0.9 * total  # the same tokens are kept almost everywhere
