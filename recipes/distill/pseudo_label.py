@@ -22,6 +22,7 @@ from speechkd.data.pipelines import make_dataset
 from speechkd.distill.transcripts import filter_pseudo_labels, transcribe_dataset
 from speechkd.experiment import load_hparams
 
+
 def pseudo_label(hparams):
     """Transcribe, filter and write ``train.csv`` and ``pseudo_labels.json`` (the main process runs it)."""
     out = hparams["output_folder"]
