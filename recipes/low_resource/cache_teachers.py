@@ -43,7 +43,8 @@ if __name__ == "__main__":
     cache = build_cache(
         ensemble, datasets, hparams["cache_folder"], hparams["top_k"],
         cache_features(hparams["data_folder"], hparams["teacher_domain"]),
-        batch_size=hparams["batch_size"], precision=run_precision(run_opts), manifest=os.path.abspath(hparams["dev_csv"]),
+        batch_size=hparams["batch_size"], precision=run_precision(run_opts),
+        shard_utts=hparams["shard_utts"], manifest=os.path.abspath(hparams["dev_csv"]),
     )
     print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers in {hparams['cache_folder']}")
 

@@ -29,17 +29,22 @@ WEIGHT_TOLERANCE = 0.15
 LOSS_TOLERANCE = 0.02
 
 
-def train(folder, corpus, nproc, batch_size):
-    overrides = {**tiny_overrides("student", corpus, folder, epochs=2), "batch_size": batch_size,
-                 "sorting": "ascending", "augment": False, "dropout": 0.0}
+def launch(script, hparams, overrides, nproc, folder):
+    """Run a recipe through the weight-saving wrapper: ``python`` or ``torchrun --nproc_per_node=<nproc>``."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    args = [*(launcher if nproc > 1 else [sys.executable]), WRAPPER, os.path.join(REPO, "recipes/ctc/train.py"),
-            os.path.join(REPO, "hparams/ctc/student.yaml"), *(f"--{k}={v}" for k, v in overrides.items())]
+    args = [*(launcher if nproc > 1 else [sys.executable]), WRAPPER, os.path.join(REPO, "recipes", script),
+            os.path.join(REPO, "hparams", hparams), *(f"--{k}={v}" for k, v in overrides.items())]
     if nproc > 1:
         args.append("--distributed_backend=gloo")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WEIGHTS_DIR": folder}
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def train(folder, corpus, nproc, batch_size):
+    overrides = {**tiny_overrides("student", corpus, folder, epochs=2), "batch_size": batch_size,
+                 "sorting": "ascending", "augment": False, "dropout": 0.0}
+    launch("ctc/train.py", "ctc/student.yaml", overrides, nproc, folder)
     return [torch.load(os.path.join(folder, f"weights_rank{rank}.pt")) for rank in range(nproc)]
 
 
@@ -86,3 +91,22 @@ def test_results_are_written_once_over_the_whole_test_set(runs, tiny_corpus):
     with open(os.path.join(runs["single"][0], "results.json")) as fin:
         single = json.load(fin)
     assert results["sets"]["test"]["wer"] == pytest.approx(single["sets"]["test"]["wer"], abs=5.0)
+
+
+def test_cache_recipe_on_two_ranks_writes_the_single_process_cache(tiny_tdnn_teacher, tiny_corpus, tmp_path):
+    """recipes/distill/cache_teachers.py under torchrun: shards of 16 utterances dealt to 2 ranks, one index."""
+    def read(path):
+        with open(path) as fin:
+            return json.load(fin)
+
+    folders = {}
+    for nproc in (1, 2):
+        folders[nproc] = str(tmp_path / f"cache{nproc}")
+        launch("distill/cache_teachers.py", "distill/cache.yaml",
+               {"data_folder": tiny_corpus, "corpus_size": "tiny", "teachers": f"[{tiny_tdnn_teacher}]",
+                "cache_folder": folders[nproc], "shard_utts": 16}, nproc, folders[nproc])
+    shards = sorted(os.listdir(os.path.join(folders[1], "shards")))
+    assert len([name for name in shards if name.endswith(".json")]) > 4
+    assert sorted(os.listdir(os.path.join(folders[2], "shards"))) == shards
+    for name in ["meta.json", "index.json", "teacher_errors.json", *(f"shards/{s}" for s in shards if s.endswith("json"))]:
+        assert read(os.path.join(folders[2], name)) == read(os.path.join(folders[1], name)), name
