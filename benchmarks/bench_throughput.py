@@ -66,7 +66,8 @@ def throughput(model, loader, mode, device, seconds, warmup):
     """Audio seconds per wall second over the timed steps, and the time spent before them (warm-up, compile)."""
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    forward = torch.compile(model) if mode == "compile" else model
+    # dynamic shapes: duration-bucketed batches change length every step (no recompiling per shape)
+    forward = torch.compile(model, dynamic=True) if mode == "compile" else model
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=mode == "bf16")
     audio = 0.0
     start = time.perf_counter()
