@@ -143,6 +143,10 @@ class DistillBrain(sb.Brain):
         sampler = sb.dataio.sampler.DynamicBatchSampler(
             train_set, length_func=lambda item: item["duration"], shuffle=ordering == "random",
             batch_ordering=ordering, **dynamic)
+        world = torch.distributed.get_world_size() if self.distributed_launch else 1
+        if world > 1 and len(sampler) <= world:  # SpeechBrain's DistributedSamplerWrapper breaks on 1 batch a rank
+            raise ValueError(f"dynamic_batching {dict(dynamic)} cuts the training set ({len(train_set)} utterances) "
+                             f"into {len(sampler)} batches, too few for {world} ranks: lower max_batch_length")
         return {"batch_sampler": sampler}
 
     def eval_loader_kwargs(self, dataset):
