@@ -24,6 +24,7 @@ import torch
 from speechkd.decoding import greedy_transcripts
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.objectives import CTCTerm, ObjectiveBatch
+from speechkd.distill.teachers import distributed_rank_and_world
 from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.features import relative_lengths_to_absolute
@@ -124,7 +125,7 @@ class DistillBrain(sb.Brain):
         if self.target is not None and isinstance(self.teachers, PosteriorCache):
             self.teachers.require(train_set.data_ids, f"the training set ({len(train_set)} utterances)")
         if self.checkpointer.find_checkpoint() is None and not self.student.normalizer_fitted:
-            world = torch.distributed.get_world_size() if self.distributed_launch else 1
+            _, world = distributed_rank_and_world()
             # in batches of the global batch: every rank fits what a single process would
             fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size * world)
         kwargs.setdefault("train_loader_kwargs", self.train_loader_kwargs(train_set))
@@ -143,7 +144,7 @@ class DistillBrain(sb.Brain):
         sampler = sb.dataio.sampler.DynamicBatchSampler(
             train_set, length_func=lambda item: item["duration"], shuffle=ordering == "random",
             batch_ordering=ordering, **dynamic)
-        world = torch.distributed.get_world_size() if self.distributed_launch else 1
+        _, world = distributed_rank_and_world()
         if world > 1 and len(sampler) <= world:  # SpeechBrain's DistributedSamplerWrapper breaks on 1 batch a rank
             raise ValueError(f"dynamic_batching {dict(dynamic)} cuts the training set ({len(train_set)} utterances) "
                              f"into {len(sampler)} batches, too few for {world} ranks: lower max_batch_length")
