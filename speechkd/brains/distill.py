@@ -211,11 +211,12 @@ class DistillBrain(sb.Brain):
 
 def mean_across_ranks(value):
     """The mean of a float over the torchrun ranks (the value itself in a single process)."""
-    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    _, world = distributed_rank_and_world()
+    if world == 1:
         return value
     total = torch.tensor(float(value), dtype=torch.float64)
     torch.distributed.all_reduce(total)
-    return total.item() / torch.distributed.get_world_size()
+    return total.item() / world
 
 
 @torch.no_grad()
