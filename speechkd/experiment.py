@@ -90,6 +90,11 @@ def run_device(run_opts):
     return (run_opts or {}).get("device") or sb.utils.distributed.infer_device()
 
 
+def run_precision(run_opts):
+    """SpeechBrain's ``--precision`` (``fp32``, ``bf16`` or ``fp16``), ``fp32`` when not given."""
+    return (run_opts or {}).get("precision") or "fp32"
+
+
 def student_inventory(tokens, ensemble, manifests, tokens_path):
     """The student's tokens: the teachers' (``tokens="teachers"``) or built from its data (``"own"``).
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
+import torch
 from speechbrain.dataio.wer import print_alignments, print_wer_summary
 
 _OPS = {"equal": "=", "substitute": "S", "delete": "D", "insert": "I"}
@@ -143,6 +144,22 @@ class ErrorRates:
                     hyp_tokens=hyp_tokens,
                 )
             )
+
+    def gathered(self) -> ErrorRates:
+        """Every rank's utterances (under torch.distributed), each utterance once, in ID order.
+
+        A distributed sampler pads a rank's share by repeating utterances; they
+        are counted once here. Without torch.distributed the rates come back as
+        they are.
+        """
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return self
+        shares = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(shares, self.utterances)
+        merged = ErrorRates()
+        merged.utterances = sorted({utt.utt_id: utt for share in shares for utt in share}.values(),
+                                   key=lambda utt: utt.utt_id)
+        return merged
 
     @staticmethod
     def _group_summary(utterances: list[_Utterance]) -> dict:

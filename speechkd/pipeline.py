@@ -53,7 +53,7 @@ def recipe_config(hparams_file, overrides):
     return {"hparams": resolved_yaml_text(hparams_file), "overrides": overrides}
 
 
-def run_recipe(script, hparams_file, overrides, threads=1):
+def run_recipe(script, hparams_file, overrides, threads=1, nproc=1):
     """Run ``python <script> <hparams_file> --key=value ...`` as a user would; raise if it fails.
 
     Parameters
@@ -64,9 +64,11 @@ def run_recipe(script, hparams_file, overrides, threads=1):
     overrides : dict
         Values are written as YAML (flow style), as SpeechBrain parses them.
     threads : int
-        Torch CPU threads of the recipe process (``OMP_NUM_THREADS``).
+        Torch CPU threads of each recipe process (``OMP_NUM_THREADS``).
+    nproc : int
+        Processes: more than one runs the recipe through torchrun (see :func:`recipe_command`).
     """
-    command = [sys.executable, os.path.join(REPO_ROOT, script), hparams_file, *overrides_to_argv(overrides)]
+    command = recipe_command(script, hparams_file, overrides, nproc)
     env = {**library_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     returncode = spawn(command, env=env).wait()
     if returncode != 0:
@@ -81,6 +83,20 @@ def empty_folder(folder, keep=("stage.log",)):
             shutil.rmtree(path)
         else:
             os.remove(path)
+
+
+def recipe_command(script, hparams_file, overrides, nproc=1):
+    """The command line of a recipe run: ``python <script> ...``, or with ``nproc`` > 1
+    ``python -m torch.distributed.run --standalone --nproc_per_node=<nproc> <script> ...
+    --distributed_backend=<nccl on GPUs, else gloo>`` (SpeechBrain's DDP)."""
+    command = [os.path.join(REPO_ROOT, script), hparams_file, *overrides_to_argv(overrides)]
+    if nproc == 1:
+        return [sys.executable, *command]
+    import torch
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            *command, f"--distributed_backend={backend}"]
 
 
 def describe_call(partial):
@@ -155,7 +171,9 @@ class Pipeline:
 
         ``spec`` holds ``hparams`` (the recipe YAML), ``overrides`` and
         optionally ``threads`` (torch CPU threads for this stage; default
-        ``train_threads``). ``folder_key`` names the YAML key that receives
+        ``train_threads``) and ``nproc`` (processes, launched through
+        torchrun when more than one; such a stage runs alone, not beside
+        other stages). ``folder_key`` names the YAML key that receives
         the stage's folder. ``inputs`` joins the stage's fingerprint (e.g.
         the files of pretrained teachers).
         """
@@ -164,13 +182,16 @@ class Pipeline:
         hparams_file = spec["hparams"]
         overrides = {**self.data, **overrides, **spec["overrides"], folder_key: folder}
         threads = spec.get("threads", self.hparams["train_threads"])
+        nproc = int(spec.get("nproc", 1))
+        if nproc < 1:
+            raise ValueError(f"stage {name}: nproc must be >= 1, got {nproc}")
 
         def run():
-            run_recipe(script, hparams_file, overrides, threads)
+            run_recipe(script, hparams_file, overrides, threads, nproc)
 
         config = {**recipe_config(hparams_file, overrides), "script": script, "threads": threads,
-                  **({"inputs": inputs} if inputs else {})}
-        return Stage(name, folder, run, config, after=after, parallel=parallel,
+                  **({"nproc": nproc} if nproc > 1 else {}), **({"inputs": inputs} if inputs else {})}
+        return Stage(name, folder, run, config, after=after, parallel=parallel and nproc == 1,
                      restart=lambda: empty_folder(folder))
 
     def corpus_stage(self):

@@ -284,8 +284,15 @@ class TokenInventory:
             raise ValueError(f"{path}: {err}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write one symbol per line (``" "`` as ``"<space>"``)."""
-        Path(path).write_text(self._file_text(), encoding="utf-8")
+        """Write one symbol per line (``" "`` as ``"<space>"``).
+
+        Written to a temporary name and renamed: another torchrun rank that
+        finds the file reads all of it.
+        """
+        path = Path(path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(self._file_text(), encoding="utf-8")
+        os.replace(tmp, path)
 
     def _file_text(self) -> str:
         return "".join(_symbol_to_line(s) + "\n" for s in self.symbols)

@@ -17,12 +17,13 @@ import speechbrain as sb
 
 from speechkd.data.pipelines import make_dataset, refuse_conflicting_ids
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
-from speechkd.experiment import load_hparams, open_experiment, run_device
+from speechkd.experiment import load_hparams, open_experiment, run_device, run_precision
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
-    open_experiment(hparams["cache_folder"], resolved_file, overrides)  # holds the folder from here on
+    sb.utils.distributed.ddp_init_group(run_opts)  # under torchrun each rank caches its share of the shards
+    open_experiment(hparams["cache_folder"], resolved_file, overrides)  # the main rank holds the folder from here on
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
@@ -34,6 +35,7 @@ if __name__ == "__main__":
     cache = build_cache(
         ensemble, datasets, hparams["cache_folder"], hparams["top_k"],
         cache_features(hparams["data_folder"], hparams["teacher_domain"]),
-        batch_size=hparams["batch_size"], manifest=dev_manifest,
+        batch_size=hparams["batch_size"], precision=run_precision(run_opts),
+        shard_utts=hparams["shard_utts"], manifest=dev_manifest,
     )
     print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers in {hparams['cache_folder']}")

@@ -22,13 +22,10 @@ from speechkd.data.pipelines import make_dataset
 from speechkd.distill.transcripts import filter_pseudo_labels, transcribe_dataset
 from speechkd.experiment import load_hparams, open_experiment
 
-if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    hparams, resolved_file = load_hparams(hparams_file, overrides)
-    out = hparams["output_folder"]
-    open_experiment(out, resolved_file, overrides)  # one run at a time writes its transcripts
-    sb.utils.distributed.run_on_main(hparams["prepare"])
 
+def pseudo_label(hparams):
+    """Transcribe, filter and write ``train.csv`` and ``pseudo_labels.json`` (the main process runs it)."""
+    out = hparams["output_folder"]
     # The unlabelled rows the teacher speaks the language of (a labelled row keeps its own transcript)
     labelled = read_manifest(hparams["labelled_csv"]) if hparams["labelled_csv"] else []
     labelled_ids = {row["ID"] for row in labelled}
@@ -56,3 +53,13 @@ if __name__ == "__main__":
         json.dump(summary, fout, indent=1)
     print(f"pseudo-labelled {len(kept)} of {len(rows) + unusable} utterances (dropped: {dropped}); "
           f"{len(labelled)} labelled rows kept; manifest: {os.path.join(out, 'train.csv')}")
+
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    hparams, resolved_file = load_hparams(hparams_file, overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    open_experiment(hparams["output_folder"], resolved_file, overrides)  # one run at a time writes transcripts
+    sb.utils.distributed.run_on_main(hparams["prepare"])
+    # One process transcribes (under torchrun the other ranks wait): the cached transcripts are one file
+    sb.utils.distributed.run_on_main(pseudo_label, args=[hparams])

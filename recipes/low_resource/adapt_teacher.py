@@ -45,17 +45,18 @@ if __name__ == "__main__":
                                             [row["wrd"] for path in manifests for row in read_manifest(path)])
     logger.info("adapting %s to the target: added %d characters to its inventory: %s",
                 hparams["teacher"], len(added), " ".join(added) or "(none)")
-    inventory.save(os.path.join(hparams["output_folder"], TOKENS_FILE))
-    write_adapted_card(hparams["teacher"], hparams["output_folder"], hparams["name"], inventory, added)
     freeze_for_adaptation(model, hparams["adapt_layers"])
+    if sb.utils.distributed.if_main_process():
+        inventory.save(os.path.join(hparams["output_folder"], TOKENS_FILE))
+        write_adapted_card(hparams["teacher"], hparams["output_folder"], hparams["name"], inventory, added)
+        write_results_json(os.path.join(hparams["output_folder"], "results.json"), {
+            "added_tokens": added, "adapt_layers": hparams["adapt_layers"],
+            "trainable_params": count_parameters(model),  # after freezing
+        })
     hparams["checkpointer"].add_recoverable("model", model)
 
     train_set = make_dataset(hparams["train_csv"], hparams["data_folder"], inventory, sort=hparams["sorting"])
     valid_set = make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)
-    write_results_json(os.path.join(hparams["output_folder"], "results.json"), {
-        "added_tokens": added, "adapt_layers": hparams["adapt_layers"],
-        "trainable_params": count_parameters(model),
-    })
 
     brain = DistillBrain(
         modules={"model": model},

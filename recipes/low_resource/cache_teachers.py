@@ -19,14 +19,15 @@ import speechbrain as sb
 from speechkd.data.pipelines import hide_transcripts, make_dataset, refuse_conflicting_ids
 from speechkd.distill.teachers import TeacherEnsemble, build_cache, cache_features
 from speechkd.evaluation import fused_error_rates
-from speechkd.experiment import load_hparams, open_experiment, run_device
+from speechkd.experiment import load_hparams, open_experiment, run_device, run_precision
 from speechkd.metrics import write_results_json
 from speechkd.models import count_parameters
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     hparams, resolved_file = load_hparams(hparams_file, overrides)
-    open_experiment(hparams["cache_folder"], resolved_file, overrides)  # holds the folder from here on
+    sb.utils.distributed.ddp_init_group(run_opts)  # under torchrun each rank caches its share of the shards
+    open_experiment(hparams["cache_folder"], resolved_file, overrides)  # the main rank holds the folder from here on
     sb.utils.distributed.run_on_main(hparams["prepare"])
 
     ensemble = TeacherEnsemble(hparams["teachers"], device=run_device(run_opts))
@@ -41,11 +42,14 @@ if __name__ == "__main__":
     cache = build_cache(
         ensemble, datasets, hparams["cache_folder"], hparams["top_k"],
         cache_features(hparams["data_folder"], hparams["teacher_domain"]),
-        batch_size=hparams["batch_size"], manifest=os.path.abspath(hparams["dev_csv"]),
+        batch_size=hparams["batch_size"], precision=run_precision(run_opts),
+        shard_utts=hparams["shard_utts"], manifest=os.path.abspath(hparams["dev_csv"]),
     )
     print(f"cached {len(cache)} utterances from {len(cache.teacher_names)} teachers in {hparams['cache_folder']}")
 
-    # The adapted ensemble on the target's test speakers
+    # The adapted ensemble on the target's test speakers (the main process writes its results)
+    if not sb.utils.distributed.if_main_process():
+        sys.exit(0)
     folder = hparams["ensemble_folder"]
     os.makedirs(folder, exist_ok=True)
     for test_csv in hparams["test_csvs"]:

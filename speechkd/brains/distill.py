@@ -24,6 +24,7 @@ import torch
 from speechkd.decoding import greedy_transcripts
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.objectives import CTCTerm, ObjectiveBatch
+from speechkd.distill.teachers import distributed_rank_and_world
 from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.features import relative_lengths_to_absolute
@@ -124,9 +125,11 @@ class DistillBrain(sb.Brain):
         if self.target is not None and isinstance(self.teachers, PosteriorCache):
             self.teachers.require(train_set.data_ids, f"the training set ({len(train_set)} utterances)")
         if self.checkpointer.find_checkpoint() is None and not self.student.normalizer_fitted:
-            fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size)
+            _, world = distributed_rank_and_world()
+            # in batches of the global batch: every rank fits what a single process would
+            fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size * world)
         kwargs.setdefault("train_loader_kwargs", self.train_loader_kwargs(train_set))
-        kwargs.setdefault("valid_loader_kwargs", {"batch_size": self.hparams.batch_size})
+        kwargs.setdefault("valid_loader_kwargs", self.eval_loader_kwargs(valid_set))
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     def train_loader_kwargs(self, train_set):
@@ -146,13 +149,25 @@ class DistillBrain(sb.Brain):
         sampler = sb.dataio.sampler.DynamicBatchSampler(
             train_set, length_func=lambda item: item["duration"], shuffle=ordering == "random",
             batch_ordering=ordering, **{"seed": self.hparams.seed, **dynamic})
+        _, world = distributed_rank_and_world()
+        if world > 1 and len(sampler) <= world:  # SpeechBrain's DistributedSamplerWrapper breaks on 1 batch a rank
+            raise ValueError(f"dynamic_batching {dict(dynamic)} cuts the training set ({len(train_set)} utterances) "
+                             f"into {len(sampler)} batches, too few for {world} ranks: lower max_batch_length")
         self.train_sampler = sampler  # under DDP, SpeechBrain wraps it and replaces this
         return {"batch_sampler": sampler}
+
+    def eval_loader_kwargs(self, dataset):
+        """``batch_size``; under torchrun also a sampler giving each rank its share of the set, in order
+        (the ranks' error statistics are gathered in :meth:`on_stage_end`)."""
+        if not self.distributed_launch or dataset is None:
+            return {"batch_size": self.hparams.batch_size}
+        sampler = torch.utils.data.DistributedSampler(dataset, rank=self.rank, shuffle=False)
+        return {"batch_size": self.hparams.batch_size, "sampler": sampler}
 
     def evaluate(self, test_set, name="test", min_key="WER", **kwargs):
         """SpeechBrain's evaluate on the best-dev-WER checkpoint; results go to ``wer_<name>.txt`` and ``results.json``."""
         self.test_name = name
-        kwargs.setdefault("test_loader_kwargs", {"batch_size": self.hparams.batch_size})
+        kwargs.setdefault("test_loader_kwargs", self.eval_loader_kwargs(test_set))
         return super().evaluate(test_set, min_key=min_key, **kwargs)
 
     def on_stage_start(self, stage, epoch=None):
@@ -167,6 +182,8 @@ class DistillBrain(sb.Brain):
             stats.update({key: total / count for key, (total, count) in self.term_sums.items()})
             self.train_stats = stats
             return
+        self.error_rates = self.error_rates.gathered()  # every rank's share, padding counted once
+        stats["loss"] = mean_across_ranks(stage_loss)  # one LR schedule and checkpoint choice on every rank
         summary = self.error_rates.summary()
         stats.update(WER=summary["wer"], CER=summary["cer"])
         if stage == sb.Stage.VALID:
@@ -196,6 +213,16 @@ class DistillBrain(sb.Brain):
             "frame_shift_ms": self.student.frame_shift_ms,
             "sets": {self.test_name: summary},
         })
+
+
+def mean_across_ranks(value):
+    """The mean of a float over the torchrun ranks (the value itself in a single process)."""
+    _, world = distributed_rank_and_world()
+    if world == 1:
+        return value
+    total = torch.tensor(float(value), dtype=torch.float64)
+    torch.distributed.all_reduce(total)
+    return total.item() / world
 
 
 @torch.no_grad()

@@ -25,6 +25,8 @@ import hashlib
 import logging
 import os
 
+import speechbrain as sb
+
 from speechkd.data.corpus import build_corpus
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.text import TokenInventory
@@ -261,8 +263,9 @@ def labelled_subset(manifest, amount, seed, folder):
     """
     ids = [row["ID"] for row in read_manifest(manifest)]
     chosen = select_labelled(ids, amount, seed)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "labelled_ids.txt"), "w") as fout:
-        fout.writelines(f"{utt}\n" for utt in chosen)
+    if sb.utils.distributed.if_main_process():  # every rank chooses the same IDs; one writes them
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "labelled_ids.txt"), "w") as fout:
+            fout.writelines(f"{utt}\n" for utt in chosen)
     logger.info("%d of %d utterances of %s labelled", len(chosen), len(ids), manifest)
     return chosen

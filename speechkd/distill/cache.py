@@ -368,6 +368,11 @@ class PosteriorCacheWriter:
         See :func:`make_meta`.
     shard_utts : int
         Utterances per shard.
+    publish : bool
+        Whether this writer maintains the folder's ``index.json`` and
+        ``teacher_errors.json``. A rank writing its share of a sharded cache
+        writes its shards only (``publish=False``); the main rank then calls
+        :meth:`reload` and :meth:`close` to publish the merged index.
 
     Examples
     --------
@@ -378,7 +383,7 @@ class PosteriorCacheWriter:
     ...     writer.set_dev_wer({"conformer": 8.2, "crdnn": 11.0})
     """
 
-    def __init__(self, folder: str | os.PathLike, meta: dict, shard_utts: int = 256):
+    def __init__(self, folder: str | os.PathLike, meta: dict, shard_utts: int = 256, publish: bool = True):
         _check_meta(meta)
         self.folder = Path(folder)
         self.shard_dir = self.folder / "shards"
@@ -400,17 +405,11 @@ class PosteriorCacheWriter:
                 )
         else:
             _atomic_sealed_json(meta_path, self.meta)
-        for stale in self.shard_dir.glob("*.tmp"):
-            stale.unlink()
-        self._index: dict[str, list[list[int]]] = {}
-        self._errors: dict[str, list[list[float]]] = {}
-        self._next_shard = 0
-        for shard_json in sorted(self.shard_dir.glob("*.json")):
-            shard = read_sealed_json(shard_json)
-            for utt, spans in shard["utterances"].items():
-                self._index[utt] = [[shard["shard"], off, n] for off, n in spans]
-            self._errors.update(shard.get("errors", {}))
-            self._next_shard = max(self._next_shard, shard["shard"] + 1)
+        self.publish = publish
+        if publish:  # a rank writing shards only must not remove the other ranks' files in flight
+            for stale in self.shard_dir.glob("*.tmp"):
+                stale.unlink()
+        self.reload()
         self._dev_wer: dict[str, float] | None = None
         errors_path = self.folder / "teacher_errors.json"
         if errors_path.exists():
@@ -420,6 +419,23 @@ class PosteriorCacheWriter:
         ] = []
         self._pending_ids: set[str] = set()
         self.closed = False
+
+    def reload(self) -> None:
+        """Rebuild the index and per-utterance errors from the committed shards on disk.
+
+        Sets :attr:`next_shard` past the highest shard found: the number the
+        next flushed shard gets (a rank of a sharded build sets it to the
+        shard it writes next).
+        """
+        self._index: dict[str, list[list[int]]] = {}
+        self._errors: dict[str, list[list[float]]] = {}
+        self.next_shard = 0
+        for shard_json in sorted(self.shard_dir.glob("*.json")):
+            shard = read_sealed_json(shard_json)
+            for utt, spans in shard["utterances"].items():
+                self._index[utt] = [[shard["shard"], off, n] for off, n in spans]
+            self._errors.update(shard.get("errors", {}))
+            self.next_shard = max(self.next_shard, shard["shard"] + 1)
 
     @property
     def done_ids(self) -> KeysView[str]:
@@ -431,6 +447,11 @@ class PosteriorCacheWriter:
 
     def __contains__(self, utt_id: str) -> bool:
         return utt_id in self._index or utt_id in self._pending_ids
+
+    @property
+    def pending_count(self) -> int:
+        """Utterances queued for the next shard."""
+        return len(self._pending)
 
     def add(
         self,
@@ -512,7 +533,7 @@ class PosteriorCacheWriter:
         """Write the queued utterances as one shard and commit it."""
         if not self._pending:
             return
-        shard = self._next_shard
+        shard = self.next_shard
         shard_index: dict[str, list[list[int]]] = {}
         files: dict[str, str] = {}
         for teacher in range(self.n_teachers):
@@ -537,14 +558,18 @@ class PosteriorCacheWriter:
             self._index[utt] = [[shard, off, n] for off, n in spans]
         self._errors.update(errors)
         self._pending, self._pending_ids = [], set()
-        self._next_shard += 1
+        self.next_shard += 1
         self._write_index(complete=False)
         self._write_errors()
 
     def _write_index(self, complete: bool) -> None:
+        if not self.publish:
+            return
         _atomic_sealed_json(self.folder / "index.json", {"complete": complete, "utterances": self._index})
 
     def _write_errors(self) -> None:
+        if not self.publish:
+            return
         _atomic_sealed_json(
             self.folder / "teacher_errors.json",
             {"metrics": ["wer", "cer"], "dev_wer": self._dev_wer, "utterances": self._errors},

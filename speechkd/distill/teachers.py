@@ -16,6 +16,7 @@ inventories by symbol and pools frames).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -312,14 +313,15 @@ class TeacherEnsemble:
                          tokens_fingerprint=first.tokens_fingerprint, manifest=manifest)
 
     @torch.no_grad()
-    def log_probs(self, wavs, wav_lens):
+    def log_probs(self, wavs, wav_lens, precision="fp32"):
         """Each teacher's ``((batch, frames_i, V_i) log-probs, (batch,) frames)`` at its own rate.
 
         Runs in full precision whatever autocast the training step uses, so
-        online teachers give what their cache would.
+        online teachers give what their cache would; ``precision`` (``bf16``,
+        ``fp16``) autocasts them instead (caching with ``--precision``).
         """
         wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
-        with torch.autocast(device_type=torch.device(self.device).type, enabled=False):
+        with autocast(precision, self.device):
             return [teacher.log_probs(wavs.float(), wav_lens) for teacher in self.teachers]
 
     def teacher_batch(self, batch, device=None):
@@ -342,12 +344,18 @@ def utterance_errors(ref, hyp):
 
 
 def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, dev_split="dev",
-                manifest=None):
+                manifest=None, precision="fp32", shard_utts=256):
     """Run every teacher once over ``datasets`` and store top-k posteriors.
 
     Utterances already in the cache (a resumed run) are skipped; a cache made
     from other teachers or settings is refused with the difference named; a
     second run into a folder being written is refused, naming the first's pid.
+    Under torchrun every rank caches its share, whole shards at a time (shard
+    ``s`` goes to rank ``s % world_size``), in the batches a single process
+    would form; the main rank then publishes the merged index and each
+    teacher's dev WER, computed from the errors stored in the shards for every
+    dev utterance (whichever run or rank cached it). The result has the index,
+    values and dev WERs of a single-process cache.
 
     Parameters
     ----------
@@ -364,47 +372,58 @@ def build_cache(ensemble, datasets, cache_folder, k, features, batch_size=16, de
         Split whose WER per teacher is stored for the ``weighted`` strategy.
     manifest : str, optional
         Manifest recorded in ``meta.json`` for the agreement diagnostic.
+    precision : str
+        ``fp32``, ``bf16`` or ``fp16``: autocast for the teachers' forward
+        pass (SpeechBrain's ``--precision``); the cache stays fp16 top-k.
+    shard_utts : int
+        Utterances per shard.
 
     Returns
     -------
     speechkd.distill.cache.PosteriorCache
     """
-    with folder_lock(cache_folder):
-        write_cache(PosteriorCacheWriter(cache_folder, ensemble.meta(k, features, manifest)),
-                    ensemble, datasets, batch_size, dev_split)
+    rank, world = distributed_rank_and_world()
+    # the main rank holds the folder (a second run is refused); the other ranks work under its lock
+    with folder_lock(cache_folder) if rank == 0 else contextlib.nullcontext():
+        writer = open_writer_on_every_rank(cache_folder, ensemble.meta(k, features, manifest), shard_utts)
+        write_shards(writer, ensemble, datasets, batch_size, precision, shard_utts, rank, world)
+        publish_cache(writer, ensemble.names, datasets.get(dev_split))
     return PosteriorCache.open(cache_folder)
 
 
-def write_cache(writer, ensemble, datasets, batch_size, dev_split):
-    """The work of :func:`build_cache`: every utterance not cached yet, then the dev WER, then close."""
+def write_shards(writer, ensemble, datasets, batch_size, precision, shard_utts, rank, world):
+    """This rank's share of the work of :func:`build_cache`: every utterance not cached yet, shard by shard."""
+    first_shard, position, planned = writer.next_shard, 0, set(writer.done_ids)
     for split, dataset in datasets.items():
-        todo = [utt for utt in dataset.data_ids if utt not in writer.done_ids]
-        if not todo:
-            continue
-        logger.info("caching %d %s utterances (%d already cached)", len(todo), split,
-                    len(dataset.data_ids) - len(todo))
-        for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size):
+        positions = {}  # utterance -> its place in the order a single process adds utterances
+        for utt in dataset.data_ids:
+            if utt not in planned:
+                planned.add(utt)
+                positions[utt] = position
+                position += 1
+        mine = {utt: pos for utt, pos in positions.items() if (pos // shard_utts) % world == rank}
+        logger.info("caching %d of %d %s utterances on rank %d of %d (%d already cached)", len(mine),
+                    len(positions), split, rank, world, len(dataset.data_ids) - len(positions))
+        for batch, outputs in teacher_posteriors(ensemble, dataset, batch_size, mine, precision):
             for row, utt_id in enumerate(batch.id):
-                if utt_id in writer.done_ids:
+                if utt_id not in mine or utt_id in writer:
                     continue
+                if not writer.pending_count:
+                    writer.next_shard = first_shard + mine[utt_id] // shard_utts
                 errors = []
                 for teacher, (log_probs, frames) in zip(ensemble.teachers, outputs):
                     hyp = teacher.decode(ctc_greedy(log_probs[row : row + 1], frames[row : row + 1],
                                                     teacher.blank_index)[0])
                     errors.append(utterance_errors(batch.wrd[row], hyp))
                 writer.add(utt_id, [lp[row, : n[row]] for lp, n in outputs], errors_per_teacher=errors)
-    writer.flush()
-    if dev_split in datasets:
-        writer.set_dev_wer(dev_wer_from_stored(writer, datasets[dev_split], ensemble.names))
-    writer.close()
 
 
 def dev_wer_from_stored(writer, dev_set, names):
     """Each teacher's dev WER (percent) from the per-utterance errors stored in the cache's shards.
 
-    Computed over every dev utterance, whichever run cached it, so a run
-    resumed after a kill (or a finished cache whose WER was never written)
-    gets the WER of the whole dev set.
+    Computed over every dev utterance, whichever run (or rank) cached it, so a
+    run resumed after a kill (or a finished cache whose WER was never
+    written) gets the WER of the whole dev set.
 
     Parameters
     ----------
@@ -433,17 +452,71 @@ def dev_wer_from_stored(writer, dev_set, names):
     return {name: 100.0 * errors[index] / max(words, 1) for index, name in enumerate(names)}
 
 
+def distributed_rank_and_world():
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless torch.distributed is initialized."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def open_writer_on_every_rank(cache_folder, meta, shard_utts):
+    """The main rank opens (or creates) the cache first; the others then open it to write shards only."""
+    writer = None
+    if sb.utils.distributed.if_main_process():
+        writer = PosteriorCacheWriter(cache_folder, meta, shard_utts=shard_utts)
+    sb.utils.distributed.ddp_barrier()
+    if writer is None:
+        writer = PosteriorCacheWriter(cache_folder, meta, shard_utts=shard_utts, publish=False)
+    sb.utils.distributed.ddp_barrier()  # nobody writes before every rank has read the committed shards
+    return writer
+
+
+def publish_cache(writer, names, dev_set=None):
+    """Wait for every rank's shards; the main rank merges them into the index and stores the dev WERs.
+
+    Parameters
+    ----------
+    writer : PosteriorCacheWriter
+    names : list of str
+        Teacher names, in the cache's order.
+    dev_set : DynamicItemDataset, optional
+        The dev split: each teacher's WER on it is computed from the errors
+        stored in the shards (:func:`dev_wer_from_stored`).
+    """
+    writer.flush()
+    sb.utils.distributed.ddp_barrier()  # every rank's shards are on disk
+    if writer.publish:
+        writer.reload()
+        if dev_set is not None:
+            writer.set_dev_wer(dev_wer_from_stored(writer, dev_set, names))
+    writer.close()
+    sb.utils.distributed.ddp_barrier()
+
+
 @torch.no_grad()
-def teacher_posteriors(ensemble, dataset, batch_size):
+def teacher_posteriors(ensemble, dataset, batch_size, wanted=None, precision="fp32"):
     """Yield ``(batch, [(log_probs, frames) per teacher])`` over a dataset, on the CPU.
 
-    The audio (the ensemble's ``signal``) is read once per batch and fed to every teacher.
+    The audio (the ensemble's ``signal``) is read once per batch and fed to
+    every teacher. Batches are the dataset's order cut every ``batch_size``
+    rows; with ``wanted`` (utterance IDs), batches holding none of them are
+    not read.
     """
-    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
+    batches = [list(range(start, min(start + batch_size, len(dataset))))
+               for start in range(0, len(dataset), batch_size)]
+    if wanted is not None:
+        batches = [rows for rows in batches if any(dataset.data_ids[row] in wanted for row in rows)]
+    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_sampler=batches)
     for batch in loader:
         wavs, wav_lens = getattr(batch, ensemble.signal)
-        outputs = ensemble.log_probs(wavs, wav_lens)
-        yield batch, [(lp.cpu(), frames.cpu()) for lp, frames in outputs]
+        outputs = ensemble.log_probs(wavs, wav_lens, precision)
+        yield batch, [(lp.float().cpu(), frames.cpu()) for lp, frames in outputs]
+
+
+def autocast(precision, device):
+    """``torch.autocast`` for SpeechBrain's ``--precision`` name (``fp32`` turns it off)."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
 def cache_features(data_folder, teacher_domain, sample_rate=INPUT_SAMPLE_RATE):
