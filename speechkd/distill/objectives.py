@@ -320,8 +320,8 @@ class Objective(torch.nn.Module):
         return sorted({name for _, term, _ in self.active() for name in term.teacher_layers} - {"posteriors"})
 
     def bind(self, model) -> None:
-        """Give every term the student (before the optimizer is built)."""
-        for term in self.terms.values():
+        """Give every active term the student (before the optimizer is built)."""
+        for _, term, _ in self.active():
             term.bind(model)
 
     def forward(self, batch: ObjectiveBatch) -> dict[str, torch.Tensor]:

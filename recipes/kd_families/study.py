@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""The KD-families study: four tables, each row one student trained by recipes/distill/train.py.
+
+1. methods: CTC alone, posterior KD, each family beside CTC, the best combination;
+2. capacity gap: students of about 1/30, 1/12 and 1/2 of the teacher's parameters;
+3. label noise: 0, 20, 40, 60 % of train transcripts corrupted (seeded, recorded in
+   ``conditions/noise<p>.json``), the teacher trained on the same noisy data;
+4. class imbalance: languages 100 : 10 : 1 (en : de : es) in the train set, tail reported apart.
+
+Every row gives test WER with a 95 % bootstrap interval over test utterances, the
+difference to CTC alone on the same utterances (paired bootstrap) and WER/CER per
+language. Runs already done (their ``results.json`` exists) are skipped.
+
+    python recipes/kd_families/study.py --tables 1 2 3 4 --jobs 2
+    python recipes/kd_families/study.py --tables 1 --set corpus_size=tiny --set lang_minutes=null
+
+writes ``<output>/tables.md`` and ``<output>/tables.json``.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+
+from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset
+from speechkd.data.manifest import read_manifest, write_manifest
+from speechkd.metrics import paired_bootstrap_wer, read_utterance_errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Each family beside CTC, with a weight that puts its first-epoch value near CTC's scale
+METHODS = {
+    "ctc": {},
+    "kd": {"w_ctc": 0.5, "w_kd": 0.5},
+    "hint": {"w_hint": 0.5},
+    "energy": {"w_energy": 10},
+    "boundary": {"w_ctc": 0.5, "w_boundary": 0.5},
+    "rkd": {"w_rkd": 10},
+    "sp": {"w_sp": 100},
+    "dml": {"w_dml": 1},
+    "one": {"w_one": 1},
+}
+FAMILIES = ["hint", "energy", "boundary", "rkd", "sp", "dml", "one"]
+SIZES = {"1/30": {"conv_channels": 16, "gru_hidden": 24}, "1/12": {}, "1/2": {"conv_channels": 96, "gru_hidden": 128}}
+NOISE = [0, 20, 40, 60]
+IMBALANCE = {"en": 100, "de": 10, "es": 1}
+
+
+class Study:
+    def __init__(self, args):
+        self.args, self.out = args, os.path.abspath(args.output)
+        self.common = dict(item.split("=", 1) for item in args.set)
+        self.pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
+        self.data_folder = self.common.get("data_folder", os.path.join(REPO, "data", "numbers-kd"))
+
+    def run(self, script, hparams, folder, overrides):
+        """One recipe run in ``folder`` (skipped when its results.json exists); returns the folder."""
+        if os.path.exists(os.path.join(folder, "results.json")):
+            return folder
+        args = [sys.executable, os.path.join(REPO, "recipes", script), os.path.join(REPO, "hparams", hparams),
+                f"--output_folder={folder}", *(f"--{k}={v}" for k, v in {**self.common, **overrides}.items())]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        return folder
+
+    def teacher(self, name, train_csv=None):
+        overrides = {"number_of_epochs": self.args.teacher_epochs, "name": name}
+        if train_csv:
+            overrides["train_csv"] = train_csv
+        return self.pool.submit(self.run, "ctc/train.py", "kd_families/teacher.yaml",
+                                os.path.join(self.out, "teachers", name), overrides)
+
+    def student(self, name, teacher, method, train_csv=None, **extra):
+        overrides = {"number_of_epochs": self.args.epochs, "teachers": f"[{teacher}]", **METHODS[method], **extra}
+        if train_csv:
+            overrides["train_csv"] = train_csv
+        return self.pool.submit(self.run, "distill/train.py", "kd_families/student.yaml",
+                                os.path.join(self.out, "students", name), overrides)
+
+    def condition(self, name, make):
+        """Write ``conditions/<name>/train.csv`` (and its record) from the clean train manifest."""
+        folder = os.path.join(self.out, "conditions", name)
+        path = os.path.join(folder, "train.csv")
+        if not os.path.exists(path):
+            self.run_prepare()
+            rows, record = make(read_manifest(os.path.join(self.data_folder, "train.csv")))
+            os.makedirs(folder, exist_ok=True)
+            write_manifest(path, rows)
+            with open(os.path.join(folder, "record.json"), "w") as fout:
+                json.dump(record, fout, indent=1, ensure_ascii=False)
+        return path
+
+    def run_prepare(self):
+        if not os.path.exists(os.path.join(self.data_folder, "train.csv")):
+            self.teacher("teacher").result()  # its prepare step builds the corpus
+
+    # ------------------------------------------------------------------ the tables
+    def tables(self):
+        teacher = self.teacher("teacher").result()
+        rows = {}
+        noisy, teachers = {}, {}  # the condition teachers are queued first: they train while the students do
+        if 3 in self.args.tables:
+            noisy = {p: self.condition(f"noise{p}", lambda r, p=p: corrupt_transcripts(r, p / 100, seed=0))
+                     for p in NOISE if p}
+            teachers = {p: self.teacher(f"teacher_noise{p}", csv) for p, csv in noisy.items()}
+        if 4 in self.args.tables:
+            tail_csv = self.condition("imbalance", lambda r: long_tailed_subset(r, IMBALANCE, seed=0))
+            tail_teacher = self.teacher("teacher_imbalance", tail_csv)
+        if {1, 2} & set(self.args.tables):
+            runs = {m: self.student(m, teacher, m) for m in METHODS}
+            rows["methods"] = {m: f.result() for m, f in runs.items()}
+            dev = {m: best_dev_wer(rows["methods"][m]) for m in FAMILIES}
+            best = sorted(FAMILIES, key=dev.get)[:2]
+            combo = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
+            METHODS["combo"] = combo
+            rows["methods"]["kd+" + "+".join(best)] = self.student("combo", teacher, "combo").result()
+        if 2 in self.args.tables:
+            runs = {(size, m): self.student(f"{m}_{size.replace('/', 'of')}", teacher, m, **SIZES[size])
+                    for size in SIZES if SIZES[size] for m in ("ctc", "kd", "hint")}
+            rows["capacity"] = {f"{m} {size}": f.result() for (size, m), f in runs.items()}
+            rows["capacity"].update({f"{m} 1/12": rows["methods"][m] for m in ("ctc", "kd", "hint")})
+        if 3 in self.args.tables:
+            runs = {(p, m): self.student(f"{m}_noise{p}", teachers[p].result(), m, noisy[p])
+                    for p in noisy for m in ("ctc", "kd")}
+            rows["noise"] = {f"{m} {p}%": f.result() for (p, m), f in runs.items()}
+            if 1 in self.args.tables:
+                rows["noise"].update({f"{m} 0%": rows["methods"][m] for m in ("ctc", "kd")})
+        if 4 in self.args.tables:
+            runs = {m: self.student(f"{m}_imbalance", tail_teacher.result(), m, tail_csv) for m in ("ctc", "kd", "hint")}
+            rows["imbalance"] = {m: f.result() for m, f in runs.items()}
+        rows["teacher"] = {"teacher": teacher}
+        return rows
+
+
+def best_dev_wer(folder):
+    """Lowest valid WER in a run's train_log.txt (how the combination's families are chosen)."""
+    with open(os.path.join(folder, "train_log.txt")) as fin:
+        return min(float(w) for w in re.findall(r"valid WER: ([\d.e+-]+)", fin.read()))
+
+
+def wer_interval(errors):
+    """Test WER and its 95 % bootstrap interval (a paired bootstrap against a system with no error)."""
+    perfect = {utt: (0, words) for utt, (_, words) in errors.items()}
+    return paired_bootstrap_wer(perfect, errors)
+
+
+def summarize(rows):
+    """``{table: {row: {...}}}`` and the markdown tables."""
+    summary, lines = {}, []
+    for table, runs in rows.items():
+        summary[table] = {}
+        baseline_key = next((k for k in runs if k.split()[0] == "ctc" and k.split()[1:] == []), None)
+        lines += [f"\n### {table}\n", "| row | params | test WER [95 % CI] | Δ vs CTC [95 % CI] | WER per lang | CER per lang |",
+                  "|---|---|---|---|---|---|"]
+        errors = {k: read_utterance_errors(os.path.join(f, "wer_test.txt")) for k, f in runs.items()}
+        for key, folder in sorted(runs.items(), key=lambda kv: sort_key(kv[0])):
+            with open(os.path.join(folder, "results.json")) as fin:
+                result = json.load(fin)
+            test = result["sets"]["test"]
+            ci = wer_interval(errors[key])
+            base = baseline_for(key, runs, baseline_key)
+            delta = paired_bootstrap_wer(errors[base], errors[key]) if base and base != key else None
+            langs = test["per_lang"]
+            summary[table][key] = {"params": result["params"], "wer": ci, "delta_vs_ctc": delta,
+                                   "per_lang": langs, "folder": os.path.relpath(folder, REPO)}
+            delta_text = "—" if delta is None else (f"{delta['difference']:+.1f} "
+                                                    f"[{delta['low']:+.1f}, {delta['high']:+.1f}]")
+            lines.append(f"| {key} | {result['params']} | {ci['difference']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}]"
+                         f" | {delta_text} | " + " ".join(f"{l} {v['wer']:.1f}" for l, v in sorted(langs.items()))
+                         + " | " + " ".join(f"{l} {v['cer']:.1f}" for l, v in sorted(langs.items())) + " |")
+    return summary, "\n".join(lines) + "\n"
+
+
+def sort_key(key):
+    order = [*METHODS, "combo"]
+    head = key.split()[0]
+    return (key.split()[1:], order.index(head) if head in order else len(order), key)
+
+
+def baseline_for(key, runs, default):
+    """The CTC-alone row of the same condition (``ctc 40%`` for ``kd 40%``)."""
+    parts = key.split()
+    same = " ".join(["ctc", *parts[1:]])
+    return same if same in runs else default
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=8, help="student epochs (every row the same budget)")
+    parser.add_argument("--teacher_epochs", type=int, default=8)
+    parser.add_argument("--jobs", type=int, default=1, help="recipe runs at a time")
+    parser.add_argument("--output", default=os.path.join(REPO, "results", "kd_families", "study"))
+    parser.add_argument("--set", action="append", default=[], help="key=value override for every run")
+    args = parser.parse_args(argv)
+    study = Study(args)
+    rows = study.tables()
+    summary, markdown = summarize(rows)
+    with open(os.path.join(study.out, "tables.json"), "w") as fout:
+        json.dump(summary, fout, indent=1)
+    with open(os.path.join(study.out, "tables.md"), "w") as fout:
+        fout.write(markdown)
+    print(markdown)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
