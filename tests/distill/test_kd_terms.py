@@ -6,7 +6,7 @@ import pytest
 import torch
 from distill_helpers import SYMBOLS, teachers_like
 
-from speechkd.distill import TeacherEnsemble, TeacherTarget, Teacher
+from speechkd.distill import Teacher, TeacherEnsemble, TeacherTarget
 from speechkd.distill.objectives import Objective, ObjectiveBatch
 from speechkd.distill.terms import (
     ActivationEnergy,
@@ -17,7 +17,7 @@ from speechkd.distill.terms import (
     RelationalKD,
     SimilarityPreserving,
 )
-from speechkd.models import StreamingStudent, TDNNCTC
+from speechkd.models import TDNNCTC, StreamingStudent
 from speechkd.models.layers import LayerRecorder
 
 V = len(SYMBOLS)
@@ -252,3 +252,12 @@ def test_boundary_step_lowers_the_teacher_margin_and_the_student_matches_there()
     value.backward()
     assert model.ctc_lin.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.model.parameters())
+
+
+def test_a_teacher_without_layers_is_refused_by_name():
+    class Plain(ModelTeacher):
+        log_probs_and_states = Teacher.log_probs_and_states
+
+    plain = Plain(tdnn_teacher().model, name="plain")
+    with pytest.raises(NotImplementedError, match=r"teacher 'plain' \(Plain\) exposes no intermediate layers"):
+        TeacherEnsemble([plain]).log_probs_and_states(*audio(), ["encoder"])

@@ -20,7 +20,7 @@ def student(tiny_corpus, teacher, folder, **weights):
 @pytest.fixture(scope="module")
 def runs(tiny_corpus, tiny_tdnn_teacher, tmp_path_factory):
     root = tmp_path_factory.mktemp("kd_families")
-    every = dict(w_kd=0.5, w_hint=0.5, w_energy=1, w_boundary=0.5, w_rkd=1, w_sp=1, w_dml=1, w_one=1)
+    every = {"w_kd": 0.5, "w_hint": 0.5, "w_energy": 1, "w_boundary": 0.5, "w_rkd": 1, "w_sp": 1, "w_dml": 1, "w_one": 1}
     return {"ctc": student(tiny_corpus, tiny_tdnn_teacher, str(root / "ctc")),
             "all": student(tiny_corpus, tiny_tdnn_teacher, str(root / "all"), **every)}
 
