@@ -60,6 +60,8 @@ class Study:
         """One recipe run in ``folder`` (skipped when its results.json exists); returns the folder."""
         if os.path.exists(os.path.join(folder, "results.json")):
             return folder
+        if self.args.report:  # tables from the runs done so far
+            return None
         args = [sys.executable, os.path.join(REPO, "recipes", script), os.path.join(REPO, "hparams", hparams),
                 f"--output_folder={folder}", *(f"--{k}={v}" for k, v in {**self.common, **overrides}.items())]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
@@ -114,8 +116,8 @@ class Study:
         if {1, 2} & set(self.args.tables):
             runs = {m: self.student(m, teacher, m) for m in METHODS}
             rows["methods"] = {m: f.result() for m, f in runs.items()}
-            dev = {m: best_dev_wer(rows["methods"][m]) for m in FAMILIES}
-            best = sorted(FAMILIES, key=dev.get)[:2]
+            dev = {m: best_dev_wer(rows["methods"][m]) for m in FAMILIES if rows["methods"][m]}
+            best = sorted(dev, key=dev.get)[:2]
             combo = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
             METHODS["combo"] = combo
             rows["methods"]["kd+" + "+".join(best)] = self.student("combo", teacher, "combo").result()
@@ -126,12 +128,13 @@ class Study:
             rows["capacity"].update({f"{m} 1/12": rows["methods"][m] for m in ("ctc", "kd", "hint")})
         if 3 in self.args.tables:
             runs = {(p, m): self.student(f"{m}_noise{p}", teachers[p].result(), m, noisy[p])
-                    for p in noisy for m in ("ctc", "kd")}
+                    for p in noisy for m in ("ctc", "kd") if teachers[p].result()}
             rows["noise"] = {f"{m} {p}%": f.result() for (p, m), f in runs.items()}
             if 1 in self.args.tables:
                 rows["noise"].update({f"{m} 0%": rows["methods"][m] for m in ("ctc", "kd")})
         if 4 in self.args.tables:
-            runs = {m: self.student(f"{m}_imbalance", tail_teacher.result(), m, tail_csv) for m in ("ctc", "kd", "hint")}
+            runs = {m: self.student(f"{m}_imbalance", tail_teacher.result(), m, tail_csv)
+                    for m in ("ctc", "kd", "hint") if tail_teacher.result()}
             rows["imbalance"] = {m: f.result() for m, f in runs.items()}
         rows["teacher"] = {"teacher": teacher}
         return rows
@@ -153,10 +156,11 @@ def summarize(rows):
     """``{table: {row: {...}}}`` and the markdown tables."""
     summary, lines = {}, []
     for table, runs in rows.items():
+        runs = {key: folder for key, folder in runs.items() if folder}  # --report: runs not done yet are left out
         summary[table] = {}
         baseline_key = next((k for k in runs if k.split()[0] == "ctc" and k.split()[1:] == []), None)
-        lines += [f"\n### {table}\n", "| row | params | test WER [95 % CI] | Δ vs CTC [95 % CI] | WER per lang | CER per lang |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"\n### {table}\n", "| row | params | test WER [95 % CI] | Δ WER vs CTC [95 % CI] | test CER | WER per lang | CER per lang |",
+                  "|---|---|---|---|---|---|---|"]
         errors = {k: read_utterance_errors(os.path.join(f, "wer_test.txt")) for k, f in runs.items()}
         for key, folder in sorted(runs.items(), key=lambda kv: sort_key(kv[0])):
             with open(os.path.join(folder, "results.json")) as fin:
@@ -171,7 +175,7 @@ def summarize(rows):
             delta_text = "—" if delta is None else (f"{delta['difference']:+.1f} "
                                                     f"[{delta['low']:+.1f}, {delta['high']:+.1f}]")
             lines.append(f"| {key} | {result['params']} | {ci['difference']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}]"
-                         f" | {delta_text} | " + " ".join(f"{l} {v['wer']:.1f}" for l, v in sorted(langs.items()))
+                         f" | {delta_text} | {test['cer']:.1f} | " + " ".join(f"{l} {v['wer']:.1f}" for l, v in sorted(langs.items()))
                          + " | " + " ".join(f"{l} {v['cer']:.1f}" for l, v in sorted(langs.items())) + " |")
     return summary, "\n".join(lines) + "\n"
 
@@ -197,6 +201,7 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="recipe runs at a time")
     parser.add_argument("--output", default=os.path.join(REPO, "results", "kd_families", "study"))
     parser.add_argument("--set", action="append", default=[], help="key=value override for every run")
+    parser.add_argument("--report", action="store_true", help="tables of the runs done so far; start none")
     args = parser.parse_args(argv)
     study = Study(args)
     rows = study.tables()
