@@ -34,10 +34,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Each family beside CTC, with a weight that puts its first-epoch value near CTC's scale
 METHODS = {
     "ctc": {},
-    "kd": {"w_ctc": 0.5, "w_kd": 0.5},
+    "kd": {"alpha": 0.5, "w_kd": 0.5},
     "hint": {"w_hint": 0.5},
     "energy": {"w_energy": 10},
-    "boundary": {"w_ctc": 0.5, "w_boundary": 0.5},
+    "boundary": {"alpha": 0.5, "w_boundary": 0.5},
     "rkd": {"w_rkd": 10},
     "sp": {"w_sp": 100},
     "dml": {"w_dml": 1},
