@@ -7,9 +7,9 @@
    ``conditions/noise<p>.json``), the teacher trained on the same noisy data;
 4. class imbalance: languages 100 : 10 : 1 (en : de : es) in the train set, tail reported apart.
 
-Every row gives test WER with a 95 % bootstrap interval over test utterances, the
-difference to CTC alone on the same utterances (paired bootstrap) and WER/CER per
-language. Runs already done (their ``results.json`` exists) are skipped.
+Every row gives test WER and CER with 95 % bootstrap intervals over test utterances,
+their differences to CTC alone on the same utterances (paired bootstrap) and WER/CER
+per language. Runs already done (their ``results.json`` exists) are skipped.
 
     python recipes/kd_families/study.py --tables 1 2 3 4 --jobs 2
     python recipes/kd_families/study.py --tables 1 --set corpus_size=tiny --set lang_minutes=null
@@ -27,7 +27,7 @@ import sys
 
 from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset
 from speechkd.data.manifest import read_manifest, write_manifest
-from speechkd.metrics import paired_bootstrap_wer, read_utterance_errors
+from speechkd.metrics import paired_bootstrap_wer, read_utterance_char_errors, read_utterance_errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -146,37 +146,45 @@ def best_dev_wer(folder):
         return min(float(w) for w in re.findall(r"valid WER: ([\d.e+-]+)", fin.read()))
 
 
-def wer_interval(errors):
-    """Test WER and its 95 % bootstrap interval (a paired bootstrap against a system with no error)."""
-    perfect = {utt: (0, words) for utt, (_, words) in errors.items()}
+def rate_interval(errors):
+    """Error rate and its 95 % bootstrap interval (a paired bootstrap against a system with no error)."""
+    perfect = {utt: (0, units) for utt, (_, units) in errors.items()}
     return paired_bootstrap_wer(perfect, errors)
 
 
+def interval_text(ci, signed=False):
+    return "—" if ci is None else (f"{ci['difference']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}]" if signed
+                                   else f"{ci['difference']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}]")
+
+
 def summarize(rows):
-    """``{table: {row: {...}}}`` and the markdown tables."""
+    """``{table: {row: {...}}}`` and the markdown tables: WER and CER with their intervals, per language."""
     summary, lines = {}, []
     for table, runs in rows.items():
         runs = {key: folder for key, folder in runs.items() if folder}  # --report: runs not done yet are left out
         summary[table] = {}
         baseline_key = next((k for k in runs if k.split()[0] == "ctc" and k.split()[1:] == []), None)
-        lines += [f"\n### {table}\n", "| row | params | test WER [95 % CI] | Δ WER vs CTC [95 % CI] | test CER | WER per lang | CER per lang |",
-                  "|---|---|---|---|---|---|---|"]
-        errors = {k: read_utterance_errors(os.path.join(f, "wer_test.txt")) for k, f in runs.items()}
+        lines += [f"\n### {table}\n", ("| row | params | WER [95 % CI] | Δ WER vs CTC [95 % CI] | CER [95 % CI] "
+                  "| Δ CER vs CTC [95 % CI] | WER per lang | CER per lang |"), "|---|---|---|---|---|---|---|---|"]
+        errors = {k: {"wer": read_utterance_errors(os.path.join(f, "wer_test.txt")),
+                      "cer": read_utterance_char_errors(os.path.join(f, "wer_test.txt"))} for k, f in runs.items()}
         for key, folder in sorted(runs.items(), key=lambda kv: sort_key(kv[0])):
             with open(os.path.join(folder, "results.json")) as fin:
                 result = json.load(fin)
-            test = result["sets"]["test"]
-            ci = wer_interval(errors[key])
             base = baseline_for(key, runs, baseline_key)
-            delta = paired_bootstrap_wer(errors[base], errors[key]) if base and base != key else None
-            langs = test["per_lang"]
-            summary[table][key] = {"params": result["params"], "wer": ci, "delta_vs_ctc": delta,
-                                   "per_lang": langs, "folder": os.path.relpath(folder, REPO)}
-            delta_text = "—" if delta is None else (f"{delta['difference']:+.1f} "
-                                                    f"[{delta['low']:+.1f}, {delta['high']:+.1f}]")
-            lines.append(f"| {key} | {result['params']} | {ci['difference']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}]"
-                         f" | {delta_text} | {test['cer']:.1f} | " + " ".join(f"{l} {v['wer']:.1f}" for l, v in sorted(langs.items()))
-                         + " | " + " ".join(f"{l} {v['cer']:.1f}" for l, v in sorted(langs.items())) + " |")
+            row = {"params": result["params"], "per_lang": result["sets"]["test"]["per_lang"],
+                   "folder": os.path.relpath(folder, REPO)}
+            for rate in ("wer", "cer"):
+                row[rate] = rate_interval(errors[key][rate])
+                row[f"delta_{rate}_vs_ctc"] = (paired_bootstrap_wer(errors[base][rate], errors[key][rate])
+                                               if base and base != key else None)
+            summary[table][key] = row
+            langs = sorted(row["per_lang"].items())
+            lines.append(f"| {key} | {row['params']} | {interval_text(row['wer'])} | "
+                         f"{interval_text(row['delta_wer_vs_ctc'], True)} | {interval_text(row['cer'])} | "
+                         f"{interval_text(row['delta_cer_vs_ctc'], True)} | "
+                         + " ".join(f"{lang} {v['wer']:.1f}" for lang, v in langs) + " | "
+                         + " ".join(f"{lang} {v['cer']:.1f}" for lang, v in langs) + " |")
     return summary, "\n".join(lines) + "\n"
 
 

@@ -44,8 +44,12 @@ def test_study_table_has_intervals_and_the_paired_difference(runs):
     summary, markdown = summarize({"methods": {"ctc": runs["ctc"], "kd+all": runs["all"]}})
     ctc, every = summary["methods"]["ctc"], summary["methods"]["kd+all"]
     assert ctc["wer"]["low"] <= ctc["wer"]["difference"] <= ctc["wer"]["high"]
-    assert ctc["delta_vs_ctc"] is None
-    assert every["delta_vs_ctc"]["difference"] == pytest.approx(every["wer"]["difference"] - ctc["wer"]["difference"])
+    assert ctc["delta_wer_vs_ctc"] is None and ctc["delta_cer_vs_ctc"] is None
+    for rate in ("wer", "cer"):
+        assert every[f"delta_{rate}_vs_ctc"]["difference"] == pytest.approx(
+            every[rate]["difference"] - ctc[rate]["difference"])
+    with open(os.path.join(runs["all"], "results.json")) as fin:
+        assert every["cer"]["difference"] == pytest.approx(json.load(fin)["sets"]["test"]["cer"])
     assert set(every["per_lang"]) == {"en", "de", "es", "fr", "it", "ru", "uk"}
     assert "| kd+all |" in markdown
     with open(os.path.join(runs["ctc"], "results.json")) as fin:
