@@ -116,7 +116,7 @@ class Study:
         if {1, 2} & set(self.args.tables):
             runs = {m: self.student(m, teacher, m) for m in METHODS}
             rows["methods"] = {m: f.result() for m, f in runs.items()}
-            dev = {m: best_dev_wer(rows["methods"][m]) for m in FAMILIES if rows["methods"][m]}
+            dev = {m: best_dev(rows["methods"][m]) for m in FAMILIES if rows["methods"][m]}
             best = sorted(dev, key=dev.get)[:2]
             combo = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
             METHODS["combo"] = combo
@@ -140,10 +140,25 @@ class Study:
         return rows
 
 
-def best_dev_wer(folder):
-    """Lowest valid WER in a run's train_log.txt (how the combination's families are chosen)."""
+def best_dev(folder):
+    """Lowest ``(valid WER, valid CER)`` in a run's train_log.txt: how the combination's families are chosen
+    (CER breaks ties: small students at a short budget often all sit at 100 % WER)."""
     with open(os.path.join(folder, "train_log.txt")) as fin:
-        return min(float(w) for w in re.findall(r"valid WER: ([\d.e+-]+)", fin.read()))
+        log = fin.read()
+    return (min(float(w) for w in re.findall(r"valid WER: ([\d.e+-]+)", log)),
+            min(float(c) for c in re.findall(r"valid CER: ([\d.e+-]+)", log)))
+
+
+def tested_checkpoint(folder):
+    """``epoch_tested`` (the best-dev-WER checkpoint the test ran on) and ``last_dev_cer``.
+
+    At 100 % dev WER every epoch ties and the tested checkpoint may be an early
+    one; the last epoch's dev CER shows what the run reached.
+    """
+    with open(os.path.join(folder, "train_log.txt")) as fin:
+        log = fin.read()
+    return {"epoch_tested": int(re.findall(r"Epoch loaded: (\d+)", log)[-1]),
+            "last_dev_cer": float(re.findall(r"valid CER: ([\d.e+-]+)", log)[-1])}
 
 
 def rate_interval(errors):
@@ -165,7 +180,8 @@ def summarize(rows):
         summary[table] = {}
         baseline_key = next((k for k in runs if k.split()[0] == "ctc" and k.split()[1:] == []), None)
         lines += [f"\n### {table}\n", ("| row | params | WER [95 % CI] | Δ WER vs CTC [95 % CI] | CER [95 % CI] "
-                  "| Δ CER vs CTC [95 % CI] | WER per lang | CER per lang |"), "|---|---|---|---|---|---|---|---|"]
+                  "| Δ CER vs CTC [95 % CI] | WER per lang | CER per lang | epoch tested | dev CER, last epoch |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         errors = {k: {"wer": read_utterance_errors(os.path.join(f, "wer_test.txt")),
                       "cer": read_utterance_char_errors(os.path.join(f, "wer_test.txt"))} for k, f in runs.items()}
         for key, folder in sorted(runs.items(), key=lambda kv: sort_key(kv[0])):
@@ -173,7 +189,7 @@ def summarize(rows):
                 result = json.load(fin)
             base = baseline_for(key, runs, baseline_key)
             row = {"params": result["params"], "per_lang": result["sets"]["test"]["per_lang"],
-                   "folder": os.path.relpath(folder, REPO)}
+                   "folder": os.path.relpath(folder, REPO), **tested_checkpoint(folder)}
             for rate in ("wer", "cer"):
                 row[rate] = rate_interval(errors[key][rate])
                 row[f"delta_{rate}_vs_ctc"] = (paired_bootstrap_wer(errors[base][rate], errors[key][rate])
@@ -184,7 +200,8 @@ def summarize(rows):
                          f"{interval_text(row['delta_wer_vs_ctc'], True)} | {interval_text(row['cer'])} | "
                          f"{interval_text(row['delta_cer_vs_ctc'], True)} | "
                          + " ".join(f"{lang} {v['wer']:.1f}" for lang, v in langs) + " | "
-                         + " ".join(f"{lang} {v['cer']:.1f}" for lang, v in langs) + " |")
+                         + " ".join(f"{lang} {v['cer']:.1f}" for lang, v in langs)
+                         + f" | {row['epoch_tested']} | {row['last_dev_cer']:.1f} |")
     return summary, "\n".join(lines) + "\n"
 
 
