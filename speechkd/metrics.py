@@ -300,6 +300,26 @@ def read_utterance_errors(wer_file: str | os.PathLike) -> dict[str, tuple[int, i
         return {utt: (int(edits), int(words)) for utt, edits, words in _UTTERANCE_LINE.findall(fin.read())}
 
 
+def read_utterance_char_errors(wer_file: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """Per-utterance ``(character edits, reference characters)`` from a ``wer_<set>.txt``.
+
+    The reference and hypothesis are read back from each utterance's word
+    alignment (``<eps>`` dropped) and scored as :class:`ErrorRates` scores CER,
+    so :func:`paired_bootstrap_wer` gives CER intervals from these counts too.
+    """
+    with open(wer_file, encoding="utf-8") as fin:
+        lines = fin.read().splitlines()
+    errors = {}
+    for index, line in enumerate(lines):
+        match = _UTTERANCE_LINE.match(line)
+        if match and index + 3 < len(lines):
+            ref, hyp = (" ".join(t.strip() for t in lines[index + row].split(";") if t.strip() not in ("", "<eps>"))
+                        for row in (1, 3))
+            counts = _char_counts(ref, hyp)
+            errors[match.group(1)] = (counts.edits, counts.ref_len)
+    return errors
+
+
 def paired_bootstrap_wer(errors_a: dict, errors_b: dict, n_resamples: int = 2000, seed: int = 0) -> dict:
     """WER(b) − WER(a) on the utterances both systems decoded, with a 95 % bootstrap interval.
 

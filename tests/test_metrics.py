@@ -85,6 +85,19 @@ def test_utterance_errors_round_trip_through_the_wer_file(tmp_path):
     assert read_utterance_errors(path) == {"u1": (1, 3), "u2": (1, 1)}
 
 
+def test_character_errors_read_back_from_the_wer_file_match_the_summary(tmp_path):
+    from speechkd.metrics import ErrorRates, read_utterance_char_errors
+
+    rates = ErrorRates()
+    rates.append(["u1", "u2", "u3"], ["one two three", "four", "five six"], ["one too three", "", "five six seven"])
+    path = tmp_path / "wer_test.txt"
+    rates.write_wer_file(path)
+    errors = read_utterance_char_errors(path)
+    assert errors == {"u1": (1, 13), "u2": (4, 4), "u3": (6, 8)}  # "two"->"too"; "four" deleted; " seven" inserted
+    edits, chars = map(sum, zip(*errors.values()))
+    assert 100.0 * edits / chars == rates.summary()["cer"]
+
+
 def test_paired_bootstrap_wer_knows_the_answer():
     import pytest
 

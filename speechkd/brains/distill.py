@@ -28,6 +28,7 @@ from speechkd.distill.teachers import distributed_rank_and_world
 from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.features import relative_lengths_to_absolute
+from speechkd.models.layers import LayerRecorder
 
 
 class DistillBrain(sb.Brain):
@@ -51,6 +52,7 @@ class DistillBrain(sb.Brain):
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None,
                  *, inventory, teachers=None):
         objective = hparams["objective"]
+        objective.bind(modules["model"])  # terms that build modules from the student (cohort peers)
         if any(True for _ in objective.parameters()):  # a term that learns (e.g. a hint projection) trains,
             modules = {**modules, "objective": objective}  # is checkpointed and DDP-wrapped with the model
             if checkpointer is not None:
@@ -65,6 +67,9 @@ class DistillBrain(sb.Brain):
             if teachers is None:
                 raise ValueError("the objective has a teacher term but the recipe gave no teachers "
                                  "(a posterior cache or an online TeacherEnsemble)")
+            if self.objective.teacher_layers and not hasattr(teachers, "log_probs_and_states"):
+                raise ValueError(f"objective terms read teacher layers {self.objective.teacher_layers}, which a "
+                                 "posterior cache does not store: run the teachers online (online: True)")
             self.target = self.hparams.teacher_target(teachers, inventory.symbols, self.student.frame_shift_ms,
                                                       blank_index=inventory.blank_index)
         self.dev_ctc = CTCTerm(blank_index=inventory.blank_index)
@@ -76,7 +81,11 @@ class DistillBrain(sb.Brain):
         signal = getattr(self.hparams, "student_signal", "sig") if stage == sb.Stage.TRAIN else "sig"
         wavs, wav_lens = getattr(batch, signal)
         augment = stage == sb.Stage.TRAIN and self.hparams.augment
-        return self.modules.model(wavs, wav_lens, spec_augment=augment), wav_lens
+        layers = self.objective.student_layers if stage == sb.Stage.TRAIN else []
+        with LayerRecorder(self.student, layers) as recorder:  # named layers for representation terms
+            log_probs = self.modules.model(wavs, wav_lens, spec_augment=augment)
+        self.student_states = recorder.states
+        return log_probs, wav_lens
 
     def compute_objectives(self, predictions, batch, stage):
         log_probs, wav_lens = predictions
@@ -89,10 +98,14 @@ class DistillBrain(sb.Brain):
         if not self.objective.needs_transcripts:
             tokens = token_lens = None
         labelled = getattr(batch, "labelled", None)
-        teacher = self.teachers.teacher_batch(batch, self.device) if self.target is not None else None
+        layers = self.objective.teacher_layers
+        teacher = (None if self.target is None else self.teachers.teacher_batch(batch, self.device, layers=layers)
+                   if layers else self.teachers.teacher_batch(batch, self.device))
         objective = self.modules["objective"] if "objective" in self.modules else self.objective  # noqa: SIM401 (ModuleDict has no .get)
+        inputs = getattr(batch, getattr(self.hparams, "student_signal", "sig")) if self.objective.needs_inputs else None
         values = objective(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens, labelled,
-                                               teacher, self.target))
+                                               teacher, self.target, student_states=self.student_states,
+                                               inputs=inputs, model=self.student, teachers=self.teachers))
         self.log_terms(values)
         return values["loss"]
 

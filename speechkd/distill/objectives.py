@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from speechkd.distill.align import match_length, pool_frames, repeat_frames
 from speechkd.distill.conditional import (
     LEVELS,
     conditional_targets,
@@ -60,10 +61,20 @@ class ObjectiveBatch:
         or :meth:`~speechkd.distill.teachers.TeacherEnsemble.teacher_batch`).
     target : speechkd.distill.target.TeacherTarget, optional
         Turns ``teacher`` into the target at the student's rate and inventory.
+    student_states : dict, optional
+        Name -> ``(batch, time, dim)`` student intermediate layers at the output
+        rate (recorded by :class:`speechkd.models.layers.LayerRecorder`).
+    inputs : tuple, optional
+        ``(wavs (batch, samples), wav_lens (batch,))``: what the student heard,
+        for terms that run models again (boundary samples, peers).
+    model : speechkd.models.AcousticModel, optional
+        The student (bare, not DDP-wrapped).
+    teachers : TeacherEnsemble, optional
+        The online teachers (terms that run them on other inputs).
     """
 
     def __init__(self, log_probs, student_lens, tokens=None, token_lens=None, labelled=None,
-                 teacher=None, target=None):
+                 teacher=None, target=None, student_states=None, inputs=None, model=None, teachers=None):
         self.dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
         self.log_probs = log_probs.to(self.dtype)
         batch, time, _ = log_probs.shape
@@ -80,6 +91,38 @@ class ObjectiveBatch:
         self.teacher = teacher
         self.target = target
         self._targets = {}
+        self.student_states = student_states or {}
+        self.inputs, self.model, self.teachers = inputs, model, teachers
+
+    def student_state(self, layer: str) -> torch.Tensor:
+        """``(batch, time, dim)`` student layer ``layer``; ``"posteriors"`` is the student's output distribution."""
+        if layer == "posteriors":
+            return self.log_probs.exp()
+        if layer not in self.student_states:
+            raise ValueError(f"the student's layer '{layer}' was not recorded (recorded: "
+                             f"{sorted(self.student_states)}); the objective declares the layers it reads")
+        return self.student_states[layer].to(self.dtype)
+
+    def teacher_state(self, layer: str, index: int = 0) -> torch.Tensor:
+        """``(batch, time, dim)`` layer ``layer`` of teacher ``index`` at the student's rate and length.
+
+        Frames are reconciled as for posteriors (:class:`~speechkd.distill.target.TeacherTarget`):
+        a finer teacher averaged over groups, a coarser one repeated, lengths
+        matched within the target's tolerance (no ``teacher_delay``). ``"posteriors"``
+        is the fused teacher target at τ = 1 (cached or online).
+        """
+        if layer == "posteriors":
+            return self.teacher_target(1.0)
+        states = (self.teacher or {}).get("states", {})
+        if layer not in states:
+            raise ValueError(f"teacher layer '{layer}' is not in the teacher batch (has {sorted(states)}): "
+                             "layer terms need online speechkd teachers (a posterior cache stores no states)")
+        target = self.target
+        values = states[layer][index].to(self.device, self.dtype)
+        pooled, frames = pool_frames(values, self.teacher["frames"][:, index].to(self.device), target.factors[index])
+        pooled, frames = repeat_frames(pooled, frames, target.repeats[index])
+        return match_length(pooled, frames, self.frames, self.log_probs.shape[1], target.tolerances[index],
+                            target.teacher_names[index])
 
     def teacher_target(self, temperature: float = 1.0) -> torch.Tensor:
         """``(batch, time, V_s + 1)`` teacher target at ``temperature`` (computed once per temperature)."""
@@ -104,10 +147,23 @@ class ObjectiveTerm(torch.nn.Module):
         The term reads the teacher target (the brain then fetches teacher batches).
     needs_transcripts : bool
         The term reads transcripts (the brain then loads tokens).
+
+    student_layers : tuple of str
+        Student layers the term reads (the brain records them during ``forward``).
+    teacher_layers : tuple of str
+        Teacher layers the term reads (online teachers then return them).
+    needs_inputs : bool
+        The term runs models again on the batch's waveforms (``inputs``, ``model``, ``teachers``).
     """
 
     needs_teacher = False
     needs_transcripts = False
+    student_layers = ()
+    teacher_layers = ()
+    needs_inputs = False
+
+    def bind(self, model) -> None:
+        """Called once with the student before training (a term that builds modules from it, e.g. peers)."""
 
     def forward(self, batch: ObjectiveBatch) -> torch.Tensor:
         """Scalar value of the term on ``batch``; extra statistics go in ``self.stats`` (dict of floats)."""
@@ -248,6 +304,25 @@ class Objective(torch.nn.Module):
     @property
     def needs_transcripts(self) -> bool:
         return any(term.needs_transcripts for _, term, _ in self.active())
+
+    @property
+    def needs_inputs(self) -> bool:
+        return any(term.needs_inputs for _, term, _ in self.active())
+
+    @property
+    def student_layers(self) -> list:
+        """Student layers the active terms read (``posteriors`` is the output, not a layer)."""
+        return sorted({name for _, term, _ in self.active() for name in term.student_layers} - {"posteriors"})
+
+    @property
+    def teacher_layers(self) -> list:
+        """Teacher layers the active terms read."""
+        return sorted({name for _, term, _ in self.active() for name in term.teacher_layers} - {"posteriors"})
+
+    def bind(self, model) -> None:
+        """Give every active term the student (before the optimizer is built)."""
+        for _, term, _ in self.active():
+            term.bind(model)
 
     def forward(self, batch: ObjectiveBatch) -> dict[str, torch.Tensor]:
         """Every active term and their weighted sum.

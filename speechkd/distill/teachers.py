@@ -38,6 +38,7 @@ from speechkd.distill.cache import (
 from speechkd.distill.losses import teacher_batch_from_log_probs
 from speechkd.experiment import load_model, model_name
 from speechkd.models.features import relative_lengths_to_absolute
+from speechkd.models.layers import LayerRecorder
 from speechkd.stages import folder_lock
 from speechkd.text import BLANK, UNK
 
@@ -174,6 +175,16 @@ class Teacher(ABC):
         """``(batch, frames, V)`` log-probabilities and ``(batch,)`` frames of 16 kHz waveforms."""
         return self.forward_log_probs(self.prepare_input(wavs, wav_lens), wav_lens)
 
+    def log_probs_and_states(self, wavs: torch.Tensor, wav_lens: torch.Tensor, layers) -> tuple:
+        """:meth:`log_probs` plus ``{layer: (batch, frames, dim)}`` named intermediate layers at the output rate.
+
+        Representation terms (hint, activation energy, relational on layers)
+        read them from teachers run online; a teacher that exposes no layers
+        refuses with this message.
+        """
+        raise NotImplementedError(f"teacher '{self.name}' ({self.class_name}) exposes no intermediate layers "
+                                  f"(asked for {list(layers)}); layer terms need speechkd teachers run online")
+
     def decode(self, ids) -> str:
         """Text of CTC-collapsed token ids (blank and ``<unk>`` skipped, word delimiter -> space)."""
         symbols = [self.symbols[int(i)] for i in ids if int(i) != self.blank_index]
@@ -210,6 +221,11 @@ class SpeechkdTeacher(Teacher):
     def forward_log_probs(self, wavs, wav_lens):
         log_probs = self.model(wavs, wav_lens)
         return log_probs, relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+
+    def log_probs_and_states(self, wavs, wav_lens, layers):
+        with LayerRecorder(self.model, layers) as recorder:
+            log_probs, frames = self.log_probs(wavs, wav_lens)
+        return log_probs, frames, recorder.states
 
     def fingerprint(self) -> str:
         return fingerprint_module(self.model)
@@ -324,13 +340,32 @@ class TeacherEnsemble:
         with autocast(precision, self.device):
             return [teacher.log_probs(wavs.float(), wav_lens) for teacher in self.teachers]
 
-    def teacher_batch(self, batch, device=None):
-        """The teachers run on ``batch``'s :attr:`signal`, in a cache's form (top-k, fp16-rounded)."""
+    @torch.no_grad()
+    def log_probs_and_states(self, wavs, wav_lens, layers):
+        """Each teacher's ``(log-probs, frames, {layer: (batch, frames_i, dim)})`` (see :meth:`log_probs`)."""
+        wavs, wav_lens = wavs.to(self.device), wav_lens.to(self.device)
+        with torch.autocast(device_type=torch.device(self.device).type, enabled=False):
+            return [teacher.log_probs_and_states(wavs.float(), wav_lens, layers) for teacher in self.teachers]
+
+    def teacher_batch(self, batch, device=None, layers=()):
+        """The teachers run on ``batch``'s :attr:`signal`, in a cache's form (top-k, fp16-rounded).
+
+        With ``layers``, the batch also holds ``states``: ``{layer: [(batch, frames_i, dim_i) per teacher]}``
+        (full precision; online only, a posterior cache stores no states).
+        """
         wavs, wav_lens = getattr(batch, self.signal)
-        outputs = self.log_probs(wavs, wav_lens)
-        teacher = teacher_batch_from_log_probs([lp for lp, _ in outputs], [n for _, n in outputs], self.k)
+        if layers:
+            outputs = self.log_probs_and_states(wavs, wav_lens, layers)
+            states = {name: [out[2][name] for out in outputs] for name in layers}
+        else:
+            outputs = self.log_probs(wavs, wav_lens)
+        teacher = teacher_batch_from_log_probs([out[0] for out in outputs], [out[1] for out in outputs], self.k)
+        if layers:
+            teacher["states"] = states
         if device is not None:
-            teacher = {key: value.to(device) for key, value in teacher.items()}
+            teacher = {key: (value.to(device) if torch.is_tensor(value) else
+                             {name: [s.to(device) for s in per] for name, per in value.items()})
+                       for key, value in teacher.items()}
         if hasattr(batch, "id"):
             teacher["utt_ids"] = list(batch.id)  # a bad teacher output is then refused naming the utterance
         return teacher

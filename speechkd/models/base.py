@@ -169,6 +169,22 @@ class AcousticModel(nn.Module):
         logits = self.encode(feats, wav_lens)
         return torch.log_softmax(logits, dim=-1)
 
+    def layer_taps(self) -> dict[str, tuple[nn.Module, str]]:
+        """The named intermediate layers a distillation term may read (hint, relational, ...).
+
+        Returns
+        -------
+        dict
+            Name -> ``(submodule, layout)``: ``"input"`` (the submodule's first
+            input, ``(batch, time, dim)``), ``"output"`` (its output, or the
+            first item of a tuple output, ``(batch, time, dim)``) or
+            ``"output_channels_first"`` (``(batch, dim, time)``). Every model has
+            ``encoder``, the input of its CTC layer, at the output frame rate;
+            subclasses add their own layers (:class:`speechkd.models.layers.LayerRecorder`
+            records them during ``forward``).
+        """
+        return {"encoder": (self.ctc_lin, "input")}
+
     @torch.no_grad()
     def fit_normalizer(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Fit the global mean/std buffers.

@@ -113,6 +113,13 @@ class StreamingStudent(AcousticModel):
         self.dropout = nn.Dropout(dropout)
         self.ctc_lin = nn.Linear(gru_hidden, n_tokens)
 
+    def layer_taps(self):
+        """``encoder`` (the GRU output), ``gru`` (the same, before dropout) and ``conv<i>`` (each conv block)."""
+        taps = super().layer_taps()
+        taps["gru"] = (self.gru, "output")
+        taps.update({f"conv{i}": (conv, "output_channels_first") for i, conv in enumerate(self.convs)})
+        return taps
+
     def init_state(self, batch: int) -> StudentState:
         """Zero state for a new utterance (batch of ``batch`` streams)."""
         ref = self.ctc_lin.weight

@@ -71,6 +71,13 @@ class TDNNCTC(AcousticModel):
         )
         self.ctc_lin = nn.Linear(channels, n_tokens)
 
+    def layer_taps(self):
+        """``encoder`` (the last layer's output), ``frontend`` and ``layer<i>`` (each TDNN layer's residual branch)."""
+        taps = super().layer_taps()
+        taps["frontend"] = (self.frontend, "output_channels_first")
+        taps.update({f"layer{i}": (layer, "output_channels_first") for i, layer in enumerate(self.layers)})
+        return taps
+
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
         x = mask_time(self.frontend(feats.transpose(1, 2)), feat_lens, time_dim=2)
         for layer in self.layers:  # (batch, channels, frames'); padding kept at zero

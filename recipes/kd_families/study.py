@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""The KD-families study: four tables, each row one student trained by recipes/distill/train.py.
+
+1. methods: CTC alone, posterior KD, each family beside CTC, the best combination;
+2. capacity gap: students of about 1/30, 1/12 and 1/2 of the teacher's parameters;
+3. label noise: 0, 20, 40, 60 % of train transcripts corrupted (seeded, recorded in
+   ``conditions/noise<p>.json``), the teacher trained on the same noisy data;
+4. class imbalance: languages 100 : 10 : 1 (en : de : es) in the train set, tail reported apart.
+
+Every row gives test WER and CER with 95 % bootstrap intervals over test utterances,
+their differences to CTC alone on the same utterances (paired bootstrap) and WER/CER
+per language. Runs already done (their ``results.json`` exists) are skipped.
+
+    python recipes/kd_families/study.py --tables 1 2 3 4 --jobs 2
+    python recipes/kd_families/study.py --tables 1 --set corpus_size=tiny --set lang_minutes=null
+
+writes ``<output>/tables.md`` and ``<output>/tables.json``.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+
+from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset
+from speechkd.data.manifest import read_manifest, write_manifest
+from speechkd.metrics import paired_bootstrap_wer, read_utterance_char_errors, read_utterance_errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Each family beside CTC, with a weight that puts its first-epoch value near CTC's scale
+METHODS = {
+    "ctc": {},
+    "kd": {"alpha": 0.5, "w_kd": 0.5},
+    "hint": {"w_hint": 0.5},
+    "energy": {"w_energy": 10},
+    "boundary": {"alpha": 0.5, "w_boundary": 0.5},
+    "rkd": {"w_rkd": 10},
+    "sp": {"w_sp": 100},
+    "dml": {"w_dml": 1},
+    "one": {"w_one": 1},
+}
+FAMILIES = ["hint", "energy", "boundary", "rkd", "sp", "dml", "one"]
+SIZES = {"1/30": {"conv_channels": 16, "gru_hidden": 24}, "1/12": {}, "1/2": {"conv_channels": 96, "gru_hidden": 128}}
+NOISE = [0, 20, 40, 60]
+IMBALANCE = {"en": 100, "de": 10, "es": 1}
+
+
+class Study:
+    def __init__(self, args):
+        self.args, self.out = args, os.path.abspath(args.output)
+        self.common = dict(item.split("=", 1) for item in args.set)
+        self.pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
+        self.data_folder = self.common.get("data_folder", os.path.join(REPO, "data", "numbers-kd"))
+
+    def run(self, script, hparams, folder, overrides):
+        """One recipe run in ``folder`` (skipped when its results.json exists); returns the folder."""
+        if os.path.exists(os.path.join(folder, "results.json")):
+            return folder
+        if self.args.report:  # tables from the runs done so far
+            return None
+        args = [sys.executable, os.path.join(REPO, "recipes", script), os.path.join(REPO, "hparams", hparams),
+                f"--output_folder={folder}", *(f"--{k}={v}" for k, v in {**self.common, **overrides}.items())]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        return folder
+
+    def teacher(self, name, train_csv=None):
+        overrides = {"number_of_epochs": self.args.teacher_epochs, "name": name}
+        if train_csv:
+            overrides["train_csv"] = train_csv
+        return self.pool.submit(self.run, "ctc/train.py", "kd_families/teacher.yaml",
+                                os.path.join(self.out, "teachers", name), overrides)
+
+    def student(self, name, teacher, method, train_csv=None, **extra):
+        overrides = {"number_of_epochs": self.args.epochs, "teachers": f"[{teacher}]", **METHODS[method], **extra}
+        if train_csv:
+            overrides["train_csv"] = train_csv
+        return self.pool.submit(self.run, "distill/train.py", "kd_families/student.yaml",
+                                os.path.join(self.out, "students", name), overrides)
+
+    def condition(self, name, make):
+        """Write ``conditions/<name>/train.csv`` (and its record) from the clean train manifest."""
+        folder = os.path.join(self.out, "conditions", name)
+        path = os.path.join(folder, "train.csv")
+        if not os.path.exists(path):
+            self.run_prepare()
+            rows, record = make(read_manifest(os.path.join(self.data_folder, "train.csv")))
+            os.makedirs(folder, exist_ok=True)
+            write_manifest(path, rows)
+            with open(os.path.join(folder, "record.json"), "w") as fout:
+                json.dump(record, fout, indent=1, ensure_ascii=False)
+        return path
+
+    def run_prepare(self):
+        if not os.path.exists(os.path.join(self.data_folder, "train.csv")):
+            self.teacher("teacher").result()  # its prepare step builds the corpus
+
+    # ------------------------------------------------------------------ the tables
+    def tables(self):
+        teacher = self.teacher("teacher").result()
+        rows = {}
+        noisy, teachers = {}, {}  # the condition teachers are queued first: they train while the students do
+        if 3 in self.args.tables:
+            noisy = {p: self.condition(f"noise{p}", lambda r, p=p: corrupt_transcripts(r, p / 100, seed=0))
+                     for p in NOISE if p}
+            teachers = {p: self.teacher(f"teacher_noise{p}", csv) for p, csv in noisy.items()}
+        if 4 in self.args.tables:
+            tail_csv = self.condition("imbalance", lambda r: long_tailed_subset(r, IMBALANCE, seed=0))
+            tail_teacher = self.teacher("teacher_imbalance", tail_csv)
+        if {1, 2} & set(self.args.tables):
+            runs = {m: self.student(m, teacher, m) for m in METHODS}
+            rows["methods"] = {m: f.result() for m, f in runs.items()}
+            dev = {m: best_dev(rows["methods"][m]) for m in FAMILIES if rows["methods"][m]}
+            best = sorted(dev, key=dev.get)[:2]
+            combo = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
+            METHODS["combo"] = combo
+            rows["methods"]["kd+" + "+".join(best)] = self.student("combo", teacher, "combo").result()
+        if 2 in self.args.tables:
+            runs = {(size, m): self.student(f"{m}_{size.replace('/', 'of')}", teacher, m, **SIZES[size])
+                    for size in SIZES if SIZES[size] for m in ("ctc", "kd", "hint")}
+            rows["capacity"] = {f"{m} {size}": f.result() for (size, m), f in runs.items()}
+            rows["capacity"].update({f"{m} 1/12": rows["methods"][m] for m in ("ctc", "kd", "hint")})
+        if 3 in self.args.tables:
+            runs = {(p, m): self.student(f"{m}_noise{p}", teachers[p].result(), m, noisy[p])
+                    for p in noisy for m in ("ctc", "kd") if teachers[p].result()}
+            rows["noise"] = {f"{m} {p}%": f.result() for (p, m), f in runs.items()}
+            if 1 in self.args.tables:
+                rows["noise"].update({f"{m} 0%": rows["methods"][m] for m in ("ctc", "kd")})
+        if 4 in self.args.tables:
+            runs = {m: self.student(f"{m}_imbalance", tail_teacher.result(), m, tail_csv)
+                    for m in ("ctc", "kd", "hint") if tail_teacher.result()}
+            rows["imbalance"] = {m: f.result() for m, f in runs.items()}
+        rows["teacher"] = {"teacher": teacher}
+        return rows
+
+
+def best_dev(folder):
+    """Lowest ``(valid WER, valid CER)`` in a run's train_log.txt: how the combination's families are chosen
+    (CER breaks ties: small students at a short budget often all sit at 100 % WER)."""
+    with open(os.path.join(folder, "train_log.txt")) as fin:
+        log = fin.read()
+    return (min(float(w) for w in re.findall(r"valid WER: ([\d.e+-]+)", log)),
+            min(float(c) for c in re.findall(r"valid CER: ([\d.e+-]+)", log)))
+
+
+def tested_checkpoint(folder):
+    """``epoch_tested`` (the best-dev-WER checkpoint the test ran on) and ``last_dev_cer``.
+
+    At 100 % dev WER every epoch ties and the tested checkpoint may be an early
+    one; the last epoch's dev CER shows what the run reached.
+    """
+    with open(os.path.join(folder, "train_log.txt")) as fin:
+        log = fin.read()
+    return {"epoch_tested": int(re.findall(r"Epoch loaded: (\d+)", log)[-1]),
+            "last_dev_cer": float(re.findall(r"valid CER: ([\d.e+-]+)", log)[-1])}
+
+
+def rate_interval(errors):
+    """Error rate and its 95 % bootstrap interval (a paired bootstrap against a system with no error)."""
+    perfect = {utt: (0, units) for utt, (_, units) in errors.items()}
+    return paired_bootstrap_wer(perfect, errors)
+
+
+def interval_text(ci, signed=False):
+    return "—" if ci is None else (f"{ci['difference']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}]" if signed
+                                   else f"{ci['difference']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}]")
+
+
+def summarize(rows):
+    """``{table: {row: {...}}}`` and the markdown tables: WER and CER with their intervals, per language."""
+    summary, lines = {}, []
+    for table, runs in rows.items():
+        runs = {key: folder for key, folder in runs.items() if folder}  # --report: runs not done yet are left out
+        summary[table] = {}
+        baseline_key = next((k for k in runs if k.split()[0] == "ctc" and k.split()[1:] == []), None)
+        lines += [f"\n### {table}\n", ("| row | params | WER [95 % CI] | Δ WER vs CTC [95 % CI] | CER [95 % CI] "
+                  "| Δ CER vs CTC [95 % CI] | WER per lang | CER per lang | epoch tested | dev CER, last epoch |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        errors = {k: {"wer": read_utterance_errors(os.path.join(f, "wer_test.txt")),
+                      "cer": read_utterance_char_errors(os.path.join(f, "wer_test.txt"))} for k, f in runs.items()}
+        for key, folder in sorted(runs.items(), key=lambda kv: sort_key(kv[0])):
+            with open(os.path.join(folder, "results.json")) as fin:
+                result = json.load(fin)
+            base = baseline_for(key, runs, baseline_key)
+            row = {"params": result["params"], "per_lang": result["sets"]["test"]["per_lang"],
+                   "folder": os.path.relpath(folder, REPO), **tested_checkpoint(folder)}
+            for rate in ("wer", "cer"):
+                row[rate] = rate_interval(errors[key][rate])
+                row[f"delta_{rate}_vs_ctc"] = (paired_bootstrap_wer(errors[base][rate], errors[key][rate])
+                                               if base and base != key else None)
+            summary[table][key] = row
+            langs = sorted(row["per_lang"].items())
+            lines.append(f"| {key} | {row['params']} | {interval_text(row['wer'])} | "
+                         f"{interval_text(row['delta_wer_vs_ctc'], True)} | {interval_text(row['cer'])} | "
+                         f"{interval_text(row['delta_cer_vs_ctc'], True)} | "
+                         + " ".join(f"{lang} {v['wer']:.1f}" for lang, v in langs) + " | "
+                         + " ".join(f"{lang} {v['cer']:.1f}" for lang, v in langs)
+                         + f" | {row['epoch_tested']} | {row['last_dev_cer']:.1f} |")
+    return summary, "\n".join(lines) + "\n"
+
+
+def sort_key(key):
+    order = [*METHODS, "combo"]
+    head = key.split()[0]
+    return (key.split()[1:], order.index(head) if head in order else len(order), key)
+
+
+def baseline_for(key, runs, default):
+    """The CTC-alone row of the same condition (``ctc 40%`` for ``kd 40%``)."""
+    parts = key.split()
+    same = " ".join(["ctc", *parts[1:]])
+    return same if same in runs else default
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=8, help="student epochs (every row the same budget)")
+    parser.add_argument("--teacher_epochs", type=int, default=8)
+    parser.add_argument("--jobs", type=int, default=1, help="recipe runs at a time")
+    parser.add_argument("--output", default=os.path.join(REPO, "results", "kd_families", "study"))
+    parser.add_argument("--set", action="append", default=[], help="key=value override for every run")
+    parser.add_argument("--report", action="store_true", help="tables of the runs done so far; start none")
+    args = parser.parse_args(argv)
+    study = Study(args)
+    rows = study.tables()
+    summary, markdown = summarize(rows)
+    with open(os.path.join(study.out, "tables.json"), "w") as fout:
+        json.dump(summary, fout, indent=1)
+    with open(os.path.join(study.out, "tables.md"), "w") as fout:
+        fout.write(markdown)
+    print(markdown)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The KD-families study in small: every family in one objective, and the study's table on two runs."""
+
+import json
+import os
+import re
+import sys
+
+import pytest
+from helpers import REPO, run_recipe, tiny_overrides
+
+
+def student(tiny_corpus, teacher, folder, **weights):
+    overrides = tiny_overrides("student", tiny_corpus, folder)
+    overrides.update(teachers=f"[{teacher}]", teacher_dim=32, lang_minutes="null", corpus_languages="null",
+                     **weights)
+    run_recipe("distill/train.py", "kd_families/student.yaml", **overrides)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_corpus, tiny_tdnn_teacher, tmp_path_factory):
+    root = tmp_path_factory.mktemp("kd_families")
+    every = {"w_kd": 0.5, "w_hint": 0.5, "w_energy": 1, "w_boundary": 0.5, "w_rkd": 1, "w_sp": 1, "w_dml": 1, "w_one": 1}
+    return {"ctc": student(tiny_corpus, tiny_tdnn_teacher, str(root / "ctc")),
+            "all": student(tiny_corpus, tiny_tdnn_teacher, str(root / "all"), **every)}
+
+
+def test_every_family_trains_in_one_objective_and_logs_its_value(runs):
+    with open(os.path.join(runs["all"], "train_log.txt")) as fin:
+        log = fin.read()
+    for term in ("ctc", "kd", "hint", "energy", "boundary", "rkd", "sp", "dml", "one"):
+        assert float(re.search(rf"train {term}: ([\d.e+-]+)", log).group(1)) > 0, term
+    assert 0 < float(re.search(r"boundary_flips: ([\d.e+-]+)", log).group(1)) < 1
+    checkpoint = next(d for d in os.listdir(os.path.join(runs["all"], "save")) if d.startswith("CKPT"))
+    assert os.path.exists(os.path.join(runs["all"], "save", checkpoint, "objective.ckpt"))  # peers, projection
+    with open(os.path.join(runs["ctc"], "train_log.txt")) as fin:
+        assert "train hint: 0.00e+00, train energy: 0.00e+00" in fin.read()  # weight-0 terms are not computed
+
+
+def test_study_table_has_intervals_and_the_paired_difference(runs):
+    sys.path.insert(0, os.path.join(REPO, "recipes", "kd_families"))
+    from study import summarize
+
+    summary, markdown = summarize({"methods": {"ctc": runs["ctc"], "kd+all": runs["all"]}})
+    ctc, every = summary["methods"]["ctc"], summary["methods"]["kd+all"]
+    assert ctc["wer"]["low"] <= ctc["wer"]["difference"] <= ctc["wer"]["high"]
+    assert ctc["delta_wer_vs_ctc"] is None and ctc["delta_cer_vs_ctc"] is None
+    for rate in ("wer", "cer"):
+        assert every[f"delta_{rate}_vs_ctc"]["difference"] == pytest.approx(
+            every[rate]["difference"] - ctc[rate]["difference"])
+    with open(os.path.join(runs["all"], "results.json")) as fin:
+        assert every["cer"]["difference"] == pytest.approx(json.load(fin)["sets"]["test"]["cer"])
+    assert set(every["per_lang"]) == {"en", "de", "es", "fr", "it", "ru", "uk"}
+    assert "| kd+all |" in markdown
+    with open(os.path.join(runs["ctc"], "results.json")) as fin:
+        assert json.load(fin)["params"] == ctc["params"]
