@@ -12,6 +12,7 @@ outcome is one of
     skipped-counted    the bad part skipped with a warning naming it, the rest works
     silent             finished with a different result, or left processes running, without a word
     lost               the work cannot be recovered without deleting files by hand
+    not-injected       every one of the TRIES drawn kill points fell after the process had ended
 
 and the script ends non-zero when any outcome is silent or lost. References (an uninterrupted tiny student,
 cache, export and pipeline on the tiny corpus) are computed once under ``--workdir``.
@@ -48,8 +49,12 @@ from reliability_helpers import (
     wait_until,
 )
 
-OUTCOMES = ("resumed-identical", "refused-named", "skipped-counted", "silent", "lost")
+OUTCOMES = ("resumed-identical", "refused-named", "skipped-counted", "silent", "lost", "not-injected")
 FAILURES = ("silent", "lost")
+ENDED_FIRST, MISSED_SAVE = "ended before the kill", "missed the save, killed after it"
+"""How a kill case's detail starts when its drawn kill point did not land (the process was faster)."""
+TRIES = 3
+"""Draws per kill case before it is reported ``not-injected``."""
 EPOCHS = 4
 PIPELINE = "hparams/pipelines/tiny.yaml"
 
@@ -201,7 +206,7 @@ def kill_training(workdir, rng):
     killed = kill_when(proc, after(lambda: len(checkpoint_epochs(os.path.join(folder, "save"))) >= epochs, extra))
     returncode, output = run(command, folder + ".rerun.log")
     outcome, detail = weights_outcome(folder, reference, output, returncode)
-    when = f"killed {extra:.2f} s after epoch {epochs}'s checkpoint" if killed else "ended before the kill"
+    when = f"killed {extra:.2f} s after epoch {epochs}'s checkpoint" if killed else ENDED_FIRST
     return {"fault": "kill -9 during training", "outcome": outcome, "detail": f"{when}; {detail}"}
 
 
@@ -234,7 +239,7 @@ def kill_checkpoint_save(workdir, rng):
     saved = max(checkpoint_epochs(save), default=0)
     returncode, output = run(command, folder + ".rerun.log")
     outcome, detail = weights_outcome(folder, reference, output, returncode)
-    when = f"killed while writing epoch {saved + 1}'s checkpoint" if caught else "missed the save, killed after it"
+    when = f"killed while writing epoch {saved + 1}'s checkpoint" if caught else MISSED_SAVE
     return {"fault": "kill -9 while saving a checkpoint", "outcome": outcome, "detail": f"{when}; {detail}"}
 
 
@@ -248,7 +253,7 @@ def kill_caching(workdir, rng):
     proc = start(command, folder + ".killed.log")
     killed = kill_when(proc, lambda: len(list(Path(folder).glob("shards/*.json"))) >= shards, poll=0.001)
     returncode, output = run(command, folder + ".rerun.log")
-    when = f"killed after shard {shards} of {total}" if killed else "ended before the kill"
+    when = f"killed after shard {shards} of {total}" if killed else ENDED_FIRST
     if returncode != 0:
         return {"fault": "kill -9 during caching", "outcome": "lost",
                 "detail": f"{when}; the rerun failed: {last_line(output)}"}
@@ -275,7 +280,7 @@ def kill_pipeline(workdir, rng):
     for pid in orphans:
         os.kill(pid, signal.SIGKILL)
     returncode, output = run(pipeline_command(out), out + ".rerun.log")
-    when = f"killed at {delay:.1f} s" if killed else "ended before the kill"
+    when = f"killed at {delay:.1f} s" if killed else ENDED_FIRST
     if orphans:
         return {"fault": "kill -9 of speechkd run", "outcome": "silent", "detail": f"{when}; {len(orphans)} orphans"}
     if returncode != 0:
@@ -296,7 +301,7 @@ def kill_export(workdir, rng):
     published = sorted(os.listdir(out)) if os.path.isdir(out) else []
     partial = published and not os.path.exists(os.path.join(out, "export.json"))
     returncode, output = run(export_command(workdir, out), out + ".rerun.log")
-    when = f"killed at {delay:.1f} s, {len(published)} file(s) published" if killed else "ended before the kill"
+    when = f"killed at {delay:.1f} s, {len(published)} file(s) published" if killed else ENDED_FIRST
     if partial:
         return {"fault": "kill -9 during export", "outcome": "silent", "detail": f"{when}: {published} without export.json"}
     if returncode != 0:
@@ -432,7 +437,12 @@ def main(argv=None):
     rows, begin = [], time.perf_counter()
     for case in cases:
         case_begin = time.perf_counter()
-        row = case(workdir, rng)
+        for _ in range(TRIES):  # a kill drawn after the process ended injected nothing: draw again
+            row = case(workdir, rng)
+            if not row["detail"].startswith((ENDED_FIRST, MISSED_SAVE)):
+                break
+        else:
+            row["outcome"] = "not-injected"
         row["seconds"] = time.perf_counter() - case_begin
         rows.append(row)
         print(f"{row['fault']}: {row['outcome']} ({row['detail']})", flush=True)
