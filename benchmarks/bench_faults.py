@@ -89,12 +89,10 @@ def reference_student(workdir):
 
 
 CACHE_SCRIPT = textwrap.dedent("""
-    import functools, sys
+    import sys
     sys.path[:0] = sys.argv[3:]
-    import speechkd.distill.teachers as teachers
     from reliability_helpers import build_toy_cache
-    teachers.PosteriorCacheWriter = functools.partial(teachers.PosteriorCacheWriter, shard_utts=5)
-    build_toy_cache(sys.argv[1], sys.argv[2])
+    build_toy_cache(sys.argv[1], sys.argv[2], shard_utts=5)
 """)
 
 

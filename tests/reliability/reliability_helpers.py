@@ -130,7 +130,7 @@ def alive(processes):
     return [pid for pid, started in processes.items() if pid in table and table[pid][1] == started]
 
 
-def build_toy_cache(corpus, cache_folder):
+def build_toy_cache(corpus, cache_folder, shard_utts=256):
     """Cache two random toy teachers (tests/plugins/toy.py) over the corpus's train and dev sets, as the recipe does."""
     from toy import RandomTeacher
 
@@ -141,4 +141,5 @@ def build_toy_cache(corpus, cache_folder):
     ensemble = TeacherEnsemble([RandomTeacher(seed=0, name="first"), RandomTeacher(seed=1, name="second")])
     datasets = {split: make_dataset(os.path.join(corpus, f"{split}.csv"), corpus, need_text=False, sort="none")
                 for split in ("train", "dev")}
-    return build_cache(ensemble, datasets, cache_folder, 4, cache_features(corpus, "clean"), batch_size=8)
+    return build_cache(ensemble, datasets, cache_folder, 4, cache_features(corpus, "clean"), batch_size=8,
+                       shard_utts=shard_utts)

@@ -13,7 +13,7 @@ from speechkd.distill.cache import _atomic_sealed_json, read_sealed_json
 
 # Caches in shards of 5 utterances and dies by SIGKILL right after committing the 2nd dev shard.
 KILLED_AFTER_DEV_SHARDS = textwrap.dedent("""
-    import functools, os, signal, sys
+    import os, signal, sys
     sys.path[:0] = sys.argv[3:]
     import speechkd.distill.teachers as teachers
     from reliability_helpers import build_toy_cache
@@ -27,8 +27,8 @@ KILLED_AFTER_DEV_SHARDS = textwrap.dedent("""
 
     corpus, folder = sys.argv[1:3]
     DEV = [line.split(",")[0] for line in open(os.path.join(corpus, "dev.csv")).read().splitlines()[1:]]
-    teachers.PosteriorCacheWriter = functools.partial(KilledWriter, shard_utts=5)
-    build_toy_cache(corpus, folder)
+    teachers.PosteriorCacheWriter = KilledWriter
+    build_toy_cache(corpus, folder, shard_utts=5)
 """)
 
 
