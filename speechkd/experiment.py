@@ -162,10 +162,16 @@ def open_experiment(folder, resolved_file, overrides, restart=False):
     speechkd.stages.FolderLocked
         Another run is writing into the folder.
     """
+    if sb.utils.distributed.if_main_process():  # the other ranks wait in create_experiment_directory
+        _HELD_LOCKS.enter_context(folder_lock(folder))
+        refuse_other_hyperparameters(folder, resolved_file, overrides, restart)
+    sb.create_experiment_directory(folder, hyperparams_to_save=resolved_file, overrides=overrides)
+
+
+def refuse_other_hyperparameters(folder, resolved_file, overrides, restart):
+    """The check of :func:`open_experiment` (main process): refuse, or with ``restart`` clear, another run."""
     from hyperpyyaml import resolve_references
 
-    if sb.utils.distributed.if_main_process():
-        _HELD_LOCKS.enter_context(folder_lock(folder))
     saved = os.path.join(folder, HPARAMS_FILE)
     if os.path.exists(saved) and holds_model(folder):
         with open(resolved_file, encoding="utf-8") as fin:
@@ -180,9 +186,8 @@ def open_experiment(folder, resolved_file, overrides, restart=False):
                 + ". Rerun with its settings to resume it, add --restart=True to delete its checkpoints "
                 "and model files and train from scratch, or choose another --output_folder"
             )
-        if differences and sb.utils.distributed.if_main_process():
+        if differences:
             clear_experiment(folder)
-    sb.create_experiment_directory(folder, hyperparams_to_save=resolved_file, overrides=overrides)
 
 
 def holds_model(folder):

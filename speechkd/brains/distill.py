@@ -53,8 +53,11 @@ class DistillBrain(sb.Brain):
                  *, inventory, teachers=None):
         objective = hparams["objective"]
         objective.bind(modules["model"])  # terms that build modules from the student (cohort peers)
-        if any(True for _ in objective.parameters()):  # a term that learns (e.g. a hint projection) trains,
-            modules = {**modules, "objective": objective}  # is checkpointed and DDP-wrapped with the model
+        for name, term in objective.terms.items():
+            if not objective.weights[name]:  # off: its parameters get no gradient (DDP would wait for them)
+                term.requires_grad_(False)
+        if any(p.requires_grad for p in objective.parameters()):  # a term that learns (e.g. a hint projection)
+            modules = {**modules, "objective": objective}  # trains, is checkpointed and DDP-wrapped with the model
             if checkpointer is not None:
                 checkpointer.add_recoverable("objective", objective)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
@@ -152,8 +155,10 @@ class DistillBrain(sb.Brain):
 
         The sampler is seeded with the YAML's ``seed`` and becomes the Brain's
         ``train_sampler``, so SpeechBrain calls its ``set_epoch`` before every
-        epoch: each epoch's batches are a function of (seed, epoch), and a
-        resumed run draws the same ones as an uninterrupted run.
+        epoch: in one process each epoch's batches are a function of (seed,
+        epoch), and a resumed run draws the same ones as an uninterrupted run.
+        Under torchrun SpeechBrain's ``DistributedSamplerWrapper`` replaces it
+        and deals the batches out with its own seed, deterministic per epoch.
         """
         dynamic = getattr(self.hparams, "dynamic_batching", None)
         if not dynamic:

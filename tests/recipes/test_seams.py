@@ -10,10 +10,37 @@ import os
 import re
 
 import pytest
+import speechbrain as sb
 import torch
 from helpers import REPO, run_recipe
 
+from speechkd.brains.distill import DistillBrain
+from speechkd.distill import CTCTerm, Objective, ObjectiveTerm
+from speechkd.models import StreamingStudent
+from speechkd.text import TokenInventory
+
 PLUGINS = os.path.join(REPO, "tests", "plugins")
+
+
+def tiny_brain(objective, folder):
+    """A DistillBrain of a tiny student with ``objective`` (built, not trained)."""
+    inventory = TokenInventory.from_training_texts(["ab"])[0]
+    model = StreamingStudent(n_tokens=len(inventory), conv_channels=8, gru_hidden=8)
+    checkpointer = sb.utils.checkpoints.Checkpointer(str(folder), recoverables={"model": model})
+    return DistillBrain(modules={"model": model}, opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+                        hparams={"objective": objective}, run_opts={"device": "cpu"},
+                        checkpointer=checkpointer, inventory=inventory)
+
+
+class Scaled(ObjectiveTerm):
+    """A term that learns: one scale on the student's mean probability."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        return self.scale * batch.log_probs.exp().mean()
 
 
 @pytest.fixture(scope="module")
@@ -85,29 +112,17 @@ def test_ensemble_of_mixed_inventories_and_frame_shifts(speechkd_teacher):
 
 def test_a_term_with_parameters_trains_and_is_checkpointed_with_the_model(tmp_path):
     """A learning term (e.g. a hint projection) joins the Brain's modules, optimizer and checkpoint."""
-    import speechbrain as sb
-
-    from speechkd.brains.distill import DistillBrain
-    from speechkd.distill import CTCTerm, Objective, ObjectiveTerm
-    from speechkd.models import StreamingStudent
-    from speechkd.text import TokenInventory
-
-    class Scaled(ObjectiveTerm):
-        def __init__(self):
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, batch):
-            return self.scale * batch.log_probs.exp().mean()
-
-    inventory = TokenInventory.from_training_texts(["ab"])[0]
-    model = StreamingStudent(n_tokens=len(inventory), conv_channels=8, gru_hidden=8)
     objective = Objective({"ctc": CTCTerm(), "scaled": Scaled()})
-    checkpointer = sb.utils.checkpoints.Checkpointer(str(tmp_path), recoverables={"model": model})
-    brain = DistillBrain(modules={"model": model}, opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
-                         hparams={"objective": objective}, run_opts={"device": "cpu"},
-                         checkpointer=checkpointer, inventory=inventory)
-    assert "objective" in brain.modules and checkpointer.recoverables["objective"] is objective
+    brain = tiny_brain(objective, tmp_path)
+    assert "objective" in brain.modules and brain.checkpointer.recoverables["objective"] is objective
     brain.init_optimizers()
     optimized = {id(p) for group in brain.optimizer.param_groups for p in group["params"]}
     assert id(objective.terms["scaled"].scale) in optimized
+
+
+def test_a_term_weighted_zero_is_frozen_so_ddp_never_waits_for_its_gradients(tmp_path):
+    objective = Objective({"ctc": CTCTerm(), "on": Scaled(), "off": Scaled()}, {"ctc": 1.0, "on": 0.5, "off": 0.0})
+    assert "objective" in tiny_brain(objective, tmp_path).modules
+    assert objective.terms["on"].scale.requires_grad and not objective.terms["off"].scale.requires_grad
+    idle = Objective({"ctc": CTCTerm(), "on": Scaled()}, {"ctc": 1.0, "on": 0.0})
+    assert "objective" not in tiny_brain(idle, tmp_path).modules  # nothing of it learns: DDP wraps the model alone
