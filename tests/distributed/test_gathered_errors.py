@@ -3,7 +3,7 @@
 import os
 
 import torch
-from test_sharded_cache import free_port
+from test_sharded_cache import rendezvous_file
 
 from speechkd.brains.distill import mean_across_ranks
 from speechkd.metrics import ErrorRates
@@ -20,9 +20,8 @@ def score(ids):
     return rates
 
 
-def gather_on_rank(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+def gather_on_rank(rank, world, rendezvous, out):
+    torch.distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
         summary = score(SHARES[rank]).gathered().summary()
         loss = mean_across_ranks(1.0 + 2.0 * rank)
@@ -32,7 +31,7 @@ def gather_on_rank(rank, world, port, out):
 
 
 def test_ranks_gather_each_utterance_once(tmp_path):
-    torch.multiprocessing.spawn(gather_on_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(gather_on_rank, args=(2, rendezvous_file(tmp_path), str(tmp_path)), nprocs=2)
     expected = score(sorted(REFS)).summary()
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")

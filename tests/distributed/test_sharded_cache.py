@@ -44,23 +44,19 @@ def cache(folder, precision="fp32"):
                        shard_utts=3, precision=precision)
 
 
-def cache_on_rank(rank, world, folder, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
+def cache_on_rank(rank, world, folder, rendezvous):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
         cache(folder)
     finally:
         torch.distributed.destroy_process_group()
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def rendezvous_file(folder):
+    """A ``file://`` rendezvous for a process group (no TCP port to race for with other processes)."""
+    return f"file://{os.path.join(folder, 'rendezvous')}"
 
 
 def read(path):
@@ -69,7 +65,7 @@ def read(path):
 
 def test_two_rank_cache_equals_single_process_cache(tmp_path):
     single = cache(str(tmp_path / "single"))
-    torch.multiprocessing.spawn(cache_on_rank, args=(2, str(tmp_path / "sharded"), free_port()), nprocs=2)
+    torch.multiprocessing.spawn(cache_on_rank, args=(2, str(tmp_path / "sharded"), rendezvous_file(tmp_path)), nprocs=2)
     sharded = PosteriorCache.open(tmp_path / "sharded")
     sharded.verify()
 
