@@ -76,16 +76,28 @@ def student_command(workdir, folder, **changes):
     return recipe_command("ctc/train.py", "ctc/student.yaml", overrides)
 
 
+def run_reference(workdir, name, command_for):
+    """Run ``command_for(folder)`` uninterrupted into an empty ``<workdir>/reference-<name>``.
+
+    Returns
+    -------
+    folder : str
+    seconds : float
+        Its wall time (kill points are drawn as fractions of it).
+    """
+    folder = str(workdir / f"reference-{name}")
+    shutil.rmtree(folder, ignore_errors=True)
+    begin = time.perf_counter()
+    returncode, output = run(command_for(folder), folder + ".log")
+    if returncode != 0:
+        raise RuntimeError(f"reference {name} failed:\n{output[-2000:]}")
+    return folder, time.perf_counter() - begin
+
+
 @functools.cache
 def reference_student(workdir):
     """Folder and wall seconds of the uninterrupted tiny student run."""
-    folder = str(workdir / "reference-student")
-    shutil.rmtree(folder, ignore_errors=True)
-    begin = time.perf_counter()
-    returncode, output = run(student_command(workdir, folder), folder + ".log")
-    if returncode != 0:
-        raise RuntimeError(f"reference training failed:\n{output[-2000:]}")
-    return folder, time.perf_counter() - begin
+    return run_reference(workdir, "student", lambda folder: student_command(workdir, folder))
 
 
 CACHE_SCRIPT = textwrap.dedent("""
@@ -104,12 +116,7 @@ def cache_command(workdir, folder):
 
 @functools.cache
 def reference_cache(workdir):
-    folder = str(workdir / "reference-cache")
-    shutil.rmtree(folder, ignore_errors=True)
-    returncode, output = run(cache_command(workdir, folder), folder + ".log")
-    if returncode != 0:
-        raise RuntimeError(f"reference cache failed:\n{output[-2000:]}")
-    return folder, None
+    return run_reference(workdir, "cache", lambda folder: cache_command(workdir, folder))
 
 
 def export_command(workdir, out, model=None):
@@ -122,13 +129,7 @@ def export_command(workdir, out, model=None):
 
 @functools.cache
 def reference_export(workdir):
-    out = str(workdir / "reference-export")
-    shutil.rmtree(out, ignore_errors=True)
-    begin = time.perf_counter()
-    returncode, output = run(export_command(workdir, out), out + ".log")
-    if returncode != 0:
-        raise RuntimeError(f"reference export failed:\n{output[-2000:]}")
-    return out, time.perf_counter() - begin
+    return run_reference(workdir, "export", lambda out: export_command(workdir, out))
 
 
 def pipeline_command(out, *args):
@@ -139,13 +140,7 @@ def pipeline_command(out, *args):
 
 @functools.cache
 def reference_pipeline(workdir):
-    out = str(workdir / "reference-pipeline")
-    shutil.rmtree(out, ignore_errors=True)
-    begin = time.perf_counter()
-    returncode, output = run(pipeline_command(out), out + ".log")
-    if returncode != 0:
-        raise RuntimeError(f"reference pipeline failed:\n{output[-2000:]}")
-    return out, time.perf_counter() - begin
+    return run_reference(workdir, "pipeline", pipeline_command)
 
 
 # ----------------------------------------------------------------------------- comparisons
