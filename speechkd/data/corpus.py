@@ -18,6 +18,8 @@ Layout of ``out``::
 
     corpus.json                           summary (see build_corpus)
     audio/<domain>/<lang>/<ID>.flac       16 kHz mono FLAC, PCM_16
+    audio/aug-<tag>/<domain>/<lang>/...   the same for augmented splits (tag: hash of the settings)
+    augment.csv                           per augmented utterance: effects and parameters
     train.csv dev.csv test.csv            clean, labelled
     unlabelled.csv                        when unlabelled minutes are requested
     <split>_<domain>.csv                  same IDs and order as <split>.csv
@@ -25,7 +27,13 @@ Layout of ``out``::
 Command line (registered by :func:`add_cli`)::
 
     speechkd corpus build --task numbers --size small --out data/numbers_small \\
-        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise
+        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise \\
+        --augment full
+
+``--augment`` (``augment=`` of :func:`build_corpus`) draws a chain of
+acoustic effects per utterance of the train and unlabelled splits
+(:mod:`speechkd.data.augment`); the domains of an augmented utterance are
+made from its augmented audio.
 """
 
 from __future__ import annotations
@@ -41,12 +49,16 @@ from pathlib import Path
 
 import numpy as np
 
+from speechkd.data.augment import Augmentation, write_augment_manifest
 from speechkd.data.domains import DEFAULT_OPTIONS, apply_domain, parse_domain
 from speechkd.data.espeak import SAMPLE_RATE, Voice
 from speechkd.data.manifest import write_manifest
 
 BUILDER_VERSION = 2
 """Bumped whenever the same options would give different audio or text."""
+
+AUGMENT_MANIFEST = "augment.csv"
+"""Side file of an augmented corpus: ``ID,split,effects,params`` (see augment.py)."""
 
 SPLITS = ("train", "dev", "test")
 ID_BASES = {"train": 0, "unlabelled": 50000, "dev": 80000, "test": 90000}
@@ -169,9 +181,20 @@ class Planner:
                          self.text(lang, split, index))
 
 
-def audio_path(out: Path, domain: str, lang: str, utt_id: str) -> Path:
+def audio_folder(domain: str, augment_tag: str | None = None) -> str:
+    """Folder under ``audio/`` of a domain; augmented audio has one per augmentation setting."""
+    return domain if augment_tag is None else f"aug-{augment_tag}/{domain}"
+
+
+def audio_path(out: Path, domain: str, lang: str, utt_id: str, augment_tag: str | None = None
+               ) -> Path:
     """Where an utterance's audio lives in the corpus folder."""
-    return Path(out) / "audio" / domain / lang / f"{utt_id}.flac"
+    return Path(out) / "audio" / audio_folder(domain, augment_tag) / lang / f"{utt_id}.flac"
+
+
+def split_augmentation(augment: Augmentation | None, split: str) -> Augmentation | None:
+    """The augmentation applied to ``split`` (None when the split stays as synthesized)."""
+    return augment if augment is not None and split in augment.splits else None
 
 
 def to_pcm16(wav: np.ndarray) -> np.ndarray:
@@ -201,7 +224,8 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     Parameters
     ----------
     job : tuple
-        ``(utt_id, lang, (variant, rate, pitch), text, domains, out, seed)``.
+        ``(utt_id, lang, (variant, rate, pitch), text, domains, out, seed, augment)``,
+        ``augment`` an :class:`~speechkd.data.augment.Augmentation` or None.
 
     Returns
     -------
@@ -213,19 +237,23 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     from speechkd.data.espeak import Synthesizer
 
     global _SYNTHESIZER
-    utt_id, lang, voice, text, domains, out, seed = job
-    clean_path = audio_path(out, "clean", lang, utt_id)
+    utt_id, lang, voice, text, domains, out, seed, augment = job
+    tag = augment.tag if augment is not None else None
+    clean_path = audio_path(out, "clean", lang, utt_id, tag)
     clean = None
     if clean_path.exists():
         n_samples = sf.info(str(clean_path)).frames
     else:
         if _SYNTHESIZER is None:
             _SYNTHESIZER = Synthesizer()
-        pcm = to_pcm16(_SYNTHESIZER.synthesize(text, lang, Voice(*voice)))
+        wav = _SYNTHESIZER.synthesize(text, lang, Voice(*voice))
+        if augment is not None:
+            wav = augment.apply(wav, SAMPLE_RATE, seed, utt_id)
+        pcm = to_pcm16(wav)
         write_flac(clean_path, pcm)
         clean, n_samples = pcm.astype(np.float32) / 32768.0, len(pcm)
     for domain in domains:
-        path = audio_path(out, domain, lang, utt_id)
+        path = audio_path(out, domain, lang, utt_id, tag)
         if domain == "clean" or path.exists():
             continue
         if clean is None:
@@ -265,7 +293,8 @@ class _Runner:
         return dict(bar)
 
 
-def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains) -> dict:
+def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains,
+             augment: Augmentation | None = None) -> dict:
     spec = SIZES[size]
     targets = {}
     for lang in languages:
@@ -279,6 +308,7 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
         "languages": list(languages), "domains": list(domains),
         "minutes": targets, "domain_options": {k: list(v) if isinstance(v, tuple) else v
                                                for k, v in DEFAULT_OPTIONS.items()},
+        "augment": augment.describe() if augment is not None else None,
     }
 
 
@@ -313,6 +343,8 @@ def _is_complete(out: Path, fingerprint: str) -> dict | None:
     summary = json.loads(summary_path.read_text())
     if summary.get("fingerprint") != fingerprint:
         return None
+    if summary.get("augment") and not (out / AUGMENT_MANIFEST).exists():
+        return None
     for name in summary["manifests"]:
         if not (out / name).exists():
             return None
@@ -323,7 +355,7 @@ def _is_complete(out: Path, fingerprint: str) -> dict | None:
 
 
 def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, seed: int,
-                        runner: _Runner) -> dict:
+                        runner: _Runner, augment: Augmentation | None = None) -> dict:
     """Synthesize each (lang, split) stream until its prefix reaches its target seconds.
 
     Returns
@@ -347,7 +379,8 @@ def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, see
                 utt = planner.utterance(*key, index)
                 planned[utt.utt_id] = (key, utt)
                 jobs.append((utt.utt_id, utt.lang, (utt.voice.variant, utt.voice.rate,
-                             utt.voice.pitch), utt.text, tuple(domains), str(out), seed))
+                             utt.voice.pitch), utt.text, tuple(domains), str(out), seed,
+                             split_augmentation(augment, utt.split)))
         if not jobs:
             break
         samples = runner.run(jobs)
@@ -358,8 +391,9 @@ def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, see
         total, prefix = 0, []
         for utt, n in done[key]:
             if total / SAMPLE_RATE >= target_s:
+                tag = getattr(split_augmentation(augment, utt.split), "tag", None)
                 for domain in domains:
-                    audio_path(out, domain, utt.lang, utt.utt_id).unlink(missing_ok=True)
+                    audio_path(out, domain, utt.lang, utt.utt_id, tag).unlink(missing_ok=True)
                 continue
             prefix.append((utt, n))
             total += n
@@ -367,24 +401,42 @@ def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, see
     return kept
 
 
-def _manifest_rows(utterances, domain: str) -> list[dict]:
+def _manifest_rows(utterances, domain: str, augment_tag: str | None = None) -> list[dict]:
+    folder = audio_folder(domain, augment_tag)
     return [{
         "ID": utt.utt_id, "duration": n / SAMPLE_RATE,
-        "wav": f"$data_root/audio/{domain}/{utt.lang}/{utt.utt_id}.flac",
+        "wav": f"$data_root/audio/{folder}/{utt.lang}/{utt.utt_id}.flac",
         "spk_id": utt.voice.name, "lang": utt.lang, "domain": domain, "wrd": utt.text,
     } for utt, n in utterances]
 
 
-def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, fingerprint: str
-                   ) -> dict:
+def _write_augment_record(out: Path, kept: dict, splits, languages, augment, seed: int
+                          ) -> dict:
+    """Write ``augment.csv``; return the share of utterances per effect per augmented split."""
+    rows, shares = [], {}
+    for split in splits:
+        if split_augmentation(augment, split) is None:
+            continue
+        plans = [(utt.utt_id, split, augment.plan(seed, utt.utt_id))
+                 for lang in languages for utt, _ in kept.get((lang, split), [])]
+        rows += plans
+        shares[split] = {name: round(sum(name in plan for *_, plan in plans) / max(1, len(plans)), 4)
+                         for name in augment.effects}
+    write_augment_manifest(out / AUGMENT_MANIFEST, rows)
+    return shares
+
+
+def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, fingerprint: str,
+                   augment: Augmentation | None = None) -> dict:
     splits = [s for s in (*SPLITS, "unlabelled")
               if any(key[1] == s for key in kept)]
     manifests, stats = [], {}
     for split in splits:
         utterances = [item for lang in options["languages"] for item in kept.get((lang, split), [])]
+        tag = getattr(split_augmentation(augment, split), "tag", None)
         for domain in options["domains"]:
             name = f"{split}.csv" if domain == "clean" else f"{split}_{domain}.csv"
-            write_manifest(out / name, _manifest_rows(utterances, domain))
+            write_manifest(out / name, _manifest_rows(utterances, domain, tag))
             manifests.append(name)
         stats[split] = {}
         for lang in options["languages"]:
@@ -401,6 +453,10 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
         "sample_rate": SAMPLE_RATE,
         "minutes_requested": options["minutes"],
         "domain_options": options["domain_options"],
+        "augment": options["augment"],
+        **({"augment_shares": _write_augment_record(out, kept, splits, options["languages"],
+                                                    augment, planner.seed)}
+           if augment is not None else {}),
         "speakers": {split: [voice.name for voice in planner.speakers[split]]
                      for split in (*SPLITS, "unlabelled") if split in splits},
         "splits": stats,
@@ -423,7 +479,8 @@ def _resolve_domains(domains) -> list[str]:
 
 def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
                  lang_minutes: dict | None = None, unlabelled_minutes: dict | None = None,
-                 domains=("clean",), workers: int | None = None, progress: bool = True) -> dict:
+                 domains=("clean",), workers: int | None = None, progress: bool = True,
+                 augment=None) -> dict:
     """Synthesize a corpus folder (see the module docstring for its layout).
 
     Parameters
@@ -450,14 +507,21 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         Synthesis processes; default 1 for tiny, 2 for small, all cores for full.
     progress : bool
         Show a tqdm progress bar.
+    augment : None, str or dict
+        Acoustic augmentation drawn per utterance (a preset name ``none``,
+        ``light``, ``telephone``, ``full`` or a dict of effects; see
+        :mod:`speechkd.data.augment`), applied to the train and unlabelled
+        splits unless its ``splits`` say otherwise; what each utterance got
+        is written to ``augment.csv``. None: audio as synthesized.
 
     Returns
     -------
     dict
         The ``corpus.json`` summary: task, size, seed, languages, domains,
         fingerprint, requested minutes, speakers per split, per split and
-        language ``{"utterances", "seconds", "hours", "speakers"}``, totals and
-        the list of manifests.
+        language ``{"utterances", "seconds", "hours", "speakers"}``, totals,
+        the list of manifests, the augmentation settings and, when there
+        are any, ``augment_shares`` (split -> effect -> share of utterances).
     """
     if size not in SIZES:
         raise ValueError(f"unknown corpus size {size!r}; sizes are {', '.join(SIZES)}")
@@ -475,8 +539,9 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         for lang in languages:
             sentence_pools(lang)
     domains = _resolve_domains(domains)
+    augment = Augmentation.from_config(augment)
     options = _options(task, size, int(seed), languages, lang_minutes, unlabelled_minutes,
-                       domains)
+                       domains, augment)
     fingerprint = _fingerprint(options)
     out = Path(out)
     _check_same_content(out, options)
@@ -490,8 +555,8 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         workers = {"tiny": 1, "small": 2}.get(size, os.cpu_count() or 1)
     workers = max(1, min(int(workers), os.cpu_count() or 1))
     with _Runner(workers, progress, f"corpus {task}/{size}") as runner:
-        kept = _synthesize_streams(planner, targets, domains, out, int(seed), runner)
-    return _write_outputs(out, kept, options, planner, fingerprint)
+        kept = _synthesize_streams(planner, targets, domains, out, int(seed), runner, augment)
+    return _write_outputs(out, kept, options, planner, fingerprint, augment)
 
 
 def _parse_minutes(values) -> dict:
@@ -510,13 +575,27 @@ def _parse_minutes(values) -> dict:
     return minutes
 
 
+def _parse_augment(text: str | None):
+    """``--augment``: a preset name, or a YAML/JSON dict such as ``{speed: {p: 0.5}}``."""
+    import yaml
+
+    if text is None:
+        return None
+    value = yaml.safe_load(text)
+    if not isinstance(value, (str, dict)) and value is not None:
+        raise argparse.ArgumentTypeError(f"--augment takes a preset name or a YAML dict, "
+                                         f"got {text!r}")
+    return value
+
+
 def _run_build(args) -> int:
     summary = build_corpus(
         args.task, args.size, args.out, seed=args.seed,
         languages=args.langs.split(",") if args.langs else None,
         lang_minutes=_parse_minutes(args.lang_minutes),
         unlabelled_minutes=_parse_minutes(args.unlabelled_minutes),
-        domains=args.domains.split(","), workers=args.workers, progress=not args.quiet)
+        domains=args.domains.split(","), workers=args.workers, progress=not args.quiet,
+        augment=_parse_augment(args.augment))
     print(format_summary(summary))
     return 0
 
@@ -555,6 +634,10 @@ def add_cli(subparsers) -> None:
     build.add_argument("--domains", default="clean",
                        help="comma-separated: clean,telephone,noise,reverb or chains like "
                             "telephone+noise")
+    build.add_argument("--augment", metavar="PRESET|YAML",
+                       help="per-utterance acoustic augmentation of train (and unlabelled): "
+                            "none, light, telephone, full, or a YAML dict like "
+                            "'{preset: full, speed: {p: 0.5, range: [0.9, 1.1]}}'")
     build.add_argument("--workers", type=int, help="synthesis processes")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_run_build)

@@ -32,6 +32,7 @@ import numpy as np
 
 BASE_DOMAINS = ("clean", "telephone", "noise", "reverb")
 NOISE_TYPES = ("white", "pink", "brown", "babble")
+TELEPHONE_RATE = 8000
 
 DEFAULT_OPTIONS = {
     "low_hz": (250.0, 350.0),
@@ -104,7 +105,7 @@ def mu_law_codec(wav: np.ndarray, mu: int = 255) -> np.ndarray:
 
 def telephone(wav: np.ndarray, sr: int, rng: np.random.Generator,
               low_hz=DEFAULT_OPTIONS["low_hz"], high_hz=DEFAULT_OPTIONS["high_hz"],
-              codec_gain_db=DEFAULT_OPTIONS["codec_gain_db"]) -> np.ndarray:
+              codec_gain_db=DEFAULT_OPTIONS["codec_gain_db"], codec=mu_law_codec) -> np.ndarray:
     """Narrow-band telephone channel: band-pass, 8 kHz mu-law codec, band-pass, back to ``sr``.
 
     The signal is band-passed to ``[low_hz, high_hz]`` (drawn), resampled to
@@ -116,6 +117,9 @@ def telephone(wav: np.ndarray, sr: int, rng: np.random.Generator,
     ----------
     wav : np.ndarray
         Shape ``(samples,)``.
+    codec : callable
+        8 kHz samples ``(n,)`` in ``[-1, 1]`` -> decoded ``(n,)``; default
+        :func:`mu_law_codec` (other codecs: :mod:`speechkd.data.augment`).
 
     Returns
     -------
@@ -125,9 +129,9 @@ def telephone(wav: np.ndarray, sr: int, rng: np.random.Generator,
     from scipy.signal import resample_poly
 
     low, high, gain = draw(low_hz, rng), draw(high_hz, rng), 10 ** (draw(codec_gain_db, rng) / 20)
-    narrow = resample_poly(_bandpass(wav, sr, low, high), 8000, sr)
-    coded = mu_law_codec(narrow * gain) / gain
-    wide = resample_poly(coded, sr, 8000)
+    narrow = resample_poly(_bandpass(wav, sr, low, high), TELEPHONE_RATE, sr)
+    coded = codec(narrow * gain) / gain
+    wide = resample_poly(coded, sr, TELEPHONE_RATE)
     wide = np.pad(wide, (0, max(0, len(wav) - len(wide))))[: len(wav)]
     return _bandpass(wide, sr, low, high).astype(np.float32)
 
