@@ -142,6 +142,8 @@ class Pipeline:
                 "corpus_seed": hparams["corpus_seed"],
                 "seed": hparams["seed"],
             }
+            if hparams.get("corpus_augment") is not None:
+                self.data["corpus_augment"] = hparams["corpus_augment"]
 
     def folder(self, *parts):
         return os.path.join(self.out, *parts)

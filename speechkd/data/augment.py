@@ -115,7 +115,8 @@ def warp_frequencies(wav: np.ndarray, sr: int, warp, n_fft: int = 512, hop: int 
     A phase vocoder: the STFT's magnitudes are read at the inverse-warped
     frequency of each output bin, and each bin's phase advances by the
     warped instantaneous frequency of its source, so a sine of frequency f
-    comes out as a sine of ``warp(f)`` of the same length.
+    comes out as a sine of ``warp(f)`` of the same length and within ~2 dB
+    of its level (interpolated magnitudes narrow or widen a partial's lobe).
 
     Parameters
     ----------
@@ -138,7 +139,10 @@ def warp_frequencies(wav: np.ndarray, sr: int, warp, n_fft: int = 512, hop: int 
     n_bins = spectrum.shape[0]
     bin_hz = sr / n_fft
     centre = 2 * np.pi * np.arange(n_bins)[:, None] / n_fft          # rad / sample
-    phase = np.angle(spectrum)
+    # phases as if the window were centred on its frame (a partial's main lobe then has
+    # one phase in all its bins, so an output bin may take any of them); undone below
+    alternate = (-1.0) ** np.arange(n_bins)[:, None]
+    phase = np.angle(spectrum * alternate)
     advance = np.diff(phase, axis=1, prepend=phase[:, :1] - centre * hop)
     deviation = np.angle(np.exp(1j * (advance - centre * hop)))       # wrapped to (-pi, pi]
     instantaneous_hz = (centre + deviation / hop) * sr / (2 * np.pi)  # (bins, frames)
@@ -155,7 +159,7 @@ def warp_frequencies(wav: np.ndarray, sr: int, warp, n_fft: int = 512, hop: int 
     out_hz = warp(instantaneous_hz[nearest])
     out_phase = phase[nearest, :1] + np.cumsum(2 * np.pi * out_hz / sr * hop, axis=1)
     out_phase -= 2 * np.pi * out_hz[:, :1] / sr * hop
-    _, out = istft(out_magnitude * np.exp(1j * out_phase), fs=sr, nperseg=n_fft,
+    _, out = istft(out_magnitude * np.exp(1j * out_phase) * alternate, fs=sr, nperseg=n_fft,
                    noverlap=n_fft - hop)
     return np.pad(out, (0, max(0, len(wav) - len(out))))[: len(wav)].astype(np.float32)
 
