@@ -46,12 +46,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def time_build(task: str, size: str, domains, workers: int) -> tuple[float, dict]:
+def time_build(task: str, size: str, domains, workers: int, augment=None) -> tuple[float, dict]:
+    """Wall seconds of one build from scratch in a temporary folder, and its summary."""
     folder = tempfile.mkdtemp(prefix="bench_corpus_")
     try:
         start = time.perf_counter()
         summary = build_corpus(task, size, folder, seed=0, domains=domains, workers=workers,
-                               progress=False)
+                               progress=False, augment=augment)
         return time.perf_counter() - start, summary
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -142,7 +142,7 @@ class Pipeline:
                 "corpus_seed": hparams["corpus_seed"],
                 "seed": hparams["seed"],
             }
-            if hparams.get("corpus_augment") is not None:
+            if hparams.get("corpus_augment"):
                 self.data["corpus_augment"] = hparams["corpus_augment"]
 
     def folder(self, *parts):

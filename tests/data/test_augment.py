@@ -212,3 +212,20 @@ def test_corpus_augments_train_only_with_true_durations_and_a_record(tiny_corpus
     assert new_train[0]["wav"] != train[0]["wav"]
     assert [row["duration"] for row in new_train] == \
         [clean_train[row["ID"]]["duration"] for row in new_train]
+
+
+def test_command_line_dict_merges_into_the_yaml_and_reaches_the_recipes():
+    from speechkd.experiment import load_hparams
+    from speechkd.pipeline import Pipeline, overrides_to_argv
+
+    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml",
+                              {"corpus_augment": {"speed": {"p": 0.7}}})
+    merged = Augmentation.from_config(hparams["prepare"].keywords["augment"])
+    assert set(merged.effects) == set(PRESETS["full"]) and merged.effects["speed"]["p"] == 0.7
+    argv = overrides_to_argv(Pipeline(hparams).data)
+    assert "--corpus_augment={preset: full, speed: {p: 0.7}}" in argv
+    recipe, _ = load_hparams("hparams/ctc/tdnn.yaml", "\n".join(
+        arg[2:].replace("=", ": ", 1) for arg in argv if arg.startswith("--corpus_augment")))
+    assert Augmentation.from_config(recipe["prepare"].keywords["augment"]) == merged
+    alone, _ = load_hparams("hparams/ctc/tdnn.yaml")
+    assert Augmentation.from_config(alone["prepare"].keywords["augment"]) is None
