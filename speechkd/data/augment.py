@@ -473,6 +473,8 @@ class Augmentation:
             Shape ``(samples',)``, float32; ``samples'`` differs only under ``speed``.
         """
         out = np.asarray(wav, dtype=np.float32)
+        if out.size == 0:  # nothing to perturb (and the FFT-based effects refuse it)
+            return out
         for name, params, rng in self._draws(seed, utt_id):
             out = np.asarray(EFFECTS[name](out, sr, rng, **params), dtype=np.float32)
         return out
