@@ -8,7 +8,11 @@ An :class:`Augmentation` is a chain of effects, each with a probability
     {preset: full, speed: {p: 0.5, range: [0.9, 1.1]}, telephone: {p: 0.4}}
 
 or as a preset name (:data:`PRESETS`: ``none``, ``light``, ``telephone``,
-``full``). Effects run in the order of :data:`EFFECTS`: speaker (speed,
+``full``). An effect not named never runs; a named one keeps the defaults
+it does not override (a bare number is its ``p``). A dict given on a
+recipe's command line is merged into the YAML's (hyperpyyaml), so
+``--corpus_augment="{speed: {p: 0.8}}"`` changes one effect of the
+quickstart's ``{preset: full}``; a preset name replaces it. Effects run in the order of :data:`EFFECTS`: speaker (speed,
 pitch, vocal-tract length), room (reverb, noise), channel (telephone at
 8 kHz with a codec, wideband lossy codec), recording level (gain with or
 without clipping, DC offset). The output is always 16 kHz: narrowband audio
