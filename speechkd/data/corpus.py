@@ -308,7 +308,8 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
         "languages": list(languages), "domains": list(domains),
         "minutes": targets, "domain_options": {k: list(v) if isinstance(v, tuple) else v
                                                for k, v in DEFAULT_OPTIONS.items()},
-        "augment": augment.describe() if augment is not None else None,
+        # only when set, so an unaugmented corpus keeps its fingerprint from before augment.py
+        **({"augment": augment.describe()} if augment is not None else {}),
     }
 
 
@@ -410,9 +411,11 @@ def _manifest_rows(utterances, domain: str, augment_tag: str | None = None) -> l
     } for utt, n in utterances]
 
 
-def _write_augment_record(out: Path, kept: dict, splits, languages, augment, seed: int
-                          ) -> dict:
-    """Write ``augment.csv``; return the share of utterances per effect per augmented split."""
+def _augment_record(out: Path, kept: dict, splits, languages, augment, seed: int) -> dict:
+    """Write ``augment.csv`` (or remove a stale one); ``{"augment_shares": split -> effect -> share}``."""
+    if augment is None:
+        (out / AUGMENT_MANIFEST).unlink(missing_ok=True)
+        return {}
     rows, shares = [], {}
     for split in splits:
         if split_augmentation(augment, split) is None:
@@ -423,7 +426,7 @@ def _write_augment_record(out: Path, kept: dict, splits, languages, augment, see
         shares[split] = {name: round(sum(name in plan for *_, plan in plans) / max(1, len(plans)), 4)
                          for name in augment.effects}
     write_augment_manifest(out / AUGMENT_MANIFEST, rows)
-    return shares
+    return {"augment_shares": shares}
 
 
 def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, fingerprint: str,
@@ -453,10 +456,8 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
         "sample_rate": SAMPLE_RATE,
         "minutes_requested": options["minutes"],
         "domain_options": options["domain_options"],
-        "augment": options["augment"],
-        **({"augment_shares": _write_augment_record(out, kept, splits, options["languages"],
-                                                    augment, planner.seed)}
-           if augment is not None else {}),
+        "augment": options.get("augment"),
+        **_augment_record(out, kept, splits, options["languages"], augment, planner.seed),
         "speakers": {split: [voice.name for voice in planner.speakers[split]]
                      for split in (*SPLITS, "unlabelled") if split in splits},
         "splits": stats,
