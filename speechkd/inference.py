@@ -5,7 +5,6 @@ import torch
 
 from speechkd.data.pipelines import BadInputError, load_audio
 from speechkd.decoding import ctc_greedy, ctc_prefix_beam
-from speechkd.models.features import relative_lengths_to_absolute
 
 
 @torch.no_grad()
@@ -36,7 +35,7 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
     for batch in loader:
         wavs, wav_lens = getattr(batch, signal)
         log_probs = model(wavs.to(device), wav_lens.to(device)).cpu()
-        frames = relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+        frames = model.output_lengths(wav_lens, wavs.shape[1])
         yield batch, log_probs, frames
 
 
