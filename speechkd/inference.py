@@ -40,7 +40,7 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
 
 
 @torch.no_grad()
-def transcribe_files(model_folder, paths, beam=0, device="cpu"):
+def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False):
     """Transcribe audio files with a trained model.
 
     Parameters
@@ -48,9 +48,12 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu"):
     model_folder : str
         Experiment folder of a speechkd recipe.
     paths : list of str
-        16 kHz mono audio files.
+        Mono audio files at the model's rate (16 kHz).
     beam : int
         Prefix beam width; 0 decodes greedily.
+    resample : bool
+        Resample files at another rate instead of refusing them
+        (:func:`speechkd.data.pipelines.load_audio`, the training pipeline's reader).
 
     Yields
     ------
@@ -64,7 +67,7 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu"):
     model, inventory = load_model(model_folder, device=device)
     for path in paths:
         try:
-            wav = load_audio(path).unsqueeze(0).to(device)
+            wav = load_audio(path, model.sample_rate, resample=resample).unsqueeze(0).to(device)
         except BadInputError as err:
             yield path, None, str(err)
             continue
