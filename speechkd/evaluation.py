@@ -147,7 +147,8 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
         for batch, log_probs, frames in iterate_posteriors(model, dataset, batch_size=batch_size):
             error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
                                langs=batch.lang, domains=batch.domain)
-    result = {**error_rates.summary(), "intervals": error_rates.intervals(), "skipped": dict(skipped),
+    result = {**scored(error_rates), "skipped": dict(skipped),
+              "speakers": len({row["spk_id"] for row in rows}),
               "unknown_characters": sum(unknown.values()),
               "resampled": {str(rate): n for rate, n in sorted(foreign.items())}, "set": set_name,
               "manifest": os.path.abspath(manifest), "model": os.path.abspath(model_folder)}
@@ -219,13 +220,15 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
 
 
 def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,
-                             teacher_names, train_cache=None):
-    """Evaluate every model and the teachers' ensemble on the test set.
+                             teacher_names, train_cache=None, real_speech=None, real_strategy="average"):
+    """Evaluate every model and the teachers' ensemble on the test set (and on real speech).
 
     Writes ``<out>/models.json`` (per model: params, bytes, frame shift, RTF,
     test summary from the model's own results.json) and
     ``<out>/ensemble.json`` (per strategy: WER/CER summary; teacher spike
     agreement). ``train_cache`` (a PosteriorCache folder) supplies the dev WER for ``weighted``.
+    ``real_speech`` (a labelled manifest, any rate) adds ``<out>/real.json``
+    (:func:`evaluate_real_speech`), the fused ensemble decoded with ``real_strategy``.
     """
     os.makedirs(out, exist_ok=True)
     test_name = os.path.splitext(os.path.basename(test_csv))[0]
@@ -248,23 +251,80 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
 
     # each teacher's model.json name is its key here, so the cache names match teacher_names
     ensemble = TeacherEnsemble([model_folders[name] for name in teacher_names])
-    dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
-    cache = build_cache(ensemble, {"test": dataset}, os.path.join(out, "test_cache"), k=0,
-                        features={"sample_rate": 16000, "split": test_name},
-                        dev_split=None, manifest=os.path.abspath(test_csv))
     dev_wer = PosteriorCache.open(train_cache).dev_wer_list() if train_cache else None
+    dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
+    cache, fused_rates = ensemble_error_rates(ensemble, dataset, test_csv, os.path.join(out, "test_cache"),
+                                              strategies, dev_wer)
     fused = {}
-    for strategy in strategies:
-        if strategy == "weighted" and dev_wer is None:
-            continue
-        strategy_rates = fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer)
+    for strategy, strategy_rates in fused_rates.items():
         fused[strategy] = strategy_rates.summary()
         strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
+    if real_speech is not None:
+        evaluate_real_speech(model_folders, ensemble, real_speech, out, real_strategy, dev_wer, threads)
     agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])
     delay = student_spike_delay(load_model(model_folders["baseline"])[0], dataset, cache)
     write_json(os.path.join(out, "ensemble.json"),
                {"strategies": fused, "agreement": agreement, "baseline_spike_delay": delay})
     return models, fused
+
+
+def ensemble_error_rates(ensemble, dataset, manifest, cache_folder, strategies, dev_wer=None):
+    """Cache the teachers' full posteriors on ``dataset`` and decode their fusion with each strategy.
+
+    Returns
+    -------
+    cache : PosteriorCache
+    rates : dict
+        Strategy -> :class:`ErrorRates` (``weighted`` only with ``dev_wer``).
+    """
+    split = os.path.splitext(os.path.basename(manifest))[0]
+    cache = build_cache(ensemble, {"test": dataset}, cache_folder, k=0,
+                        features={"sample_rate": 16000, "split": split},
+                        dev_split=None, manifest=os.path.abspath(manifest))
+    rates = {strategy: fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer)
+             for strategy in strategies if strategy != "weighted" or dev_wer is not None}
+    return cache, rates
+
+
+def evaluate_real_speech(model_folders, ensemble, manifest, out, strategy, dev_wer=None, threads=None):
+    """Every model and the fused ensemble on a real-speech manifest; writes and returns ``<out>/real.json``.
+
+    A manifest that is not there is a note in the JSON (``missing``), not an
+    error: the real-speech set is optional. Audio at another rate is
+    resampled (:func:`evaluate_manifest`); alignments go to
+    ``<out>/real/<model>/wer_<set>.txt``.
+
+    Returns
+    -------
+    dict
+        ``manifest``, and either ``missing`` (why nothing was measured) or
+        ``models`` (name -> :func:`evaluate_manifest` result, the fused
+        ensemble under ``ensemble (<strategy>)`` when it can be decoded).
+    """
+    os.makedirs(out, exist_ok=True)
+    if not manifest or not os.path.exists(manifest):
+        result = {"manifest": manifest, "missing": f"{manifest} not found: no real-speech evaluation"}
+        write_json(os.path.join(out, "real.json"), result)
+        return result
+    models = {name: evaluate_manifest(folder, manifest, resample=True, threads=threads,
+                                      output=os.path.join(out, "real", name))
+              for name, folder in model_folders.items()}
+    first = next(iter(models.values()))
+    dataset = make_dataset(manifest, os.path.dirname(os.path.abspath(manifest)), sort="none", resample=True)
+    with torch_threads(threads):
+        _cache, fused = ensemble_error_rates(ensemble, dataset, manifest, os.path.join(out, "real", "cache"),
+                                             [strategy], dev_wer)
+    if strategy in fused:
+        fused[strategy].write_wer_file(os.path.join(out, "real", f"wer_{first['set']}_ensemble_{strategy}.txt"))
+        models[f"ensemble ({strategy})"] = {**first, **scored(fused[strategy])}
+    result = {"manifest": os.path.abspath(manifest), "models": models}
+    write_json(os.path.join(out, "real.json"), result)
+    return result
+
+
+def scored(error_rates):
+    """:meth:`ErrorRates.summary` with the 95 % bootstrap ``intervals``."""
+    return {**error_rates.summary(), "intervals": error_rates.intervals()}
 
 
 def student_spike_delay(student, dataset, cache):
