@@ -54,7 +54,7 @@ def recipe_config(hparams_file, overrides):
     return {"hparams": resolved_yaml_text(hparams_file), "overrides": overrides}
 
 
-def run_recipe(script, hparams_file, overrides, threads=1, nproc=1):
+def run_recipe(script, hparams_file, overrides, threads=1, nproc=1, stdout=None):
     """Run ``python <script> <hparams_file> --key=value ...`` as a user would; raise if it fails.
 
     Parameters
@@ -68,10 +68,12 @@ def run_recipe(script, hparams_file, overrides, threads=1, nproc=1):
         Torch CPU threads of each recipe process (``OMP_NUM_THREADS``).
     nproc : int
         Processes: more than one runs the recipe through torchrun (see :func:`recipe_command`).
+    stdout : file, optional
+        Where the recipe's output goes (default: this process's stdout).
     """
     command = recipe_command(script, hparams_file, overrides, nproc)
     env = {**library_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    returncode = spawn(command, env=env).wait()
+    returncode = spawn(command, env=env, stdout=stdout).wait()
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)
 
