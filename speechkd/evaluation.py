@@ -140,7 +140,7 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
     if foreign:
         logger.info("%s: resampling %d of %d files to %d Hz (%s)", manifest, sum(foreign.values()), len(rows),
                     model.sample_rate, ", ".join(f"{n} from {r} Hz" for r, n in sorted(foreign.items())))
-    unknown = count_unknown_characters(manifest, rows, inventory)
+    unknown = count_unknown_characters(manifest, rows, inventory, consequence="are scored as errors")
     dataset = make_dataset(manifest, data_root, resample=True)
     error_rates = ErrorRates()
     with torch_threads(threads):

@@ -64,14 +64,16 @@ def test_perfect_transcripts_give_zero_wer_and_the_recipes_wer_file(model_folder
         row["ID"]: (0, len(row["wrd"].split())) for row in rows}
 
 
-def test_one_wrong_word_costs_its_share_at_any_batch_size(model_folder, perfect_corpus, tmp_path):
+def test_one_wrong_word_costs_its_share_at_any_batch_size(model_folder, perfect_corpus, caplog):
     _manifest, rows, root = perfect_corpus
     wrong = [dict(row) for row in rows]
     wrong[0]["wrd"] = "zzzz " + " ".join(rows[0]["wrd"].split()[1:])
     write_manifest(root / "wrong.csv", wrong)
     words = sum(len(row["wrd"].split()) for row in rows)
     for batch_size in (1, 16):
-        result = evaluate_manifest(model_folder, str(root / "wrong.csv"), resample=True, batch_size=batch_size)
+        with caplog.at_level(logging.WARNING):
+            result = evaluate_manifest(model_folder, str(root / "wrong.csv"), resample=True, batch_size=batch_size)
+        assert "4 characters are not in the token inventory and are scored as errors: {'z': 4}" in caplog.text
         assert result["word_edits"] == 1 and result["wer"] == pytest.approx(100.0 / words)
         assert result["unknown_characters"] == 4  # 'z' is not in the model's inventory: scored, not dropped
         en_words = sum(len(row["wrd"].split()) for row in rows if row["lang"] == "en")

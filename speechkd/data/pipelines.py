@@ -387,16 +387,18 @@ def make_dataset(
     return dataset
 
 
-def count_unknown_characters(manifest, rows, inventory):
+def count_unknown_characters(manifest, rows, inventory, consequence="become <unk>"):
     """Log how many transcript characters an inventory with ``<unk>`` lacks (encoded as ``<unk>``); returns the counts.
+
+    ``consequence`` says in the log what happens to them (evaluation scores them as errors).
 
     Rows an inventory without ``<unk>`` cannot encode never get here:
     :func:`checked_rows` skips them, naming manifest and line.
     """
     unknown = collections.Counter(char for row in rows for char in row["wrd"] if char not in inventory)
     if unknown:
-        logger.warning("%s: %d characters are not in the token inventory and become <unk>: %s",
-                       manifest, sum(unknown.values()), dict(unknown.most_common(10)))
+        logger.warning("%s: %d characters are not in the token inventory and %s: %s",
+                       manifest, sum(unknown.values()), consequence, dict(unknown.most_common(10)))
     return unknown
 
 
