@@ -3,7 +3,8 @@
     speechkd corpus build --task numbers --size small --out data/numbers-small
     speechkd prepare librispeech /data/LibriSpeech data/librispeech --workers=8
     speechkd run hparams/pipelines/quickstart.yaml [--from STAGE] [--to STAGE] [--force STAGE]
-    speechkd transcribe --model results/ctc/student/1234 a.wav b.flac
+    speechkd transcribe --model results/ctc/student/1234 [--resample] [--threads N] a.wav b.flac
+    speechkd evaluate --model results/ctc/student/1234 --manifest ../shared/realspeech-dev/dev.csv --resample
     speechkd teachers agreement results/quickstart/1234/cache
 """
 
@@ -17,16 +18,28 @@ def add_transcribe(subparsers):
     parser.add_argument("--model", required=True, help="experiment folder of a trained model")
     parser.add_argument("--beam", type=int, default=0, help="prefix beam width (0 = greedy)")
     parser.add_argument("--device", default="cpu")
+    add_audio_options(parser)
     parser.add_argument("files", nargs="+")
     parser.set_defaults(func=run_transcribe)
 
 
+def add_audio_options(parser):
+    """``--resample`` and ``--threads``, as ``speechkd-run`` has them."""
+    parser.add_argument("--resample", action="store_true",
+                        help="resample audio of another sample rate to the model's (soxr if installed, else FFT)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
+
 def run_transcribe(args):
     """Print ``path<TAB>text`` per file; a bad file is reported on stderr, counted, and skipped (status 1)."""
+    from speechkd.evaluation import torch_threads
     from speechkd.inference import transcribe_files
 
     failed = 0
-    for path, text, error in transcribe_files(args.model, args.files, beam=args.beam, device=args.device):
+    with torch_threads(args.threads):
+        transcripts = list(transcribe_files(args.model, args.files, beam=args.beam, device=args.device,
+                                            resample=args.resample))
+    for path, text, error in transcripts:
         if error is not None:
             print(f"speechkd: error: {error}", file=sys.stderr)
             failed += 1
@@ -35,6 +48,30 @@ def run_transcribe(args):
     if failed:
         print(f"speechkd: {failed} of {len(args.files)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def add_evaluate(subparsers):
+    parser = subparsers.add_parser("evaluate", help="WER/CER of a trained model on a labelled manifest")
+    parser.add_argument("--model", required=True, help="experiment folder of a trained model")
+    parser.add_argument("--manifest", required=True, help="SpeechBrain CSV with transcripts")
+    parser.add_argument("--data_root", help="replacement for $data_root (default: the manifest's folder)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--output", help="folder for wer_<set>.txt and evaluate_<set>.json (default: MODEL/evaluate)")
+    add_audio_options(parser)
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args):
+    """Print the WER/CER table (overall and per language, 95 % bootstrap intervals)."""
+    import os
+
+    from speechkd.evaluation import evaluate_manifest, format_evaluation
+
+    output = args.output or os.path.join(args.model, "evaluate")
+    result = evaluate_manifest(args.model, args.manifest, data_root=args.data_root, resample=args.resample,
+                               threads=args.threads, batch_size=args.batch_size, output=output)
+    print(format_evaluation(result))
+    print(f"alignments: {os.path.join(output, 'wer_' + result['set'] + '.txt')}")
 
 
 def add_run(subparsers):
@@ -81,6 +118,7 @@ def main(argv=None):
     add_prepare(subparsers)
     add_run(subparsers)
     add_transcribe(subparsers)
+    add_evaluate(subparsers)
     add_teachers(subparsers)
     add_export(subparsers)
     args, unknown = parser.parse_known_args(argv)

@@ -6,17 +6,26 @@ at τ = 1 on the frames every teacher covers), whether the teachers come from
 a posterior cache or run online (:func:`fused_error_rates`).
 """
 
+import collections
+import contextlib
 import glob
 import json
+import logging
 import os
 import time
 
 import numpy as np
+import soundfile as sf
 import speechbrain as sb
 import torch
 
 from speechkd.data.manifest import read_manifest
-from speechkd.data.pipelines import make_dataset
+from speechkd.data.pipelines import (
+    checked_rows,
+    count_unknown_characters,
+    make_dataset,
+    resolve_path,
+)
 from speechkd.decoding import greedy_transcripts
 from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
@@ -26,6 +35,8 @@ from speechkd.experiment import load_model, write_json
 from speechkd.inference import iterate_posteriors
 from speechkd.metrics import ErrorRates
 from speechkd.models import count_parameters
+
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_bytes(folder):
@@ -42,9 +53,7 @@ def measure_rtf(model, dataset, threads, repeats=3):
     float
         Compute seconds per audio second.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         audio = sum(dataset[i]["duration"] for i in range(len(dataset)))
         runs = []
         for _ in range(repeats):
@@ -53,8 +62,119 @@ def measure_rtf(model, dataset, threads, repeats=3):
                 pass
             runs.append(time.perf_counter() - start)
         return sorted(runs)[len(runs) // 2] / audio
+
+
+@contextlib.contextmanager
+def torch_threads(threads):
+    """Run the block with ``threads`` intra-op torch threads (``None``: leave torch's choice)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(previous)
+
+
+def audio_rates(rows, data_root):
+    """Sample rate -> number of files among manifest ``rows`` (headers only)."""
+    return collections.Counter(sf.info(resolve_path(row["wav"], data_root)).samplerate for row in rows)
+
+
+def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, threads=None, batch_size=16,
+                      output=None):
+    """WER/CER of a trained model on any labelled manifest, at any sample rate.
+
+    Rows are checked as the training pipeline checks them (missing, corrupt,
+    NaN audio, empty transcripts): skipped, counted and named with
+    manifest:line in the log. A reference is never encoded, so characters
+    outside the model's inventory do not drop its row (that would flatter
+    the WER): they are counted and logged as the training pipeline counts
+    them, and scored as the errors they are.
+    Audio at another rate than the model's is resampled with the one
+    resampler every input path shares (:func:`speechkd.resampling.resample`),
+    or refused without ``resample``. Decoding is greedy; the valid frames
+    come from each file's sample count, so the batch size does not change
+    the result.
+
+    Parameters
+    ----------
+    model_folder : str
+        Experiment folder of a trained model (``model.json``, ``tokens.txt``, ``save/``).
+    manifest : str
+        SpeechBrain CSV with transcripts.
+    data_root : str, optional
+        Replacement for ``$data_root`` (default: the manifest's folder).
+    resample : bool
+    threads : int, optional
+        torch intra-op threads.
+    batch_size : int
+    output : str, optional
+        Folder for ``wer_<set>.txt`` (SpeechBrain's format) and ``evaluate_<set>.json``.
+
+    Returns
+    -------
+    dict
+        :meth:`ErrorRates.summary` plus ``intervals`` (95 % bootstrap,
+        :meth:`ErrorRates.intervals`), ``skipped`` (reason -> rows),
+        ``resampled`` (source rate -> files), ``unknown_characters`` (reference
+        characters the model cannot write), ``set``, ``manifest`` and ``model``.
+
+    Raises
+    ------
+    ValueError
+        Audio at another rate without ``resample`` (the message says how
+        many files and which option converts them), or no usable row.
+    """
+    model, inventory = load_model(model_folder)
+    data_root = data_root or os.path.dirname(os.path.abspath(manifest))
+    set_name = os.path.splitext(os.path.basename(manifest))[0]
+    rows, skipped = checked_rows(manifest, data_root, resample=True)
+    if not rows:
+        raise ValueError(f"{manifest}: no usable row ({dict(skipped)})")
+    foreign = {rate: n for rate, n in audio_rates(rows, data_root).items() if rate != model.sample_rate}
+    if foreign and not resample:
+        raise ValueError(f"{manifest}: {sum(foreign.values())} of {len(rows)} files are not at the model's "
+                         f"{model.sample_rate} Hz ({', '.join(f'{n} at {r} Hz' for r, n in sorted(foreign.items()))}); "
+                         "rerun with --resample to convert them")
+    if foreign:
+        logger.info("%s: resampling %d of %d files to %d Hz (%s)", manifest, sum(foreign.values()), len(rows),
+                    model.sample_rate, ", ".join(f"{n} from {r} Hz" for r, n in sorted(foreign.items())))
+    unknown = count_unknown_characters(manifest, rows, inventory, consequence="are scored as errors")
+    dataset = make_dataset(manifest, data_root, resample=True)
+    error_rates = ErrorRates()
+    with torch_threads(threads):
+        for batch, log_probs, frames in iterate_posteriors(model, dataset, batch_size=batch_size):
+            error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
+                               langs=batch.lang, domains=batch.domain)
+    result = {**scored(error_rates), "skipped": dict(skipped),
+              "speakers": len({row["spk_id"] for row in rows}),
+              "unknown_characters": sum(unknown.values()),
+              "resampled": {str(rate): n for rate, n in sorted(foreign.items())}, "set": set_name,
+              "manifest": os.path.abspath(manifest), "model": os.path.abspath(model_folder)}
+    if output:
+        error_rates.write_wer_file(os.path.join(output, f"wer_{set_name}.txt"))
+        write_json(os.path.join(output, f"evaluate_{set_name}.json"), result)
+    return result
+
+
+def format_evaluation(result):
+    """Markdown table of :func:`evaluate_manifest`'s result: WER and CER with 95 % intervals, overall and per language."""
+
+    def cell(rate):
+        if rate["rate"] is None:
+            return "-"
+        return f"{rate['rate']:.1f} [{rate['low']:.1f}, {rate['high']:.1f}]"
+
+    intervals = result["intervals"]
+    lines = [(f"{result['set']}: {result['n_utts']} utterances scored, "
+             f"{sum(result['skipped'].values())} skipped, "
+             f"{sum(result['resampled'].values())} resampled"),
+             "", "| subset | utts | WER % [95 % CI] | CER % [95 % CI] |", "|---|---|---|---|",
+             f"| all | {result['n_utts']} | {cell(intervals['wer'])} | {cell(intervals['cer'])} |"]
+    for lang, rates in intervals["per_lang"].items():
+        lines.append(f"| {lang} | {rates['wer']['n_utts']} | {cell(rates['wer'])} | {cell(rates['cer'])} |")
+    return "\n".join(lines)
 
 
 def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
@@ -100,13 +220,15 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
 
 
 def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,
-                             teacher_names, train_cache=None):
-    """Evaluate every model and the teachers' ensemble on the test set.
+                             teacher_names, train_cache=None, real_speech=None, real_strategy="average"):
+    """Evaluate every model and the teachers' ensemble on the test set (and on real speech).
 
     Writes ``<out>/models.json`` (per model: params, bytes, frame shift, RTF,
     test summary from the model's own results.json) and
     ``<out>/ensemble.json`` (per strategy: WER/CER summary; teacher spike
     agreement). ``train_cache`` (a PosteriorCache folder) supplies the dev WER for ``weighted``.
+    ``real_speech`` (a labelled manifest, any rate) adds ``<out>/real.json``
+    (:func:`evaluate_real_speech`), the fused ensemble decoded with ``real_strategy``.
     """
     os.makedirs(out, exist_ok=True)
     test_name = os.path.splitext(os.path.basename(test_csv))[0]
@@ -129,23 +251,80 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
 
     # each teacher's model.json name is its key here, so the cache names match teacher_names
     ensemble = TeacherEnsemble([model_folders[name] for name in teacher_names])
-    dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
-    cache = build_cache(ensemble, {"test": dataset}, os.path.join(out, "test_cache"), k=0,
-                        features={"sample_rate": 16000, "split": test_name},
-                        dev_split=None, manifest=os.path.abspath(test_csv))
     dev_wer = PosteriorCache.open(train_cache).dev_wer_list() if train_cache else None
+    dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
+    cache, fused_rates = ensemble_error_rates(ensemble, dataset, test_csv, os.path.join(out, "test_cache"),
+                                              strategies, dev_wer)
     fused = {}
-    for strategy in strategies:
-        if strategy == "weighted" and dev_wer is None:
-            continue
-        strategy_rates = fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer)
+    for strategy, strategy_rates in fused_rates.items():
         fused[strategy] = strategy_rates.summary()
         strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
+    if real_speech is not None:
+        evaluate_real_speech(model_folders, ensemble, real_speech, out, real_strategy, dev_wer, threads)
     agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])
     delay = student_spike_delay(load_model(model_folders["baseline"])[0], dataset, cache)
     write_json(os.path.join(out, "ensemble.json"),
                {"strategies": fused, "agreement": agreement, "baseline_spike_delay": delay})
     return models, fused
+
+
+def ensemble_error_rates(ensemble, dataset, manifest, cache_folder, strategies, dev_wer=None):
+    """Cache the teachers' full posteriors on ``dataset`` and decode their fusion with each strategy.
+
+    Returns
+    -------
+    cache : PosteriorCache
+    rates : dict
+        Strategy -> :class:`ErrorRates` (``weighted`` only with ``dev_wer``).
+    """
+    split = os.path.splitext(os.path.basename(manifest))[0]
+    cache = build_cache(ensemble, {"test": dataset}, cache_folder, k=0,
+                        features={"sample_rate": 16000, "split": split},
+                        dev_split=None, manifest=os.path.abspath(manifest))
+    rates = {strategy: fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer)
+             for strategy in strategies if strategy != "weighted" or dev_wer is not None}
+    return cache, rates
+
+
+def evaluate_real_speech(model_folders, ensemble, manifest, out, strategy, dev_wer=None, threads=None):
+    """Every model and the fused ensemble on a real-speech manifest; writes and returns ``<out>/real.json``.
+
+    A manifest that is not there is a note in the JSON (``missing``), not an
+    error: the real-speech set is optional. Audio at another rate is
+    resampled (:func:`evaluate_manifest`); alignments go to
+    ``<out>/real/<model>/wer_<set>.txt``.
+
+    Returns
+    -------
+    dict
+        ``manifest``, and either ``missing`` (why nothing was measured) or
+        ``models`` (name -> :func:`evaluate_manifest` result, the fused
+        ensemble under ``ensemble (<strategy>)`` when it can be decoded).
+    """
+    os.makedirs(out, exist_ok=True)
+    if not manifest or not os.path.exists(manifest):
+        result = {"manifest": manifest, "missing": f"{manifest} not found: no real-speech evaluation"}
+        write_json(os.path.join(out, "real.json"), result)
+        return result
+    models = {name: evaluate_manifest(folder, manifest, resample=True, threads=threads,
+                                      output=os.path.join(out, "real", name))
+              for name, folder in model_folders.items()}
+    first = next(iter(models.values()))
+    dataset = make_dataset(manifest, os.path.dirname(os.path.abspath(manifest)), sort="none", resample=True)
+    with torch_threads(threads):
+        _cache, fused = ensemble_error_rates(ensemble, dataset, manifest, os.path.join(out, "real", "cache"),
+                                             [strategy], dev_wer)
+    if strategy in fused:
+        fused[strategy].write_wer_file(os.path.join(out, "real", f"wer_{first['set']}_ensemble_{strategy}.txt"))
+        models[f"ensemble ({strategy})"] = {**first, **scored(fused[strategy])}
+    result = {"manifest": os.path.abspath(manifest), "models": models}
+    write_json(os.path.join(out, "real.json"), result)
+    return result
+
+
+def scored(error_rates):
+    """:meth:`ErrorRates.summary` with the 95 % bootstrap ``intervals``."""
+    return {**error_rates.summary(), "intervals": error_rates.intervals()}
 
 
 def student_spike_delay(student, dataset, cache):

@@ -5,7 +5,6 @@ import torch
 
 from speechkd.data.pipelines import BadInputError, load_audio
 from speechkd.decoding import ctc_greedy, ctc_prefix_beam
-from speechkd.models.features import relative_lengths_to_absolute
 
 
 @torch.no_grad()
@@ -36,12 +35,12 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
     for batch in loader:
         wavs, wav_lens = getattr(batch, signal)
         log_probs = model(wavs.to(device), wav_lens.to(device)).cpu()
-        frames = relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+        frames = model.output_lengths(wav_lens, wavs.shape[1])
         yield batch, log_probs, frames
 
 
 @torch.no_grad()
-def transcribe_files(model_folder, paths, beam=0, device="cpu"):
+def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False):
     """Transcribe audio files with a trained model.
 
     Parameters
@@ -49,9 +48,12 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu"):
     model_folder : str
         Experiment folder of a speechkd recipe.
     paths : list of str
-        16 kHz mono audio files.
+        Mono audio files at the model's rate (16 kHz).
     beam : int
         Prefix beam width; 0 decodes greedily.
+    resample : bool
+        Resample files at another rate instead of refusing them
+        (:func:`speechkd.data.pipelines.load_audio`, the training pipeline's reader).
 
     Yields
     ------
@@ -65,7 +67,7 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu"):
     model, inventory = load_model(model_folder, device=device)
     for path in paths:
         try:
-            wav = load_audio(path).unsqueeze(0).to(device)
+            wav = load_audio(path, model.sample_rate, resample=resample).unsqueeze(0).to(device)
         except BadInputError as err:
             yield path, None, str(err)
             continue

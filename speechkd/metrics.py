@@ -210,6 +210,24 @@ class ErrorRates:
         overall["per_domain"] = self._by("domain")
         return overall
 
+    def intervals(self, n_resamples: int = 2000, seed: int = 0) -> dict:
+        """WER and CER with 95 % bootstrap intervals over utterances, overall and per language.
+
+        Returns
+        -------
+        dict
+            ``{"wer": ..., "cer": ..., "per_lang": {lang: {"wer": ..., "cer": ...}}}``,
+            each a :func:`bootstrap_rate` dict.
+        """
+
+        def both(utterances):
+            return {"wer": bootstrap_rate([(u.words.edits, u.words.ref_len) for u in utterances], n_resamples, seed),
+                    "cer": bootstrap_rate([(u.chars.edits, u.chars.ref_len) for u in utterances], n_resamples, seed)}
+
+        langs = sorted({u.lang for u in self.utterances if u.lang is not None})
+        return {**both(self.utterances),
+                "per_lang": {lang: both([u for u in self.utterances if u.lang == lang]) for lang in langs}}
+
     def speechbrain_stats(self) -> tuple[dict, list[dict]]:
         """The summary and per-utterance dicts SpeechBrain's ``dataio.wer`` printers take."""
         details = []
@@ -349,8 +367,41 @@ def paired_bootstrap_wer(errors_a: dict, errors_b: dict, n_resamples: int = 2000
     def difference(index):
         return 100.0 * (b[index, 0].sum() - a[index, 0].sum()) / words[index].sum()
 
-    rng = np.random.default_rng(seed)
-    draws = [difference(rng.integers(0, len(shared), len(shared))) for _ in range(n_resamples)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"difference": float(difference(np.arange(len(shared)))), "low": float(low), "high": float(high),
+    low, high = _bootstrap_interval(difference, len(shared), n_resamples, seed)
+    return {"difference": float(difference(np.arange(len(shared)))), "low": low, "high": high,
             "n_utts": len(shared)}
+
+
+def _bootstrap_interval(statistic, n_utts: int, n_resamples: int, seed: int) -> tuple[float, float]:
+    """2.5 and 97.5 percentiles of ``statistic(index)`` over utterance resamples with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = [statistic(rng.integers(0, n_utts, n_utts)) for _ in range(n_resamples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def bootstrap_rate(errors: Sequence[tuple[int, int]], n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Corpus-level error rate of one system with a 95 % bootstrap interval over utterances.
+
+    Parameters
+    ----------
+    errors : sequence of (int, int)
+        Per utterance ``(edits, reference tokens)`` (words for WER, characters for CER).
+    n_resamples : int
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``rate``, ``low``, ``high`` (percent; ``None`` without any reference
+        token) and ``n_utts``.
+    """
+    counts = np.asarray(errors, dtype=np.float64).reshape(-1, 2)
+    if counts[:, 1].sum() == 0:
+        return {"rate": None, "low": None, "high": None, "n_utts": len(counts)}
+
+    def rate(index):
+        return 100.0 * counts[index, 0].sum() / max(counts[index, 1].sum(), 1.0)
+
+    low, high = _bootstrap_interval(rate, len(counts), n_resamples, seed)
+    return {"rate": float(rate(np.arange(len(counts)))), "low": low, "high": high, "n_utts": len(counts)}

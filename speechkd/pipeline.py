@@ -8,7 +8,8 @@ rerun with unchanged inputs; see :mod:`speechkd.stages`):
     baseline          train the student alone (recipes/ctc/train.py)
     cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py)
     distill           distil the ensemble into the same student (recipes/distill/train.py)
-    evaluate          WER/CER/RTF of every model, the fused ensemble, teacher agreement
+    evaluate          WER/CER/RTF of every model, the fused ensemble, teacher agreement;
+                      WER/CER on real speech (``real_speech_manifest``) when it is there
     export            ONNX fp32/int8 + streaming + TorchScript of the distilled student, parity-checked
     report            report.md, results.json, wer_vs_size.png, curves.png
 
@@ -53,7 +54,7 @@ def recipe_config(hparams_file, overrides):
     return {"hparams": resolved_yaml_text(hparams_file), "overrides": overrides}
 
 
-def run_recipe(script, hparams_file, overrides, threads=1, nproc=1):
+def run_recipe(script, hparams_file, overrides, threads=1, nproc=1, stdout=None):
     """Run ``python <script> <hparams_file> --key=value ...`` as a user would; raise if it fails.
 
     Parameters
@@ -67,10 +68,12 @@ def run_recipe(script, hparams_file, overrides, threads=1, nproc=1):
         Torch CPU threads of each recipe process (``OMP_NUM_THREADS``).
     nproc : int
         Processes: more than one runs the recipe through torchrun (see :func:`recipe_command`).
+    stdout : file, optional
+        Where the recipe's output goes (default: this process's stdout).
     """
     command = recipe_command(script, hparams_file, overrides, nproc)
     env = {**library_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    returncode = spawn(command, env=env).wait()
+    returncode = spawn(command, env=env, stdout=stdout).wait()
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)
 
@@ -236,7 +239,8 @@ class Pipeline:
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
-                            {"strategies": self.hparams["ensemble_strategies"], "threads": self.hparams["rtf_threads"]},
+                            {"strategies": self.hparams["ensemble_strategies"], "threads": self.hparams["rtf_threads"],
+                             "real_speech_manifest": self.real_speech_manifest()},
                             after=tuple(models)))
         stages.append(Stage("export", self.folder("export"), self.export, {"version": 1},
                             after=("distill",)))
@@ -254,6 +258,15 @@ class Pipeline:
         folders["student_kd"] = self.folder("distill")
         return folders
 
+    def real_speech_manifest(self):
+        """``real_speech_manifest`` resolved against the repository (``None`` when the YAML has none).
+
+        A path that does not exist is kept: the evaluate stage notes it is
+        missing and the report says so.
+        """
+        path = self.hparams.get("real_speech_manifest")
+        return os.path.normpath(os.path.join(REPO_ROOT, path)) if path else None
+
     def evaluate(self):
         from speechkd.evaluation import evaluate_pipeline_models
 
@@ -267,6 +280,8 @@ class Pipeline:
             teacher_names=list(self.hparams["teachers"]),
             # the cache's dev WER covers the pretrained teachers too, the evaluated ensemble only the trained ones
             train_cache=None if self.pretrained_teachers() else self.folder("cache"),
+            real_speech=self.real_speech_manifest(),
+            real_strategy=self.hparams["strategy"],
         )
 
     def export(self):

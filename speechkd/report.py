@@ -5,6 +5,9 @@ fused ensemble, the student trained alone, the distilled student): its
 parameters, size on disk, test WER and CER overall and per language, and CPU
 real-time factor; then the share of the baseline-to-ensemble WER gap the
 distilled student closed and the compression ratio of student vs ensemble.
+A separate table gives every model's WER/CER on real speech
+(``evaluate/real.json``, the pipeline's ``real_speech_manifest``) when the
+evaluate stage measured it, or says why not.
 """
 
 import json
@@ -113,6 +116,55 @@ def markdown_table(report):
     return "\n".join(lines)
 
 
+def real_speech_rows(out):
+    """The ``real`` rows of the report from ``<out>/evaluate/real.json``, or ``None`` when it was not asked for.
+
+    Returns
+    -------
+    dict or None
+        ``manifest`` and either ``missing`` (the note) or ``models``: name ->
+        ``{"n_utts", "speakers", "resampled", "wer", "cer", "intervals"}``
+        (:func:`speechkd.evaluation.evaluate_manifest`).
+    """
+    path = os.path.join(out, "evaluate", "real.json")
+    if not os.path.exists(path):
+        return None
+    real = read_json(path)
+    if "missing" in real:
+        return real
+    keep = ("n_utts", "speakers", "resampled", "skipped", "wer", "cer", "intervals")
+    return {"manifest": real["manifest"],
+            "models": {name: {k: row[k] for k in keep} for name, row in real["models"].items()}}
+
+
+def real_speech_section(real):
+    """Markdown: what the real-speech set is, then WER/CER with 95 % intervals per model and language."""
+    if real is None:
+        return ""
+    if "missing" in real:
+        return f"## Real speech\n\nSkipped: {real['missing']}."
+    models = real["models"]
+    first = next(iter(models.values()))
+    rates = ", ".join(f"{n} files at {rate} Hz" for rate, n in first["resampled"].items()) or "none resampled"
+    langs = sorted({lang for row in models.values() for lang in row["intervals"]["per_lang"]})
+
+    def cell(rate):
+        return "-" if rate["rate"] is None else f"{rate['rate']:.1f} [{rate['low']:.0f}, {rate['high']:.0f}]"
+
+    head = ["model", "WER % [95 % CI]", "CER % [95 % CI]", *[f"{l} {m}" for l in langs for m in ("WER", "CER")]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in models.items():
+        per_lang = row["intervals"]["per_lang"]
+        cells = [name, cell(row["intervals"]["wer"]), cell(row["intervals"]["cer"])]
+        cells += [cell(per_lang[lang][m]) if lang in per_lang else "-" for lang in langs for m in ("wer", "cer")]
+        lines.append("| " + " | ".join(cells) + " |")
+    intro = (f"## Real speech\n\nReal human recordings, not synthetic: {first['n_utts']} files from "
+             f"{first['speakers']} speaker(s) ({rates}, resampled to 16 kHz; languages {', '.join(langs)}), "
+             f"from `{real['manifest']}`. A dev set: measured here, never trained on. "
+             "95 % intervals: bootstrap over utterances.")
+    return intro + "\n\n" + "\n".join(lines)
+
+
 def summary_lines(report):
     s = report["summary"]
     gap = s["gap_closed_percent"]
@@ -219,6 +271,9 @@ def write_report(out, model_folders, teacher_names, strategy, timings=None):
     export_path = os.path.join(out, "export", "export.json")
     if os.path.exists(export_path):
         report["export"] = read_json(export_path)
+    real = real_speech_rows(out)
+    if real is not None:
+        report["real_speech"] = real
     write_json(os.path.join(out, "results.json"), report)
     plot_wer_vs_size(report, os.path.join(out, "wer_vs_size.png"))
     plot_curves(model_folders, os.path.join(out, "curves.png"))
@@ -226,6 +281,7 @@ def write_report(out, model_folders, teacher_names, strategy, timings=None):
         f"# speechkd report: {out}",
         markdown_table(report),
         summary_lines(report),
+        real_speech_section(real),
         timing_line(report["stage_seconds"]),
         "![WER vs size](wer_vs_size.png)\n\n![training curves](curves.png)",
     ]) + "\n"

@@ -27,7 +27,6 @@ from speechkd.distill.objectives import CTCTerm, ObjectiveBatch
 from speechkd.distill.teachers import distributed_rank_and_world
 from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
-from speechkd.models.features import relative_lengths_to_absolute
 from speechkd.models.layers import LayerRecorder
 
 
@@ -88,16 +87,16 @@ class DistillBrain(sb.Brain):
         with LayerRecorder(self.student, layers) as recorder:  # named layers for representation terms
             log_probs = self.modules.model(wavs, wav_lens, spec_augment=augment)
         self.student_states = recorder.states
-        return log_probs, wav_lens
+        return log_probs, self.student.output_lengths(wav_lens, wavs.shape[1]).to(self.device)
 
     def compute_objectives(self, predictions, batch, stage):
-        log_probs, wav_lens = predictions
+        log_probs, frames = predictions
         tokens, token_lens = batch.tokens if hasattr(batch, "tokens") else (None, None)
         if stage != sb.Stage.TRAIN:
-            self.track_errors(log_probs, wav_lens, batch)
+            self.track_errors(log_probs, frames, batch)
             if tokens is None:
                 return torch.zeros((), device=self.device)
-            return self.dev_ctc(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens))
+            return self.dev_ctc(ObjectiveBatch(log_probs, frames, tokens, token_lens))
         if not self.objective.needs_transcripts:
             tokens = token_lens = None
         labelled = getattr(batch, "labelled", None)
@@ -106,7 +105,7 @@ class DistillBrain(sb.Brain):
                    if layers else self.teachers.teacher_batch(batch, self.device))
         objective = self.modules["objective"] if "objective" in self.modules else self.objective  # noqa: SIM401 (ModuleDict has no .get)
         inputs = getattr(batch, getattr(self.hparams, "student_signal", "sig")) if self.objective.needs_inputs else None
-        values = objective(ObjectiveBatch(log_probs, wav_lens, tokens, token_lens, labelled,
+        values = objective(ObjectiveBatch(log_probs, frames, tokens, token_lens, labelled,
                                                teacher, self.target, student_states=self.student_states,
                                                inputs=inputs, model=self.student, teachers=self.teachers))
         self.log_terms(values)
@@ -121,9 +120,8 @@ class DistillBrain(sb.Brain):
                 self.term_sums[key][0] += float(value.detach() if torch.is_tensor(value) else value)
                 self.term_sums[key][1] += 1
 
-    def track_errors(self, log_probs, wav_lens, batch):
-        """Decode greedily and accumulate WER/CER for the current stage."""
-        frames = relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+    def track_errors(self, log_probs, frames, batch):
+        """Decode greedily (``frames``: (batch,) valid output frames) and accumulate WER/CER for the current stage."""
         hyps = greedy_transcripts(log_probs, frames, self.inventory)
         self.error_rates.append(batch.id, batch.wrd, hyps, langs=batch.lang, domains=batch.domain)
 

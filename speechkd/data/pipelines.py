@@ -26,6 +26,7 @@ import speechbrain as sb
 import torch
 
 from speechkd.data.manifest import read_manifest
+from speechkd.resampling import resample as resample_audio
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def resolve_path(wav, data_root):
     return wav.replace("$data_root", str(data_root))
 
 
-def load_audio(path, sample_rate=SAMPLE_RATE):
+def load_audio(path, sample_rate=SAMPLE_RATE, resample=False):
     """Read a mono waveform with soundfile.
 
     Parameters
@@ -56,6 +57,9 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
         Audio file (any format soundfile reads: wav, flac, ogg).
     sample_rate : int
         Required sample rate; another rate is an error naming the file.
+    resample : bool
+        Convert another rate to ``sample_rate`` instead
+        (:func:`speechkd.resampling.resample`, the resampler every input path shares).
 
     Returns
     -------
@@ -74,10 +78,10 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for corrupt files
         raise BadInputError(f"{path}: cannot read audio ({err})") from err
-    if sr != sample_rate:
+    if sr != sample_rate and not resample:
         raise BadInputError(
             f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz "
-            f"(resample it, e.g. librosa.resample, before use)"
+            f"(rerun with --resample to convert it)"
         )
     if audio.shape[1] != 1:
         raise BadInputError(f"{path}: {audio.shape[1]} channels, expected mono")
@@ -85,7 +89,7 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
         raise BadInputError(f"{path}: empty audio")
     if not np.isfinite(audio).all():
         raise BadInputError(f"{path}: {int((~np.isfinite(audio)).sum())} NaN or infinite samples")
-    return torch.from_numpy(np.ascontiguousarray(audio[:, 0]))
+    return torch.from_numpy(np.ascontiguousarray(resample_audio(audio[:, 0], sr, sample_rate)))
 
 
 def text_problem(row, need_text, inventory=None):
@@ -99,7 +103,7 @@ def text_problem(row, need_text, inventory=None):
     return None
 
 
-def check_audio(path, duration, sample_rate=SAMPLE_RATE):
+def check_audio(path, duration, sample_rate=SAMPLE_RATE, resample=False):
     """Why the audio at ``path`` is unusable, or ``None`` when it is fine.
 
     The whole file is decoded: a truncated or corrupt FLAC passes
@@ -112,6 +116,8 @@ def check_audio(path, duration, sample_rate=SAMPLE_RATE):
     duration : float
         Seconds, as the manifest says.
     sample_rate : int
+    resample : bool
+        Another sample rate is fine (the audio will be resampled).
     """
     if not os.path.isfile(path):
         return "missing audio"
@@ -120,7 +126,7 @@ def check_audio(path, duration, sample_rate=SAMPLE_RATE):
         audio, _ = sf.read(path, dtype="float32", always_2d=True)
     except Exception:  # noqa: BLE001 - soundfile raises several types for corrupt files
         return "corrupt audio"
-    if info.samplerate != sample_rate:
+    if info.samplerate != sample_rate and not resample:
         return f"sample rate {info.samplerate} Hz"
     if info.channels != 1:
         return f"{info.channels} channels"
@@ -130,7 +136,7 @@ def check_audio(path, duration, sample_rate=SAMPLE_RATE):
         return "truncated audio"
     if not np.isfinite(audio).all():
         return "NaN or infinite samples"
-    if abs(audio.shape[0] / sample_rate - duration) > DURATION_TOLERANCE_S:
+    if abs(audio.shape[0] / info.samplerate - duration) > DURATION_TOLERANCE_S:
         return f"manifest duration differs from the audio by more than {DURATION_TOLERANCE_S} s"
     return None
 
@@ -163,18 +169,18 @@ class CheckedAudio:
         except (OSError, ValueError, KeyError, AttributeError):  # absent or unreadable: check everything
             pass
 
-    def check(self, path, duration, sample_rate=SAMPLE_RATE):
+    def check(self, path, duration, sample_rate=SAMPLE_RATE, resample=False):
         """:func:`check_audio` of ``path``, decoding it only when its remembered verdict is stale."""
         try:
             stat = os.stat(path)
         except OSError:
             return "missing audio"
-        key = f"{path}|{duration!r}|{sample_rate}"
+        key = f"{path}|{duration!r}|{sample_rate}" + ("|resample" if resample else "")
         stamp = [stat.st_size, stat.st_mtime_ns]
         known = self.verdicts.get(key)
         if known is not None and known[:2] == stamp:
             return known[2]
-        verdict = check_audio(path, duration, sample_rate)
+        verdict = check_audio(path, duration, sample_rate, resample)
         self.decoded += 1
         self.verdicts[key] = [*stamp, verdict]
         self.changed = True
@@ -195,7 +201,7 @@ class CheckedAudio:
             logger.info("%s: verdicts not remembered (%s); the next run decodes the audio again", self.path, err)
 
 
-def checked_rows(manifest, data_root, need_text=True, strict=False, inventory=None):
+def checked_rows(manifest, data_root, need_text=True, strict=False, inventory=None, resample=False):
     """Read a manifest and drop (or refuse) unusable rows.
 
     Parameters
@@ -211,6 +217,8 @@ def checked_rows(manifest, data_root, need_text=True, strict=False, inventory=No
     inventory : speechkd.text.TokenInventory, optional
         With ``need_text``: an inventory without ``<unk>`` makes a row whose
         transcript has characters it lacks unusable (it could not be encoded).
+    resample : bool
+        Audio at another sample rate is usable (it will be resampled).
 
     Returns
     -------
@@ -229,7 +237,7 @@ def checked_rows(manifest, data_root, need_text=True, strict=False, inventory=No
     good, skipped = [], collections.Counter()
     for line, row in enumerate(rows, start=2):
         reason = text_problem(row, need_text, inventory) or audio.check(
-            resolve_path(row["wav"], data_root), float(row["duration"]))
+            resolve_path(row["wav"], data_root), float(row["duration"]), resample=resample)
         if reason is None:
             good.append(row)
             continue
@@ -306,6 +314,7 @@ def make_dataset(
     sort="ascending",
     strict=False,
     labelled_ids=None,
+    resample=False,
 ):
     """Build a ``DynamicItemDataset`` giving audio, tokens and metadata.
 
@@ -335,6 +344,9 @@ def make_dataset(
         encodes those rows only (an unlabelled row gets one blank, never
         read), ``labelled`` (bool) says which rows are which, and no row
         needs a transcript. Needs ``inventory``.
+    resample : bool
+        Resample audio at another rate to 16 kHz (:func:`load_audio`)
+        instead of skipping it.
 
     Returns
     -------
@@ -346,7 +358,7 @@ def make_dataset(
         raise ValueError("make_dataset: labelled_ids needs the inventory that encodes their transcripts")
     need_text = need_text and labelled_ids is None
     rows, _ = checked_rows(manifest, data_root, need_text=need_text, strict=strict,
-                           inventory=inventory if need_text else None)
+                           inventory=inventory if need_text else None, resample=resample)
     data = {
         row["ID"]: {
             "wav": resolve_path(row["wav"], data_root),
@@ -362,7 +374,7 @@ def make_dataset(
         attach_parallel(data, parallel_manifest, data_root)
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
     keys = ["id", "sig", "wrd", "lang", "domain", "duration"]
-    keys += add_audio_items(dataset, parallel=parallel_manifest is not None)
+    keys += add_audio_items(dataset, parallel=parallel_manifest is not None, resample=resample)
     if labelled_ids is not None:
         keys += add_labelled_tokens(dataset, inventory, usable_labels(manifest, rows, labelled_ids, inventory))
     elif inventory is not None and need_text:
@@ -375,20 +387,22 @@ def make_dataset(
     return dataset
 
 
-def count_unknown_characters(manifest, rows, inventory):
+def count_unknown_characters(manifest, rows, inventory, consequence="become <unk>"):
     """Log how many transcript characters an inventory with ``<unk>`` lacks (encoded as ``<unk>``); returns the counts.
+
+    ``consequence`` says in the log what happens to them (evaluation scores them as errors).
 
     Rows an inventory without ``<unk>`` cannot encode never get here:
     :func:`checked_rows` skips them, naming manifest and line.
     """
     unknown = collections.Counter(char for row in rows for char in row["wrd"] if char not in inventory)
     if unknown:
-        logger.warning("%s: %d characters are not in the token inventory and become <unk>: %s",
-                       manifest, sum(unknown.values()), dict(unknown.most_common(10)))
+        logger.warning("%s: %d characters are not in the token inventory and %s: %s",
+                       manifest, sum(unknown.values()), consequence, dict(unknown.most_common(10)))
     return unknown
 
 
-def add_audio_items(dataset, parallel=False):
+def add_audio_items(dataset, parallel=False, resample=False):
     """Add ``sig`` (and ``sig_parallel``, the other half of a parallel pair) to ``dataset``.
 
     Returns
@@ -400,7 +414,7 @@ def add_audio_items(dataset, parallel=False):
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return load_audio(wav)
+        return load_audio(wav, resample=resample)
 
     dataset.add_dynamic_item(audio_pipeline)
     if not parallel:

@@ -220,7 +220,7 @@ class SpeechkdTeacher(Teacher):
 
     def forward_log_probs(self, wavs, wav_lens):
         log_probs = self.model(wavs, wav_lens)
-        return log_probs, relative_lengths_to_absolute(wav_lens, log_probs.shape[1])
+        return log_probs, self.model.output_lengths(wav_lens, wavs.shape[1]).to(log_probs.device)
 
     def log_probs_and_states(self, wavs, wav_lens, layers):
         with LayerRecorder(self.model, layers) as recorder:

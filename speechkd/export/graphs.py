@@ -107,8 +107,6 @@ class WholeUtteranceGraph(nn.Module):
         super().__init__()
         self.model = model
         self.stft_logmel = StftLogMel(model.features)
-        self.hop_length = model.features.hop_length
-        self.n_stages = model.n_stages
         self.eval()  # the exporters restore the wrapper's mode onto the model: keep it eval
 
     def forward(
@@ -130,18 +128,11 @@ class WholeUtteranceGraph(nn.Module):
         out_lens : torch.Tensor
             (batch,) int64 number of valid output frames.
         """
-        rel_lens = wav_lens.to(wavs.dtype) / wavs.shape[1]
-        feats = self.model.normalizer(self.stft_logmel(wavs))  # as AcousticModel.featurize
-        feats = feats * relative_lengths_to_mask(rel_lens, feats.shape[1]).unsqueeze(-1)
-        log_probs = torch.log_softmax(self.model.encode(feats, rel_lens), dim=-1)
-        return log_probs, self.output_lengths(wav_lens)
-
-    def output_lengths(self, wav_lens: torch.Tensor) -> torch.Tensor:
-        """(batch,) samples -> (batch,) output frames, as ``AcousticModel.output_frames``."""
-        frames = torch.div(wav_lens, self.hop_length, rounding_mode="floor")
-        for _ in range(self.n_stages):
-            frames = torch.div(frames + 1, 2, rounding_mode="floor")
-        return frames
+        feat_lens = self.model.feature_lengths(wav_lens, wavs.shape[1])  # as AcousticModel.forward
+        feats = self.model.normalizer(self.stft_logmel(wavs))
+        feats = feats * relative_lengths_to_mask(feat_lens, feats.shape[1]).unsqueeze(-1)
+        log_probs = torch.log_softmax(self.model.encode(feats, feat_lens), dim=-1)
+        return log_probs, self.model.output_lengths(wav_lens, wavs.shape[1])
 
 
 class StreamingChunkGraph(nn.Module):

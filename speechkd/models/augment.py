@@ -31,7 +31,7 @@ def spec_augment(
     feats : torch.Tensor
         (batch, frames, n_mels) normalized features (0 is the mean).
     lens : torch.Tensor
-        (batch,) relative lengths; time masks stay inside the valid frames.
+        (batch,) relative lengths, or absolute valid frames (int64); time masks stay inside the valid frames.
     n_freq_masks, max_freq_width : int
         Number of frequency masks per utterance and their maximum width (bands).
     n_time_masks, max_time_width : int

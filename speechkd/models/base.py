@@ -87,23 +87,36 @@ class AcousticModel(nn.Module):
 
     def output_frames(self, n_samples: int) -> int:
         """Exact output frames for an unpadded input of ``n_samples`` samples."""
-        frames = self.features.num_frames(int(n_samples))
-        for _ in range(self.n_stages):
-            frames = (frames + 1) // 2
-        return frames
+        return int(self.output_lengths(torch.tensor([int(n_samples)]), int(n_samples))[0])
 
-    def output_lengths(self, wav_lens: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """Absolute output frames (batch,) int64 of a padded batch of ``n_samples`` columns.
+    def feature_lengths(self, wav_lens: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """Valid feature frames (batch,) int64 of a padded batch: each utterance's samples // hop.
 
         Parameters
         ----------
         wav_lens : torch.Tensor
-            (batch,) relative lengths in (0, 1].
+            (batch,) relative lengths in (0, 1], or absolute sample counts (int64).
         n_samples : int
             Padded waveform length (``wavs.shape[1]``).
         """
         abs_samples = relative_lengths_to_absolute(wav_lens, n_samples)
-        return torch.tensor([self.output_frames(int(n)) for n in abs_samples], dtype=torch.long)
+        return torch.div(abs_samples, self.features.hop_length, rounding_mode="floor")
+
+    def output_lengths(self, wav_lens: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """Absolute output frames (batch,) int64 of a padded batch of ``n_samples`` columns.
+
+        The one place the valid output frames of an utterance are computed:
+        from its own sample count, never from the padded batch, so decoding
+        and losses see the same frames at any batch size.
+
+        Parameters
+        ----------
+        wav_lens : torch.Tensor
+            (batch,) relative lengths in (0, 1], or absolute sample counts (int64).
+        n_samples : int
+            Padded waveform length (``wavs.shape[1]``).
+        """
+        return subsampled_lengths(self.feature_lengths(wav_lens, n_samples), self.n_stages)
 
     def logmel(self, wavs: torch.Tensor) -> torch.Tensor:
         """Un-normalized log-mel features: (batch, samples) -> (batch, frames, n_mels)."""
@@ -135,7 +148,7 @@ class AcousticModel(nn.Module):
                 f"({self.features.hop_length} samples)"
             )
         feats = self.normalizer(self.logmel(wavs))
-        mask = relative_lengths_to_mask(wav_lens, feats.shape[1])
+        mask = relative_lengths_to_mask(self.feature_lengths(wav_lens, wavs.shape[1]), feats.shape[1])
         return feats * mask.unsqueeze(-1)
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
@@ -146,13 +159,16 @@ class AcousticModel(nn.Module):
         feats : torch.Tensor
             (batch, frames, n_mels) normalized features.
         feat_lens : torch.Tensor
-            (batch,) relative lengths.
+            (batch,) int64 valid feature frames (:meth:`feature_lengths`);
+            after each stride-2 stage an encoder masks with
+            :func:`subsampled_lengths` of them, so padding never leaks into
+            valid frames.
 
         Returns
         -------
         torch.Tensor
-            (batch, ceil(frames / subsampling), n_tokens) unnormalized logits;
-            relative lengths are unchanged.
+            (batch, ceil(frames / subsampling), n_tokens) unnormalized logits,
+            valid up to :meth:`output_lengths`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement encode()")
 
@@ -164,9 +180,10 @@ class AcousticModel(nn.Module):
         (:func:`speechkd.models.augment.spec_augment`), for training.
         """
         feats = self.featurize(wavs, wav_lens)
+        feat_lens = self.feature_lengths(wav_lens, wavs.shape[1])
         if spec_augment:
-            feats = augment_features(feats, wav_lens)
-        logits = self.encode(feats, wav_lens)
+            feats = augment_features(feats, feat_lens)
+        logits = self.encode(feats, feat_lens)
         return torch.log_softmax(logits, dim=-1)
 
     def layer_taps(self) -> dict[str, tuple[nn.Module, str]]:
@@ -199,19 +216,42 @@ class AcousticModel(nn.Module):
 
         def as_features():
             for x, lens in batches:
-                yield (self.logmel(x) if x.dim() == 2 else x), lens
+                if x.dim() == 2:  # audio: exact feature frames per utterance
+                    yield self.logmel(x), self.feature_lengths(lens, x.shape[1])
+                else:
+                    yield x, lens
 
         self.normalizer.fit(as_features())
 
 
-def mask_time(x: torch.Tensor, rel_lens: torch.Tensor, time_dim: int = 1) -> torch.Tensor:
-    """Zero ``x`` beyond each utterance's relative length along ``time_dim`` (dim 0 = batch)."""
-    mask = relative_lengths_to_mask(rel_lens, x.shape[time_dim]).to(x.dtype)
+def subsampled_lengths(frames: torch.Tensor, n_stages: int) -> torch.Tensor:
+    """Valid frames after ``n_stages`` stride-2 stages, each mapping ``n`` to ``ceil(n / 2)``.
+
+    Parameters
+    ----------
+    frames : torch.Tensor
+        (batch,) int64 valid frames before the stages.
+    n_stages : int
+    """
+    if frames.is_floating_point():
+        raise TypeError("subsampled_lengths takes absolute frame counts (int64), got relative lengths: "
+                        "use AcousticModel.feature_lengths")
+    for _ in range(n_stages):
+        frames = torch.div(frames + 1, 2, rounding_mode="floor")
+    return frames
+
+
+def mask_time(x: torch.Tensor, lengths: torch.Tensor, time_dim: int = 1) -> torch.Tensor:
+    """Zero ``x`` beyond each utterance's length along ``time_dim`` (dim 0 = batch).
+
+    ``lengths`` are absolute frames at ``x``'s rate (int64), or relative lengths.
+    """
+    mask = relative_lengths_to_mask(lengths, x.shape[time_dim]).to(x.dtype)
     shape = [1] * x.dim()
     shape[0], shape[time_dim] = x.shape[0], x.shape[time_dim]
     return x * mask.view(shape)
 
 
-def lengths_to_padding_mask(rel_lens: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(batch,) relative lengths -> (batch, max_len) bool, True on padding."""
-    return relative_lengths_to_mask(rel_lens, max_len) == 0
+def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(batch,) absolute (int64) or relative lengths -> (batch, max_len) bool, True on padding."""
+    return relative_lengths_to_mask(lengths, max_len) == 0

@@ -7,7 +7,12 @@ from speechbrain.lobes.models.transformer.Conformer import ConformerEncoder
 from speechbrain.nnet.attention import RelPosEncXL
 from torch import nn
 
-from speechkd.models.base import AcousticModel, lengths_to_padding_mask, mask_time
+from speechkd.models.base import (
+    AcousticModel,
+    lengths_to_padding_mask,
+    mask_time,
+    subsampled_lengths,
+)
 
 
 class Conv2dSubsampling(nn.Module):
@@ -27,13 +32,42 @@ class Conv2dSubsampling(nn.Module):
             in_ch, freq = channels, (freq + 1) // 2
         self.convs = nn.ModuleList(nn.Sequential(*layers[i: i + 2]) for i in range(0, len(layers), 2))
         self.proj = nn.Linear(channels * freq, d_model)
+        self.n_stages = n_stages
 
-    def forward(self, feats: torch.Tensor, rel_lens: torch.Tensor) -> torch.Tensor:
-        x = feats.unsqueeze(1)
-        for conv in self.convs:  # padding frames are zeroed so they act like conv padding
-            x = mask_time(conv(x), rel_lens, time_dim=2)  # (batch, channels, frames', freq')
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, frames, n_mels), (batch,) int64 valid frames -> (batch, frames', d_model), valid frames'."""
+        x, lengths = feats.unsqueeze(1), feat_lens
+        for i, conv in enumerate(self.convs):  # padding frames are zeroed so they act like conv padding
+            lengths = subsampled_lengths(lengths, 1 if i < self.n_stages else 0)
+            x = mask_time(conv(x), lengths, time_dim=2)  # (batch, channels, frames', freq')
         batch, channels, frames, freq = x.shape
-        return self.proj(x.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq))
+        return self.proj(x.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq)), lengths
+
+
+def zero_padding_before_depthwise_conv(encoder: ConformerEncoder) -> None:
+    """Make each Conformer convolution module blind to padding frames.
+
+    SpeechBrain's convolution module masks its output, not the input of its
+    depthwise convolution, so in a padded batch the last ``kernel_size // 2``
+    valid frames would see the (non-zero) padding positions and differ from
+    the same utterance alone. Hooks (no new parameters: checkpoints load
+    unchanged) zero those positions where the module's padding mask says so.
+    """
+    for layer in encoder.layers:
+        module = layer.convolution_module
+        state = {}
+
+        def remember_mask(_module, args, state=state):
+            state["mask"] = args[1] if len(args) > 1 else None
+
+        def zero_padding(_conv, args, state=state):
+            mask = state.get("mask")  # (batch, frames, 1) bool, True on padding
+            if mask is None:
+                return None
+            return (args[0].masked_fill(mask.transpose(1, 2), 0.0),)  # (batch, channels, frames)
+
+        module.register_forward_pre_hook(remember_mask)
+        module.conv.register_forward_pre_hook(zero_padding)
 
 
 class ConformerCTC(AcousticModel):
@@ -54,10 +88,9 @@ class ConformerCTC(AcousticModel):
 
     Notes
     -----
-    Padding is masked in attention and zeroed after the front-end, but
-    SpeechBrain's convolution module masks its output, not its input, so in
-    a padded batch the last ``kernel_size // 2`` valid frames of each layer
-    see the padding; outputs differ slightly from the same utterance alone.
+    Padding is masked in attention, zeroed after the front-end and before
+    each depthwise convolution (:func:`zero_padding_before_depthwise_conv`),
+    so an utterance's outputs do not depend on the batch it is padded in.
 
     Example
     -------
@@ -91,11 +124,12 @@ class ConformerCTC(AcousticModel):
             dropout=dropout,
             attention_type="RelPosMHAXL",
         )
+        zero_padding_before_depthwise_conv(self.encoder)
         self.dropout = nn.Dropout(dropout)
         self.ctc_lin = nn.Linear(d_model, n_tokens)
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
-        x = self.frontend(feats, feat_lens)
-        padding = lengths_to_padding_mask(feat_lens, x.shape[1])
+        x, out_lens = self.frontend(feats, feat_lens)
+        padding = lengths_to_padding_mask(out_lens, x.shape[1])
         x, _ = self.encoder(x, src_key_padding_mask=padding, pos_embs=self.pos_enc(x))
         return self.ctc_lin(self.dropout(x))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from speechkd.models.base import AcousticModel, mask_time
-from speechkd.models.features import relative_lengths_to_absolute
+from speechkd.models.base import AcousticModel, mask_time, subsampled_lengths
 
 
 class CRDNNCTC(AcousticModel):
@@ -80,12 +79,13 @@ class CRDNNCTC(AcousticModel):
         self.ctc_lin = nn.Linear(dnn_neurons, n_tokens)
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
-        x = feats.unsqueeze(1)
-        for block in self.cnn:  # padding frames are zeroed so they act like conv padding
-            x = mask_time(block(x), feat_lens, time_dim=2)  # (batch, channels, frames', freq')
+        x, lengths = feats.unsqueeze(1), feat_lens
+        for i, block in enumerate(self.cnn):  # padding frames are zeroed so they act like conv padding
+            lengths = subsampled_lengths(lengths, 1 if i < self.n_stages else 0)
+            x = mask_time(block(x), lengths, time_dim=2)  # (batch, channels, frames', freq')
         batch, channels, frames, freq = x.shape
         x = self.proj(x.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq))
-        lengths = relative_lengths_to_absolute(feat_lens, frames).clamp(min=1).cpu()
+        lengths = lengths.clamp(min=1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         x, _ = self.rnn(packed)
         x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=frames)

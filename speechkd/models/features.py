@@ -222,7 +222,7 @@ def relative_lengths_to_absolute(rel_lens: torch.Tensor, max_len: int) -> torch.
 
 
 def relative_lengths_to_mask(rel_lens: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(batch,) relative lengths -> (batch, max_len) float mask, 1 on valid frames."""
+    """(batch,) relative (float) or absolute (int64) lengths -> (batch, max_len) float mask, 1 on valid frames."""
     abs_lens = relative_lengths_to_absolute(rel_lens, max_len)
     steps = torch.arange(max_len, device=rel_lens.device)
     return (steps[None, :] < abs_lens[:, None]).float()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from speechkd.models.base import AcousticModel, mask_time
+from speechkd.models.base import AcousticModel, mask_time, subsampled_lengths
 
 
 class _FrameLayerNorm(nn.LayerNorm):
@@ -74,12 +74,16 @@ class TDNNCTC(AcousticModel):
     def layer_taps(self):
         """``encoder`` (the last layer's output), ``frontend`` and ``layer<i>`` (each TDNN layer's residual branch)."""
         taps = super().layer_taps()
-        taps["frontend"] = (self.frontend, "output_channels_first")
+        taps["frontend"] = (self.frontend[-1], "output_channels_first")  # the front-end's last norm
         taps.update({f"layer{i}": (layer, "output_channels_first") for i, layer in enumerate(self.layers)})
         return taps
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
-        x = mask_time(self.frontend(feats.transpose(1, 2)), feat_lens, time_dim=2)
+        x, lengths = feats.transpose(1, 2), feat_lens
+        for start in range(0, len(self.frontend), 3):  # conv, ReLU, norm: padding zeroed after each stage
+            stage = self.frontend[start: start + 3]
+            lengths = subsampled_lengths(lengths, 1 if stage[0].stride[0] == 2 else 0)
+            x = mask_time(stage(x), lengths, time_dim=2)
         for layer in self.layers:  # (batch, channels, frames'); padding kept at zero
-            x = mask_time(x + layer(x), feat_lens, time_dim=2)
+            x = mask_time(x + layer(x), lengths, time_dim=2)
         return self.ctc_lin(x.transpose(1, 2))

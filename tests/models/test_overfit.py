@@ -13,14 +13,15 @@ def _train_to_low_cer(model, texts, wavs, lens, max_steps, augment=False, stop_l
     flat_targets = torch.cat(targets)
     target_lens = torch.tensor([len(t) for t in targets])
     out_lens = model.output_lengths(lens, wavs.shape[1])
+    feat_lens = model.feature_lengths(lens, wavs.shape[1])
     model.fit_normalizer([(wavs, lens)])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(max_steps):
         feats = model.featurize(wavs, lens)
         if augment:
-            feats = spec_augment(feats, lens, n_time_masks=1, max_time_width=3, generator=generator)
-        log_probs = torch.log_softmax(model.encode(feats, lens), dim=-1)
+            feats = spec_augment(feats, feat_lens, n_time_masks=1, max_time_width=3, generator=generator)
+        log_probs = torch.log_softmax(model.encode(feats, feat_lens), dim=-1)
         loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), flat_targets, out_lens,
                                             target_lens, blank=inventory.blank_index)
         optimizer.zero_grad()
