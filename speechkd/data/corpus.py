@@ -1,4 +1,4 @@
-"""Build the embedded offline multilingual speech corpus with espeak-ng.
+"""Build the embedded offline multilingual speech corpus with espeak-ng, festival and flite.
 
 Two tasks: ``numbers`` (spoken numbers, digit strings and dates in en de es
 it fr ru uk) and ``sentences`` (real sentences from Debian's fortune cookie
@@ -6,8 +6,15 @@ packages in en de es it ru cs pl eo bg). Three sizes: ``tiny`` (tests, a few
 seconds), ``small`` (quickstart, tens of minutes, under a minute on two
 cores) and ``full`` (tens of hours, parallel, progress bar).
 
-Pseudo-speakers are espeak-ng voice variants with a speaking rate and pitch;
-train, dev and test use disjoint variants, so test speakers are unseen.
+Pseudo-speakers are voices with a speaking rate and pitch, drawn per
+language from every installed engine (:mod:`speechkd.data.voices`): espeak-ng
+variants, and where a language has them, festival and flite voices of
+recorded people (en, it, ru). About half of a split's speakers are such
+voices when the language has some for that split. Train, dev and test use
+disjoint espeak-ng variants and disjoint recorded people (a person's festival
+and flite voices stay in one split; with three or more people in a language,
+the last goes to test, with four or more the one before it to dev, the rest
+to train), so test speakers are unseen.
 Every utterance depends only on ``(task, size, seed, language, split,
 index)``: the builder synthesizes a deterministic stream per language and
 split and keeps its shortest prefix reaching the requested minutes. Equal
@@ -22,10 +29,14 @@ Layout of ``out``::
     unlabelled.csv                        when unlabelled minutes are requested
     <split>_<domain>.csv                  same IDs and order as <split>.csv
 
+Manifests carry two columns after SpeechBrain's: ``engine`` and ``voice``
+(the engine's voice name) of each utterance's speaker.
+
 Command line (registered by :func:`add_cli`)::
 
     speechkd corpus build --task numbers --size small --out data/numbers_small \\
-        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise
+        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise \
+        --engines espeak,festival,flite
 """
 
 from __future__ import annotations
@@ -42,10 +53,11 @@ from pathlib import Path
 import numpy as np
 
 from speechkd.data.domains import DEFAULT_OPTIONS, apply_domain, parse_domain
-from speechkd.data.espeak import SAMPLE_RATE, Voice
 from speechkd.data.manifest import write_manifest
+from speechkd.data.voices import ENGINES, recorded_voices, resolve_engines
+from speechkd.data.voices.base import SAMPLE_RATE, EngineVoice, Voice
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 """Bumped whenever the same options would give different audio or text."""
 
 SPLITS = ("train", "dev", "test")
@@ -104,19 +116,67 @@ def stable_rng(*parts) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
 
-def split_speakers(size: str, seed: int) -> dict[str, list[Voice]]:
-    """Pseudo-speakers of each split (shared by all languages); unlabelled uses train's."""
+def recorded_speaker_splits(voices: list[EngineVoice]) -> dict[str, str]:
+    """Split of each recorded person: train first; the last of three or more to test,
+    the one before it to dev when there are four or more."""
+    people = list(dict.fromkeys(voice.speaker for voice in voices))
+    splits = {person: "train" for person in people}
+    if len(people) >= 3:
+        splits[people[-1]] = "test"
+    if len(people) >= 4:
+        splits[people[-2]] = "dev"
+    return splits
+
+
+def _espeak_voices(size: str, seed: int, split: str, count: int) -> list[Voice]:
+    rng = stable_rng("speakers", size, seed, split)
+    variants = SPLIT_VARIANTS[split]
+    voices: list[Voice] = []
+    while len(voices) < count:
+        voice = Voice(variants[len(voices) % len(variants)],
+                      int(rng.choice(RATES)), int(rng.choice(PITCHES)))
+        if voice not in voices:
+            voices.append(voice)
+    return voices
+
+
+def _recorded_voices(size: str, seed: int, lang: str, split: str, pool: list[EngineVoice],
+                     count: int) -> list[Voice]:
+    rng = stable_rng("recorded speakers", size, seed, lang, split)
+    count = min(count, sum(len(v.rates) * len(v.pitches) for v in pool))
+    voices: list[Voice] = []
+    while len(voices) < count:
+        base = pool[len(voices) % len(pool)]
+        voice = Voice(base.variant, int(rng.choice(base.rates)), int(rng.choice(base.pitches)),
+                      base.engine)
+        if voice not in voices:
+            voices.append(voice)
+    return voices
+
+
+def split_speakers(size: str, seed: int, lang: str = "en", engines=("espeak",)
+                   ) -> dict[str, list[Voice]]:
+    """Pseudo-speakers of each split for one language; unlabelled uses train's.
+
+    With ``engines=("espeak",)`` these are the espeak-ng speakers every
+    language had before other engines existed. Otherwise, where the split has
+    recorded voices of ``lang``, half its speakers (rounded down) are those
+    voices and they alternate with espeak-ng's in the list.
+    """
+    pool = recorded_voices(lang, [name for name in engines if name != "espeak"])
+    person_split = recorded_speaker_splits(pool)
     speakers = {}
     for split in SPLITS:
-        rng = stable_rng("speakers", size, seed, split)
-        variants = SPLIT_VARIANTS[split]
-        voices: list[Voice] = []
-        while len(voices) < SIZES[size].speakers[split]:
-            voice = Voice(variants[len(voices) % len(variants)],
-                          int(rng.choice(RATES)), int(rng.choice(PITCHES)))
-            if voice not in voices:
-                voices.append(voice)
-        speakers[split] = voices
+        count = SIZES[size].speakers[split]
+        own = [voice for voice in pool if person_split[voice.speaker] == split]
+        recorded = _recorded_voices(size, seed, lang, split, own, count // 2) if own else []
+        espeak = (_espeak_voices(size, seed, split, count - len(recorded))
+                  if "espeak" in engines else [])
+        speakers[split] = [voice for pair in zip(espeak, recorded) for voice in pair] \
+            + espeak[len(recorded):] + recorded[len(espeak):]
+        if not speakers[split]:
+            raise ValueError(f"no {split} speakers for {lang} with engines {list(engines)}: "
+                             f"espeak-ng speaks every language, keep it among the engines")
     speakers["unlabelled"] = speakers["train"]
     return speakers
 
@@ -135,10 +195,16 @@ class Utterance:
 class Planner:
     """Deterministic utterance streams: ``utterance(lang, split, n)`` depends on nothing else."""
 
-    def __init__(self, task: str, size: str, seed: int):
-        self.task, self.size, self.seed = task, size, seed
-        self.speakers = split_speakers(size, seed)
+    def __init__(self, task: str, size: str, seed: int, engines=("espeak",)):
+        self.task, self.size, self.seed, self.engines = task, size, seed, tuple(engines)
+        self._speakers: dict = {}
         self._orders: dict = {}
+
+    def speakers(self, lang: str) -> dict[str, list[Voice]]:
+        """``{split: [Voice, ...]}`` of ``lang`` (see :func:`split_speakers`)."""
+        if lang not in self._speakers:
+            self._speakers[lang] = split_speakers(self.size, self.seed, lang, self.engines)
+        return self._speakers[lang]
 
     def text(self, lang: str, split: str, index: int) -> str:
         from speechkd.text import normalize
@@ -163,7 +229,7 @@ class Planner:
         if number >= capacity:
             raise ValueError(f"too many {split} utterances for {lang} (more than "
                              f"{capacity - ID_BASES[split]}); ask for fewer minutes")
-        speakers = self.speakers[split]
+        speakers = self.speakers(lang)[split]
         voice = speakers[index % len(speakers)]
         return Utterance(f"{lang}-{voice.name}-{number:05d}", lang, split, voice,
                          self.text(lang, split, index))
@@ -192,7 +258,7 @@ def write_flac(path: Path, pcm: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-_SYNTHESIZER = None
+_SYNTHESIZERS: dict = {}
 
 
 def build_utterance(job: tuple) -> tuple[str, int]:
@@ -201,7 +267,7 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     Parameters
     ----------
     job : tuple
-        ``(utt_id, lang, (variant, rate, pitch), text, domains, out, seed)``.
+        ``(utt_id, lang, (variant, rate, pitch, engine), text, domains, out, seed)``.
 
     Returns
     -------
@@ -210,18 +276,18 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     """
     import soundfile as sf
 
-    from speechkd.data.espeak import Synthesizer
+    from speechkd.data.voices import make_synthesizer
 
-    global _SYNTHESIZER
     utt_id, lang, voice, text, domains, out, seed = job
     clean_path = audio_path(out, "clean", lang, utt_id)
     clean = None
     if clean_path.exists():
         n_samples = sf.info(str(clean_path)).frames
     else:
-        if _SYNTHESIZER is None:
-            _SYNTHESIZER = Synthesizer()
-        pcm = to_pcm16(_SYNTHESIZER.synthesize(text, lang, Voice(*voice)))
+        voice = Voice(*voice)
+        if voice.engine not in _SYNTHESIZERS:
+            _SYNTHESIZERS[voice.engine] = make_synthesizer(voice.engine)
+        pcm = to_pcm16(_SYNTHESIZERS[voice.engine].synthesize(text, lang, voice))
         write_flac(clean_path, pcm)
         clean, n_samples = pcm.astype(np.float32) / 32768.0, len(pcm)
     for domain in domains:
@@ -265,7 +331,8 @@ class _Runner:
         return dict(bar)
 
 
-def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains) -> dict:
+def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains,
+             engines) -> dict:
     spec = SIZES[size]
     targets = {}
     for lang in languages:
@@ -276,7 +343,7 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
         targets[lang] = minutes
     return {
         "builder_version": BUILDER_VERSION, "task": task, "size": size, "seed": seed,
-        "languages": list(languages), "domains": list(domains),
+        "languages": list(languages), "domains": list(domains), "engines": list(engines),
         "minutes": targets, "domain_options": {k: list(v) if isinstance(v, tuple) else v
                                                for k, v in DEFAULT_OPTIONS.items()},
     }
@@ -289,7 +356,8 @@ def _fingerprint(options: dict) -> str:
 def _check_same_content(out: Path, options: dict) -> None:
     """Refuse to mix audio of different (task, size, seed, builder) in one folder."""
     marker = out / ".corpus-build.json"
-    content = {key: options[key] for key in ("builder_version", "task", "size", "seed")}
+    content = {key: options[key] for key in ("builder_version", "task", "size", "seed",
+                                             "engines")}
     if marker.exists():
         previous = json.loads(marker.read_text())
         differing = [key for key in content if previous.get(key) != content[key]]
@@ -346,8 +414,9 @@ def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, see
             for index in range(start, start + count):
                 utt = planner.utterance(*key, index)
                 planned[utt.utt_id] = (key, utt)
-                jobs.append((utt.utt_id, utt.lang, (utt.voice.variant, utt.voice.rate,
-                             utt.voice.pitch), utt.text, tuple(domains), str(out), seed))
+                voice = (utt.voice.variant, utt.voice.rate, utt.voice.pitch, utt.voice.engine)
+                jobs.append((utt.utt_id, utt.lang, voice, utt.text, tuple(domains), str(out),
+                             seed))
         if not jobs:
             break
         samples = runner.run(jobs)
@@ -372,6 +441,7 @@ def _manifest_rows(utterances, domain: str) -> list[dict]:
         "ID": utt.utt_id, "duration": n / SAMPLE_RATE,
         "wav": f"$data_root/audio/{domain}/{utt.lang}/{utt.utt_id}.flac",
         "spk_id": utt.voice.name, "lang": utt.lang, "domain": domain, "wrd": utt.text,
+        "engine": utt.voice.engine, "voice": utt.voice.variant,
     } for utt, n in utterances]
 
 
@@ -392,16 +462,21 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
             seconds = sum(n for _, n in items) / SAMPLE_RATE
             stats[split][lang] = {"utterances": len(items), "seconds": round(seconds, 2),
                                   "hours": round(seconds / 3600, 4),
-                                  "speakers": len({utt.voice.name for utt, _ in items})}
+                                  "speakers": len({utt.voice.name for utt, _ in items}),
+                                  "engines": _count_by_engine(items)}
     total_seconds = sum(v["seconds"] for split in stats.values() for v in split.values())
     summary = {
-        **{key: options[key] for key in ("task", "size", "seed", "languages", "domains")},
+        **{key: options[key] for key in ("task", "size", "seed", "languages", "domains",
+                                         "engines")},
         "builder_version": BUILDER_VERSION,
         "fingerprint": fingerprint,
         "sample_rate": SAMPLE_RATE,
         "minutes_requested": options["minutes"],
         "domain_options": options["domain_options"],
-        "speakers": {split: [voice.name for voice in planner.speakers[split]]
+        "speakers": {split: {lang: [{"name": voice.name, "engine": voice.engine,
+                                     "voice": voice.variant}
+                                    for voice in planner.speakers(lang)[split]]
+                             for lang in options["languages"]}
                      for split in (*SPLITS, "unlabelled") if split in splits},
         "splits": stats,
         "total": {"utterances": sum(v["utterances"] for s in stats.values() for v in s.values()),
@@ -414,6 +489,14 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
     return summary
 
 
+def _count_by_engine(items) -> dict[str, int]:
+    """Utterances per engine among ``[(Utterance, n_samples), ...]``."""
+    counts = {name: 0 for name in ENGINES}
+    for utt, _ in items:
+        counts[utt.voice.engine] += 1
+    return {name: count for name, count in counts.items() if count}
+
+
 def _resolve_domains(domains) -> list[str]:
     names = ["clean"] + [d for d in dict.fromkeys(domains) if d != "clean"]
     for name in names:
@@ -423,7 +506,8 @@ def _resolve_domains(domains) -> list[str]:
 
 def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
                  lang_minutes: dict | None = None, unlabelled_minutes: dict | None = None,
-                 domains=("clean",), workers: int | None = None, progress: bool = True) -> dict:
+                 domains=("clean",), workers: int | None = None, progress: bool = True,
+                 engines=None) -> dict:
     """Synthesize a corpus folder (see the module docstring for its layout).
 
     Parameters
@@ -450,14 +534,19 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         Synthesis processes; default 1 for tiny, 2 for small, all cores for full.
     progress : bool
         Show a tqdm progress bar.
+    engines : sequence of str, optional
+        Synthesis engines to draw speakers from (``espeak``, ``festival``,
+        ``flite``); default all. Those not installed are left out with a
+        warning; ``["espeak"]`` gives the espeak-ng-only corpus.
 
     Returns
     -------
     dict
         The ``corpus.json`` summary: task, size, seed, languages, domains,
-        fingerprint, requested minutes, speakers per split, per split and
-        language ``{"utterances", "seconds", "hours", "speakers"}``, totals and
-        the list of manifests.
+        engines used, fingerprint, requested minutes, speakers per split and
+        language (``{"name", "engine", "voice"}``), per split and language
+        ``{"utterances", "seconds", "hours", "speakers", "engines"}`` (utterances
+        per engine), totals and the list of manifests.
     """
     if size not in SIZES:
         raise ValueError(f"unknown corpus size {size!r}; sizes are {', '.join(SIZES)}")
@@ -475,15 +564,16 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         for lang in languages:
             sentence_pools(lang)
     domains = _resolve_domains(domains)
+    engines = resolve_engines(engines)
     options = _options(task, size, int(seed), languages, lang_minutes, unlabelled_minutes,
-                       domains)
+                       domains, engines)
     fingerprint = _fingerprint(options)
     out = Path(out)
     _check_same_content(out, options)
     summary = _is_complete(out, fingerprint)
     if summary is not None:
         return summary
-    planner = Planner(task, size, int(seed))
+    planner = Planner(task, size, int(seed), engines)
     targets = {(lang, split): minutes * 60 for lang in languages
                for split, minutes in options["minutes"][lang].items()}
     if workers is None:
@@ -516,7 +606,8 @@ def _run_build(args) -> int:
         languages=args.langs.split(",") if args.langs else None,
         lang_minutes=_parse_minutes(args.lang_minutes),
         unlabelled_minutes=_parse_minutes(args.unlabelled_minutes),
-        domains=args.domains.split(","), workers=args.workers, progress=not args.quiet)
+        domains=args.domains.split(","), workers=args.workers, progress=not args.quiet,
+        engines=args.engines.split(",") if args.engines else None)
     print(format_summary(summary))
     return 0
 
@@ -525,7 +616,8 @@ def format_summary(summary: dict) -> str:
     """A short table of utterances and minutes per split and language."""
     lines = [(f"corpus {summary['task']}/{summary['size']} seed {summary['seed']}: "
               f"{summary['total']['utterances']} utterances, {summary['total']['hours']:.3f} h, "
-              f"domains {', '.join(summary['domains'])}")]
+              f"domains {', '.join(summary['domains'])}, "
+              f"engines {', '.join(summary.get('engines', ['espeak']))}")]
     for split, per_lang in summary["splits"].items():
         cells = ", ".join(f"{lang} {v['utterances']} ({v['seconds'] / 60:.1f} min)"
                           for lang, v in per_lang.items())
@@ -541,7 +633,8 @@ def add_cli(subparsers) -> None:
     """
     corpus = subparsers.add_parser("corpus", help="build the synthetic speech corpus")
     commands = corpus.add_subparsers(dest="corpus_command", required=True)
-    build = commands.add_parser("build", help="synthesize a corpus folder with espeak-ng",
+    build = commands.add_parser("build", help="synthesize a corpus folder (espeak-ng, festival, "
+                                "flite)",
                                 description=__doc__.split("\n\n")[0])
     build.add_argument("--task", required=True, choices=("numbers", "sentences"))
     build.add_argument("--size", required=True, choices=tuple(SIZES))
@@ -555,6 +648,8 @@ def add_cli(subparsers) -> None:
     build.add_argument("--domains", default="clean",
                        help="comma-separated: clean,telephone,noise,reverb or chains like "
                             "telephone+noise")
+    build.add_argument("--engines", help="comma-separated synthesis engines (default all "
+                       "installed): " + ",".join(ENGINES))
     build.add_argument("--workers", type=int, help="synthesis processes")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_run_build)

@@ -1,0 +1,139 @@
+"""Festival voices (Debian packages ``festival`` and ``festvox-*``) as a synthesiser.
+
+One ``festival --pipe`` process per synthesiser (per corpus worker) reads
+Scheme commands from a pipe: loading a voice costs 0.2-0.9 s, speaking a
+number 5-20 ms, so a process per utterance would spend most of its time
+starting. Every utterance sets its voice, duration stretch and f0 target
+again, so its audio depends only on its text and voice, not on what was
+spoken before (checked by the tests: byte-identical in any order).
+
+A festival voice speaks one language: :data:`FESTIVAL_VOICES` says which.
+The Italian voices read ISO-8859-1 text, the others UTF-8.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from speechkd.data.voices.base import (
+    LOW_F0,
+    SPEEDS,
+    EngineVoice,
+    Voice,
+    find_engine_voice,
+    finish_waveform,
+    read_wave_pcm,
+)
+
+FESTIVAL_VOICES = (
+    EngineVoice("festival", "kal", "en", "kal", SPEEDS, LOW_F0),
+    EngineVoice("festival", "ked", "en", "ked", SPEEDS, LOW_F0),
+    EngineVoice("festival", "slt", "en", "slt", SPEEDS, (0,)),
+    EngineVoice("festival", "pc", "it", "pc", SPEEDS, (0,)),
+    EngineVoice("festival", "lp", "it", "lp", SPEEDS, (0,)),
+    EngineVoice("festival", "nsh", "ru", "nsh", SPEEDS, (0,)),
+)
+"""Festival voices the corpus uses. Pitch ``0``: the voice keeps its own f0; only the
+English diphone voices take an f0 target (``int_lr_params``); the Italian ones compute
+f0 in their own Scheme function, the HTS and cluster-unit voices from their models."""
+
+SCHEME_VOICES = {
+    "kal": ("kal_diphone", "utf-8"),
+    "ked": ("ked_diphone", "utf-8"),
+    "slt": ("cmu_us_slt_arctic_hts", "utf-8"),
+    "pc": ("pc_diphone", "iso-8859-1"),
+    "lp": ("lp_diphone", "iso-8859-1"),
+    "nsh": ("msu_ru_nsh_clunits", "utf-8"),
+}
+"""Festival's name (``voice_<name>``) and text encoding of each variant."""
+
+DONE = "SPEECHKD-UTTERANCE-DONE"
+
+
+class FestivalSynthesizer:
+    """Festival in one long-lived process, returning 16 kHz float32 audio.
+
+    Parameters
+    ----------
+    trim_keep_s, peak : float
+        As :func:`speechkd.data.voices.base.finish_waveform`.
+    """
+
+    engine = "festival"
+
+    @staticmethod
+    def available() -> bool:
+        """Whether the ``festival`` binary is on ``PATH``."""
+        return shutil.which("festival") is not None
+
+    def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
+        self.trim_keep_s, self.peak = trim_keep_s, peak
+        self._process = None
+        self._folder = tempfile.TemporaryDirectory(prefix="speechkd-festival-")
+
+    def _start(self):
+        # stdbuf: festival's stdout is block-buffered on a pipe; the end-of-utterance
+        # marker must arrive as soon as it is printed.
+        self._process = subprocess.Popen(
+            ["stdbuf", "-oL", "festival", "--pipe"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return self._process
+
+    def close(self) -> None:
+        """End the festival process."""
+        if self._process is not None:
+            self._process.stdin.close()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def commands(self, text: str, voice: Voice, path: Path) -> str:
+        """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``."""
+        scheme_name, _ = SCHEME_VOICES[voice.variant]
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        lines = [f"(voice_{scheme_name})",
+                 f"(Parameter.set 'Duration_Stretch {100.0 / voice.rate:.4f})"]
+        if voice.pitch:
+            # target_f0_mean heads the diphone voices' int_lr_params; keep their std and model
+            lines.append(f"(set! int_lr_params (cons (list 'target_f0_mean {voice.pitch}) "
+                         "(cdr int_lr_params)))")
+        lines += [f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{path}" \'riff)',
+                  f'(format t "{DONE}\\n")']
+        return "\n".join(lines) + "\n"
+
+    def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
+        """Speak ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
+
+        Returns
+        -------
+        np.ndarray
+            Shape ``(samples,)``, dtype float32.
+        """
+        find_engine_voice(FESTIVAL_VOICES, voice, lang)
+        path = Path(self._folder.name) / "utterance.wav"
+        path.unlink(missing_ok=True)
+        process = self._process or self._start()
+        encoding = SCHEME_VOICES[voice.variant][1]
+        log = []
+        try:
+            process.stdin.write(self.commands(text, voice, path).encode(encoding))
+            process.stdin.flush()
+            for line in iter(process.stdout.readline, b""):
+                if line.strip() == DONE.encode():
+                    break
+                log.append(line.decode("utf-8", errors="replace").rstrip())
+            else:
+                raise BrokenPipeError("festival exited")
+        except (BrokenPipeError, OSError) as error:
+            self._process = None
+            raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
+                               + " | ".join(log[-5:])) from error
+        if not path.exists():
+            raise RuntimeError(f"festival wrote no audio for {text!r} ({lang}, {voice.name}): "
+                               + " | ".join(log[-5:]))
+        raw, rate = read_wave_pcm(path)
+        return finish_waveform(raw, rate, self.trim_keep_s, self.peak)
