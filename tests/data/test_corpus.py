@@ -101,7 +101,9 @@ def test_train_dev_test_speakers_are_disjoint(corpus):
     out, _ = corpus
     speakers = {split: {r["spk_id"] for r in manifest(out, f"{split}.csv")}
                 for split in ("train", "dev", "test")}
-    assert len(speakers["train"]) == 3 and len(speakers["dev"]) == 2
+    for lang in ("en", "ru", "uk"):
+        assert len({r["spk_id"] for r in manifest(out, "train.csv") if r["lang"] == lang}) == 3
+        assert len({r["spk_id"] for r in manifest(out, "dev.csv") if r["lang"] == lang}) == 2
     assert not speakers["train"] & speakers["dev"]
     assert not speakers["train"] & speakers["test"]
     assert not speakers["dev"] & speakers["test"]
