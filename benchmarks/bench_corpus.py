@@ -78,22 +78,27 @@ def time_build(task: str, size: str, domains, workers: int, engines=None,
 def median_f0(wav: np.ndarray, sr: int = 16000, low: float = 60.0, high: float = 400.0
               ) -> float | None:
     """Median f0 (Hz) of the voiced 40 ms frames of ``wav`` (shape ``(samples,)``), by
-    normalised autocorrelation; ``None`` when no frame is clearly periodic."""
+    normalised autocorrelation (FFT); ``None`` when no frame is clearly periodic.
+
+    A frame is voiced when it is within 10 dB of the loudest frame and its
+    autocorrelation peak between ``sr / high`` and ``sr / low`` exceeds 0.6.
+    """
     frame, hop = int(0.04 * sr), int(0.01 * sr)
-    lags = np.arange(int(sr / high), int(sr / low) + 1)
-    frames = [wav[i:i + frame] for i in range(0, len(wav) - frame, hop)]
-    loud = max((float(np.sqrt(np.mean(f ** 2))) for f in frames), default=0.0)
-    f0s = []
-    for chunk in frames:
-        if np.sqrt(np.mean(chunk ** 2)) < 0.3 * loud:
-            continue
-        chunk = chunk - chunk.mean()
-        corr = np.array([np.dot(chunk[:-lag], chunk[lag:]) /
-                         (np.linalg.norm(chunk[:-lag]) * np.linalg.norm(chunk[lag:]) + 1e-9)
-                         for lag in lags])
-        if corr.max() > 0.6:
-            f0s.append(sr / lags[int(np.argmax(corr))])
-    return float(np.median(f0s)) if f0s else None
+    if len(wav) < frame:
+        return None
+    starts = np.arange(0, len(wav) - frame + 1, hop)
+    frames = np.stack([wav[i:i + frame] for i in starts]).astype(np.float64)
+    frames -= frames.mean(axis=1, keepdims=True)
+    energy = (frames ** 2).sum(axis=1)
+    frames = frames[energy > 0.1 * energy.max()]
+    spectrum = np.fft.rfft(frames, n=2 * frame, axis=1)
+    corr = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, :frame]
+    corr /= corr[:, :1] + 1e-12
+    lo, hi = int(sr / high), int(sr / low)
+    lags = lo + np.argmax(corr[:, lo:hi], axis=1)
+    peaks = corr[np.arange(len(lags)), lags]
+    voiced = peaks > 0.6
+    return float(np.median(sr / lags[voiced])) if voiced.any() else None
 
 
 def engine_sound(folder: Path, max_per_voice: int = 12) -> list[tuple]:
