@@ -53,6 +53,8 @@ def test_a_voice_speaks_only_its_language(engine, voice, lang):
     needs(engine)
     with pytest.raises(ValueError, match=f"speaks .*, not {lang}"):
         make_synthesizer(engine).synthesize("hola", lang, Voice(voice, 100, 0, engine))
+    with pytest.raises(ValueError, match=f"{engine} has no voice 'xyz'"):
+        make_synthesizer(engine).synthesize("hola", lang, Voice("xyz", 100, 0, engine))
     if engine == "festival":
         word = make_synthesizer(engine).synthesize("ventitré", "it", Voice("lp", 100, 0, engine))
         assert 0.5 < len(word) / 16000 < 1.5

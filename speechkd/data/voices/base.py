@@ -8,7 +8,11 @@ same way, so the corpus builder never sees which engine spoke.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -138,6 +142,19 @@ def finish_waveform(raw: np.ndarray, rate: int, trim_keep_s: float = 0.1,
     if loudest > 0:
         wav = wav * (peak / loudest)
     return wav.astype(np.float32)
+
+
+@contextmanager
+def scratch_wave(engine: str):
+    """A path for one wave file an engine writes, removed afterwards (absent at first)."""
+    handle, name = tempfile.mkstemp(suffix=".wav", prefix=f"speechkd-{engine}-")
+    os.close(handle)
+    path = Path(name)
+    path.unlink()
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def read_wave_pcm(path) -> tuple[np.ndarray, int]:

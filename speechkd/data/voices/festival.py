@@ -13,9 +13,9 @@ The Italian voices read ISO-8859-1 text, the others UTF-8.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from speechkd.data.voices.base import (
     find_engine_voice,
     finish_waveform,
     read_wave_pcm,
+    scratch_wave,
 )
 
 FESTIVAL_VOICES = (
@@ -74,7 +75,6 @@ class FestivalSynthesizer:
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         self.trim_keep_s, self.peak = trim_keep_s, peak
         self._process = None
-        self._folder = tempfile.TemporaryDirectory(prefix="speechkd-festival-")
 
     def _start(self):
         # stdbuf: festival's stdout is block-buffered on a pipe; the end-of-utterance
@@ -85,11 +85,16 @@ class FestivalSynthesizer:
         return self._process
 
     def close(self) -> None:
-        """End the festival process."""
+        """End the festival process (it exits at the end of its input)."""
         if self._process is not None:
-            self._process.stdin.close()
-            self._process.wait(timeout=10)
-            self._process = None
+            process, self._process = self._process, None
+            process.stdin.close()
+            process.wait(timeout=10)
+            process.stdout.close()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # interpreter shutdown: festival exits on EOF anyway
+            self.close()
 
     def commands(self, text: str, voice: Voice, path: Path) -> str:
         """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``."""
@@ -114,26 +119,25 @@ class FestivalSynthesizer:
             Shape ``(samples,)``, dtype float32.
         """
         find_engine_voice(FESTIVAL_VOICES, voice, lang)
-        path = Path(self._folder.name) / "utterance.wav"
-        path.unlink(missing_ok=True)
-        process = self._process or self._start()
-        encoding = SCHEME_VOICES[voice.variant][1]
-        log = []
-        try:
-            process.stdin.write(self.commands(text, voice, path).encode(encoding))
-            process.stdin.flush()
-            for line in iter(process.stdout.readline, b""):
-                if line.strip() == DONE.encode():
-                    break
-                log.append(line.decode("utf-8", errors="replace").rstrip())
-            else:
-                raise BrokenPipeError("festival exited")
-        except (BrokenPipeError, OSError) as error:
-            self._process = None
-            raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
-                               + " | ".join(log[-5:])) from error
-        if not path.exists():
-            raise RuntimeError(f"festival wrote no audio for {text!r} ({lang}, {voice.name}): "
-                               + " | ".join(log[-5:]))
-        raw, rate = read_wave_pcm(path)
+        with scratch_wave(self.engine) as path:
+            process = self._process or self._start()
+            encoding = SCHEME_VOICES[voice.variant][1]
+            log = []
+            try:
+                process.stdin.write(self.commands(text, voice, path).encode(encoding))
+                process.stdin.flush()
+                for line in iter(process.stdout.readline, b""):
+                    if line.strip() == DONE.encode():
+                        break
+                    log.append(line.decode("utf-8", errors="replace").rstrip())
+                else:
+                    raise BrokenPipeError("festival exited")
+            except (BrokenPipeError, OSError) as error:
+                self.close()
+                raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
+                                   + " | ".join(log[-5:])) from error
+            if not path.exists():
+                raise RuntimeError(f"festival wrote no audio for {text!r} ({lang}, {voice.name}): "
+                                   + " | ".join(log[-5:]))
+            raw, rate = read_wave_pcm(path)
         return finish_waveform(raw, rate, self.trim_keep_s, self.peak)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +20,7 @@ from speechkd.data.voices.base import (
     find_engine_voice,
     finish_waveform,
     read_wave_pcm,
+    scratch_wave,
 )
 
 FLITE_VOICES = (
@@ -52,7 +51,6 @@ class FliteSynthesizer:
 
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         self.trim_keep_s, self.peak = trim_keep_s, peak
-        self._folder = tempfile.TemporaryDirectory(prefix="speechkd-flite-")
 
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Speak ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
@@ -63,16 +61,15 @@ class FliteSynthesizer:
             Shape ``(samples,)``, dtype float32.
         """
         find_engine_voice(FLITE_VOICES, voice, lang)
-        path = Path(self._folder.name) / "utterance.wav"
-        path.unlink(missing_ok=True)
-        command = ["flite", "-voice", voice.variant,
-                   "--setf", f"duration_stretch={100.0 / voice.rate:.4f}"]
-        if voice.pitch:
-            command += ["--setf", f"int_f0_target_mean={voice.pitch}"]
-        done = subprocess.run([*command, "-t", text, "-o", str(path)], check=False,
-                              capture_output=True, text=True, errors="replace")
-        if done.returncode != 0 or not path.exists():
-            raise RuntimeError(f"flite failed for {text!r} ({voice.name}, exit "
-                               f"{done.returncode}): {done.stderr.strip()[-300:]}")
-        raw, rate = read_wave_pcm(path)
+        with scratch_wave(self.engine) as path:
+            command = ["flite", "-voice", voice.variant,
+                       "--setf", f"duration_stretch={100.0 / voice.rate:.4f}"]
+            if voice.pitch:
+                command += ["--setf", f"int_f0_target_mean={voice.pitch}"]
+            done = subprocess.run([*command, "-t", text, "-o", str(path)], check=False,
+                                  capture_output=True, text=True, errors="replace")
+            if done.returncode != 0 or not path.exists():
+                raise RuntimeError(f"flite failed for {text!r} ({voice.name}, exit "
+                                   f"{done.returncode}): {done.stderr.strip()[-300:]}")
+            raw, rate = read_wave_pcm(path)
         return finish_waveform(raw, rate, self.trim_keep_s, self.peak)
