@@ -214,12 +214,15 @@ def test_cli_registers_corpus_build(tmp_path, capsys):
     out = tmp_path / "cli"
     args = parser.parse_args(["corpus", "build", "--task", "numbers", "--size", "tiny",
                               "--out", str(out), "--langs", "en,uk", "--lang-minutes", "uk=0.2",
-                              "--domains", "clean,reverb", "--seed", "1", "--quiet"])
+                              "--domains", "clean,reverb", "--seed", "1", "--quiet",
+                              "--engines", "espeak"])
     assert args.func(args) == 0
     summary = json.loads((out / "corpus.json").read_text())
     assert summary["languages"] == ["en", "uk"] and summary["domains"] == ["clean", "reverb"]
     assert 12.0 <= summary["splits"]["train"]["uk"]["seconds"] < 20.0
     assert (out / "test_reverb.csv").exists()
+    assert summary["engines"] == ["espeak"]
+    assert {r["engine"] for r in manifest(out, "train.csv")} == {"espeak"}
     assert "corpus numbers/tiny seed 1" in capsys.readouterr().out
 
 
