@@ -354,22 +354,52 @@ def _fingerprint(options: dict) -> str:
 
 
 def _check_same_content(out: Path, options: dict) -> None:
-    """Refuse to mix audio of different (task, size, seed, builder) in one folder."""
+    """Refuse to mix audio of different (task, size, seed, engines) in one folder.
+
+    A folder an older builder made with the same task, size and seed is
+    emptied of its corpus (audio, manifests, summary) and rebuilt, with a
+    warning: the same options now give other audio, which must not be reused.
+    """
     marker = out / ".corpus-build.json"
     content = {key: options[key] for key in ("builder_version", "task", "size", "seed",
                                              "engines")}
     if marker.exists():
         previous = json.loads(marker.read_text())
         differing = [key for key in content if previous.get(key) != content[key]]
+        if _is_older_build(previous, content, differing):
+            _remove_old_build(out, previous["builder_version"])
+            differing = []
         if differing:
             raise ValueError(
                 f"{out} holds a corpus built with other options ("
                 + ", ".join(f"{key}: {previous.get(key)!r} there, {content[key]!r} asked"
                             for key in differing)
                 + "); choose another --out folder or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(content, indent=2) + "\n")
+        if marker.exists():
+            return
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _is_older_build(previous: dict, content: dict, differing: list) -> bool:
+    """Whether only the builder version (and the engines it did not record yet) differ."""
+    older = isinstance(previous.get("builder_version"), int) and \
+        previous["builder_version"] < content["builder_version"]
+    return older and set(differing) <= ({"builder_version"} | (
+        {"engines"} if "engines" not in previous else set()))
+
+
+def _remove_old_build(out: Path, version: int) -> None:
+    """Delete what an older builder wrote in ``out``: audio, manifests, summary, marker."""
+    import shutil
+    import warnings
+
+    warnings.warn(f"{out} holds a corpus of builder version {version} (now "
+                  f"{BUILDER_VERSION}): its audio would differ, so it is deleted and rebuilt",
+                  stacklevel=3)
+    shutil.rmtree(out / "audio", ignore_errors=True)
+    for path in [*out.glob("*.csv"), out / "corpus.json", out / ".corpus-build.json"]:
+        path.unlink(missing_ok=True)
 
 
 def _is_complete(out: Path, fingerprint: str) -> dict | None:

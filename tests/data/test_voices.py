@@ -129,10 +129,23 @@ def test_manifest_and_summary_record_engine_and_voice(tmp_path):
                      engines=["espeak"])
 
 
-def test_corpus_of_an_older_builder_is_not_reused(tmp_path):
+def test_corpus_of_an_older_builder_is_rebuilt_not_reused(tmp_path):
     out = tmp_path / "old"
-    out.mkdir()
+    (out / "audio" / "clean" / "en").mkdir(parents=True)
+    stale = out / "audio" / "clean" / "en" / "en-m1r170p40-00000.flac"
+    stale.write_bytes(b"audio of builder 2")
+    (out / "train.csv").write_text("ID,duration,wav,spk_id,lang,domain,wrd\n")
     (out / ".corpus-build.json").write_text(json.dumps(
         {"builder_version": BUILDER_VERSION - 1, "task": "numbers", "size": "tiny", "seed": 0}))
-    with pytest.raises(ValueError, match=f"builder_version: {BUILDER_VERSION - 1} there"):
-        build_corpus("numbers", "tiny", out, languages=["en"], progress=False)
+    with pytest.warns(UserWarning, match=f"builder version {BUILDER_VERSION - 1} .* rebuilt"):
+        summary = build_corpus("numbers", "tiny", out, languages=["en"], progress=False,
+                               engines=["espeak"])
+    assert json.loads((out / ".corpus-build.json").read_text())["builder_version"] == \
+        BUILDER_VERSION
+    rows = read_manifest(out / "train.csv")
+    assert len(rows) == summary["splits"]["train"]["en"]["utterances"] > 0
+    assert not stale.exists() or stale.read_bytes() != b"audio of builder 2"
+    # other options in the folder are still refused, never deleted
+    with pytest.raises(ValueError, match="seed: 0 there, 1 asked"):
+        build_corpus("numbers", "tiny", out, seed=1, languages=["en"], progress=False,
+                     engines=["espeak"])
