@@ -58,6 +58,8 @@ def test_a_voice_speaks_only_its_language(engine, voice, lang):
     if engine == "festival":
         word = make_synthesizer(engine).synthesize("ventitré", "it", Voice("lp", 100, 0, engine))
         assert 0.5 < len(word) / 16000 < 1.5
+        with pytest.raises(ValueError, match="reads iso-8859-1 text; 'ciao ł' has 'ł'"):
+            make_synthesizer(engine).synthesize("ciao ł", "it", Voice("lp", 100, 0, engine))
 
 
 def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():

@@ -119,9 +119,14 @@ class FestivalSynthesizer:
             Shape ``(samples,)``, dtype float32.
         """
         find_engine_voice(FESTIVAL_VOICES, voice, lang)
+        encoding = SCHEME_VOICES[voice.variant][1]
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError as error:
+            raise ValueError(f"festival voice {voice.variant!r} reads {encoding} text; "
+                             f"{text!r} has {error.object[error.start:error.end]!r}") from None
         with scratch_wave(self.engine) as path:
             process = self._process or self._start()
-            encoding = SCHEME_VOICES[voice.variant][1]
             log = []
             try:
                 process.stdin.write(self.commands(text, voice, path).encode(encoding))
