@@ -35,7 +35,7 @@ Manifests carry two columns after SpeechBrain's: ``engine`` and ``voice``
 Command line (registered by :func:`add_cli`)::
 
     speechkd corpus build --task numbers --size small --out data/numbers_small \\
-        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise \
+        --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise \\
         --engines espeak,festival,flite
 """
 
