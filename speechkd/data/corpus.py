@@ -333,6 +333,8 @@ class _Runner:
 
 def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains,
              engines) -> dict:
+    """Everything that shapes the corpus, fingerprinted; ``voices`` lists the installed
+    festival and flite voices used (``engine:voice``), which can differ between machines."""
     spec = SIZES[size]
     targets = {}
     for lang in languages:
@@ -344,6 +346,8 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
     return {
         "builder_version": BUILDER_VERSION, "task": task, "size": size, "seed": seed,
         "languages": list(languages), "domains": list(domains), "engines": list(engines),
+        "voices": [f"{voice.engine}:{voice.variant}" for lang in languages
+                   for voice in recorded_voices(lang, engines)],
         "minutes": targets, "domain_options": {k: list(v) if isinstance(v, tuple) else v
                                                for k, v in DEFAULT_OPTIONS.items()},
     }
@@ -362,7 +366,7 @@ def _check_same_content(out: Path, options: dict) -> None:
     """
     marker = out / ".corpus-build.json"
     content = {key: options[key] for key in ("builder_version", "task", "size", "seed",
-                                             "engines")}
+                                             "engines", "voices")}
     if marker.exists():
         previous = json.loads(marker.read_text())
         differing = [key for key in content if previous.get(key) != content[key]]
@@ -382,11 +386,10 @@ def _check_same_content(out: Path, options: dict) -> None:
 
 
 def _is_older_build(previous: dict, content: dict, differing: list) -> bool:
-    """Whether only the builder version (and the engines it did not record yet) differ."""
+    """Whether only the builder version (and what it did not record yet) differ."""
     older = isinstance(previous.get("builder_version"), int) and \
         previous["builder_version"] < content["builder_version"]
-    return older and set(differing) <= ({"builder_version"} | (
-        {"engines"} if "engines" not in previous else set()))
+    return older and set(differing) <= {"builder_version"} | set(content).difference(previous)
 
 
 def _remove_old_build(out: Path, version: int) -> None:
@@ -497,7 +500,7 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
     total_seconds = sum(v["seconds"] for split in stats.values() for v in split.values())
     summary = {
         **{key: options[key] for key in ("task", "size", "seed", "languages", "domains",
-                                         "engines")},
+                                         "engines", "voices")},
         "builder_version": BUILDER_VERSION,
         "fingerprint": fingerprint,
         "sample_rate": SAMPLE_RATE,

@@ -108,6 +108,21 @@ def test_missing_engine_warns_and_the_corpus_falls_back(tmp_path, monkeypatch):
     assert {r["engine"] for r in read_manifest(tmp_path / "c" / "train.csv")} == {"espeak"}
 
 
+def test_missing_festival_voice_package_warns_and_the_voice_is_left_out(tmp_path, monkeypatch):
+    from speechkd.data.voices import festival
+
+    (tmp_path / "english" / "kal_diphone").mkdir(parents=True)
+    monkeypatch.setattr(festival, "VOICE_FOLDERS", (str(tmp_path),))
+    monkeypatch.setattr(festival.FestivalSynthesizer, "available", staticmethod(lambda: True))
+    with pytest.warns(UserWarning, match=r"festival ked, festival slt, .*festival nsh "
+                                         r"\(apt-get install festvox-kdlpc16k festvox-us-slt-hts"):
+        assert resolve_engines(["espeak", "festival"]) == ["espeak", "festival"]
+    assert [v.variant for v in recorded_voices("en", ["festival"])] == ["kal"]
+    assert recorded_voices("ru", ["festival"]) == []
+    assert all(v.engine == "espeak" for v in split_speakers("small", 0, "ru", ALL)["train"]
+               if v.engine != "flite")
+
+
 def test_manifest_and_summary_record_engine_and_voice(tmp_path):
     needs("festival"), needs("flite")
     out = tmp_path / "c"

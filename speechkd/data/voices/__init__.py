@@ -48,7 +48,8 @@ def resolve_engines(engines=None) -> list[str]:
     """The engines a corpus build uses: those asked for (default all) that are installed.
 
     An engine that is not installed is left out with one warning naming the
-    Debian packages it needs; espeak-ng is always there (a dependency).
+    Debian packages it needs, and so are voices of an installed engine whose
+    package is missing; espeak-ng is always there (a dependency).
 
     Parameters
     ----------
@@ -74,12 +75,26 @@ def resolve_engines(engines=None) -> list[str]:
     used = [name for name in ENGINES if name in asked and name not in missing]
     if not used:
         raise RuntimeError(f"none of the synthesis engines {asked} is installed")
+    absent = {f"{name} {variant}": package for name in used
+              for variant, package in ENGINES[name][0].missing_voices(
+                  [voice.variant for voice in ENGINES[name][1]]).items()}
+    if absent:
+        warnings.warn("speech synthesis voices not installed, corpus built without them: "
+                      + ", ".join(absent) + " (apt-get install "
+                      + " ".join(dict.fromkeys(absent.values())) + ")", stacklevel=2)
     return used
 
 
 def recorded_voices(lang: str, engines) -> list[EngineVoice]:
-    """Voices of recorded people (not espeak-ng's) that speak ``lang``, in catalogue order."""
-    return [voice for name in engines for voice in ENGINES[name][1] if voice.lang == lang]
+    """Installed voices of recorded people (not espeak-ng's) of ``engines`` that speak
+    ``lang``, in catalogue order."""
+    voices = []
+    for name in engines:
+        synthesizer, catalogue = ENGINES[name]
+        own = [voice for voice in catalogue if voice.lang == lang]
+        missing = synthesizer.missing_voices([voice.variant for voice in own])
+        voices += [voice for voice in own if voice.variant not in missing]
+    return voices
 
 
 def make_synthesizer(engine: str) -> Synthesizer:

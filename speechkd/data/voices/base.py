@@ -110,6 +110,11 @@ class Synthesizer(Protocol):
     def available() -> bool:
         """Whether the engine can run on this machine (binary or library installed)."""
 
+    @staticmethod
+    def missing_voices(voices) -> dict:
+        """``{variant: what to install}`` for those of ``voices`` (engine voice names)
+        that are not installed."""
+
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Speak ``text`` in ``lang`` with ``voice``.
 

@@ -76,6 +76,11 @@ class EspeakSynthesizer:
         import importlib.util
         return importlib.util.find_spec("espeakng_loader") is not None
 
+    @staticmethod
+    def missing_voices(voices) -> dict:
+        """None: espeak-ng's variants come with its data."""
+        return {}
+
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         try:
             import espeakng_loader

@@ -44,14 +44,17 @@ English diphone voices take an f0 target (``int_lr_params``); the Italian ones c
 f0 in their own Scheme function, the HTS and cluster-unit voices from their models."""
 
 SCHEME_VOICES = {
-    "kal": ("kal_diphone", "utf-8"),
-    "ked": ("ked_diphone", "utf-8"),
-    "slt": ("cmu_us_slt_arctic_hts", "utf-8"),
-    "pc": ("pc_diphone", "iso-8859-1"),
-    "lp": ("lp_diphone", "iso-8859-1"),
-    "nsh": ("msu_ru_nsh_clunits", "utf-8"),
+    "kal": ("kal_diphone", "utf-8", "festvox-kallpc16k"),
+    "ked": ("ked_diphone", "utf-8", "festvox-kdlpc16k"),
+    "slt": ("cmu_us_slt_arctic_hts", "utf-8", "festvox-us-slt-hts"),
+    "pc": ("pc_diphone", "iso-8859-1", "festvox-itapc16k"),
+    "lp": ("lp_diphone", "iso-8859-1", "festvox-italp16k"),
+    "nsh": ("msu_ru_nsh_clunits", "utf-8", "festvox-ru"),
 }
-"""Festival's name (``voice_<name>``) and text encoding of each variant."""
+"""Festival's name (``voice_<name>``), text encoding and Debian package of each variant."""
+
+VOICE_FOLDERS = ("/usr/share/festival/voices", "/usr/lib/festival/voices")
+"""Where festival looks for voices (``<folder>/<language>/<name>/``) on Debian."""
 
 DONE = "SPEECHKD-UTTERANCE-DONE"
 
@@ -71,6 +74,13 @@ class FestivalSynthesizer:
     def available() -> bool:
         """Whether the ``festival`` binary is on ``PATH``."""
         return shutil.which("festival") is not None
+
+    @staticmethod
+    def missing_voices(voices) -> dict:
+        """``{variant: Debian package}`` of the voices among ``voices`` not installed."""
+        return {variant: SCHEME_VOICES[variant][2] for variant in voices
+                if not any(any(Path(folder).glob(f"*/{SCHEME_VOICES[variant][0]}"))
+                           for folder in VOICE_FOLDERS)}
 
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         self.trim_keep_s, self.peak = trim_keep_s, peak
@@ -98,7 +108,7 @@ class FestivalSynthesizer:
 
     def commands(self, text: str, voice: Voice, path: Path) -> str:
         """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``."""
-        scheme_name, _ = SCHEME_VOICES[voice.variant]
+        scheme_name = SCHEME_VOICES[voice.variant][0]
         quoted = text.replace("\\", "\\\\").replace('"', '\\"')
         lines = [f"(voice_{scheme_name})",
                  f"(Parameter.set 'Duration_Stretch {100.0 / voice.rate:.4f})"]

@@ -49,6 +49,11 @@ class FliteSynthesizer:
         """Whether the ``flite`` binary is on ``PATH``."""
         return shutil.which("flite") is not None
 
+    @staticmethod
+    def missing_voices(voices) -> dict:
+        """None: the voices are built into Debian's ``flite``."""
+        return {}
+
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         self.trim_keep_s, self.peak = trim_keep_s, peak
 
