@@ -154,7 +154,7 @@ def _recorded_voices(size: str, seed: int, lang: str, split: str, pool: list[Eng
     return voices
 
 
-def split_speakers(size: str, seed: int, lang: str = "en", engines=("espeak",)
+def split_speakers(size: str, seed: int, lang: str, engines=("espeak",)
                    ) -> dict[str, list[Voice]]:
     """Pseudo-speakers of each split for one language; unlabelled uses train's.
 
