@@ -85,6 +85,7 @@ class FestivalSynthesizer:
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         self.trim_keep_s, self.peak = trim_keep_s, peak
         self._process = None
+        self._count = 0
 
     def _start(self):
         # stdbuf: festival's stdout is block-buffered on a pipe; the end-of-utterance
@@ -106,7 +107,30 @@ class FestivalSynthesizer:
         with contextlib.suppress(Exception):  # interpreter shutdown: festival exits on EOF anyway
             self.close()
 
-    def commands(self, text: str, voice: Voice, path: Path) -> str:
+    def _speak(self, text: str, voice: Voice, path: Path, encoding: str) -> list[str]:
+        """Send one utterance's commands; festival's output lines until its own marker.
+
+        Each utterance ends with a numbered marker, so output left over from an
+        earlier utterance can never be taken for this one's.
+        """
+        process = self._process or self._start()
+        self._count += 1
+        marker = f"{DONE}-{self._count}".encode()
+        log = []
+        try:
+            process.stdin.write(self.commands(text, voice, path, self._count).encode(encoding))
+            process.stdin.flush()
+            for line in iter(process.stdout.readline, b""):
+                if line.strip() == marker:
+                    return log
+                log.append(line.decode("utf-8", errors="replace").rstrip())
+            raise BrokenPipeError("festival exited")
+        except (BrokenPipeError, OSError) as error:
+            self.close()
+            raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
+                               + " | ".join(log[-5:])) from error
+
+    def commands(self, text: str, voice: Voice, path: Path, number: int = 0) -> str:
         """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``."""
         scheme_name = SCHEME_VOICES[voice.variant][0]
         quoted = text.replace("\\", "\\\\").replace('"', '\\"')
@@ -117,7 +141,7 @@ class FestivalSynthesizer:
             lines.append(f"(set! int_lr_params (cons (list 'target_f0_mean {voice.pitch}) "
                          "(cdr int_lr_params)))")
         lines += [f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{path}" \'riff)',
-                  f'(format t "{DONE}\\n")']
+                  f'(format t "{DONE}-{number}\\n")']
         return "\n".join(lines) + "\n"
 
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
@@ -136,23 +160,13 @@ class FestivalSynthesizer:
             raise ValueError(f"festival voice {voice.variant!r} reads {encoding} text; "
                              f"{text!r} has {error.object[error.start:error.end]!r}") from None
         with scratch_wave(self.engine) as path:
-            process = self._process or self._start()
-            log = []
-            try:
-                process.stdin.write(self.commands(text, voice, path).encode(encoding))
-                process.stdin.flush()
-                for line in iter(process.stdout.readline, b""):
-                    if line.strip() == DONE.encode():
-                        break
-                    log.append(line.decode("utf-8", errors="replace").rstrip())
-                else:
-                    raise BrokenPipeError("festival exited")
-            except (BrokenPipeError, OSError) as error:
+            log = self._speak(text, voice, path, encoding)
+            if not path.exists():  # once more in a fresh process: its output is the same
                 self.close()
-                raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
-                                   + " | ".join(log[-5:])) from error
+                log = self._speak(text, voice, path, encoding)
             if not path.exists():
+                errors = [line for line in log if "error" in line.lower()]
                 raise RuntimeError(f"festival wrote no audio for {text!r} ({lang}, {voice.name}): "
-                                   + " | ".join(log[-5:]))
+                                   + " | ".join(errors[-3:] + log[-3:]))
             raw, rate = read_wave_pcm(path)
         return finish_waveform(raw, rate, self.trim_keep_s, self.peak)
