@@ -1,9 +1,12 @@
 """Festival voices (Debian packages ``festival`` and ``festvox-*``) as a synthesiser.
 
-One ``festival --pipe`` process per synthesiser (per corpus worker) reads
-Scheme commands from a pipe: loading a voice costs 0.2-0.9 s, speaking a
-number 5-20 ms, so a process per utterance would spend most of its time
-starting. Every utterance sets its voice, duration stretch and f0 target
+One ``festival --pipe`` process per voice and synthesiser (per corpus
+worker) reads Scheme commands from a pipe: loading a voice costs 0.2-1.5 s,
+speaking a number 5-20 ms (HTS ``slt``: 0.1 s), so a process per utterance
+would spend most of its time starting. A process speaks one voice only:
+festival's voices set global Scheme state (lexicon, token rules, hooks) that
+another voice may not reset, and a Russian voice loaded after the others
+was seen to fail. Every utterance sets its duration stretch and f0 target
 again, so its audio depends only on its text and voice, not on what was
 spoken before (checked by the tests: byte-identical in any order).
 
@@ -60,7 +63,7 @@ DONE = "SPEECHKD-UTTERANCE-DONE"
 
 
 class FestivalSynthesizer:
-    """Festival in one long-lived process, returning 16 kHz float32 audio.
+    """Festival in one long-lived process per voice, returning 16 kHz float32 audio.
 
     Parameters
     ----------
@@ -84,24 +87,29 @@ class FestivalSynthesizer:
 
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         self.trim_keep_s, self.peak = trim_keep_s, peak
-        self._process = None
+        self._processes: dict = {}
         self._count = 0
 
-    def _start(self):
-        # stdbuf: festival's stdout is block-buffered on a pipe; the end-of-utterance
-        # marker must arrive as soon as it is printed.
-        self._process = subprocess.Popen(
-            ["stdbuf", "-oL", "festival", "--pipe"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        return self._process
+    def _process(self, variant: str):
+        """The festival process of ``variant``, started (with its voice loaded) if needed."""
+        if variant not in self._processes:
+            # stdbuf: festival's stdout is block-buffered on a pipe; the end-of-utterance
+            # marker must arrive as soon as it is printed.
+            process = subprocess.Popen(
+                ["stdbuf", "-oL", "festival", "--pipe"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            process.stdin.write(f"(voice_{SCHEME_VOICES[variant][0]})\n".encode())
+            self._processes[variant] = process
+        return self._processes[variant]
 
-    def close(self) -> None:
-        """End the festival process (it exits at the end of its input)."""
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.stdin.close()
-            process.wait(timeout=10)
-            process.stdout.close()
+    def close(self, variant: str | None = None) -> None:
+        """End the festival process of ``variant``, or all (each exits at the end of its input)."""
+        for name in [variant] if variant else list(self._processes):
+            process = self._processes.pop(name, None)
+            if process is not None:
+                process.stdin.close()
+                process.wait(timeout=10)
+                process.stdout.close()
 
     def __del__(self):
         with contextlib.suppress(Exception):  # interpreter shutdown: festival exits on EOF anyway
@@ -113,7 +121,7 @@ class FestivalSynthesizer:
         Each utterance ends with a numbered marker, so output left over from an
         earlier utterance can never be taken for this one's.
         """
-        process = self._process or self._start()
+        process = self._process(voice.variant)
         self._count += 1
         marker = f"{DONE}-{self._count}".encode()
         log = []
@@ -126,16 +134,14 @@ class FestivalSynthesizer:
                 log.append(line.decode("utf-8", errors="replace").rstrip())
             raise BrokenPipeError("festival exited")
         except (BrokenPipeError, OSError) as error:
-            self.close()
+            self.close(voice.variant)
             raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
                                + " | ".join(log[-5:])) from error
 
     def commands(self, text: str, voice: Voice, path: Path, number: int = 0) -> str:
         """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``."""
-        scheme_name = SCHEME_VOICES[voice.variant][0]
         quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-        lines = [f"(voice_{scheme_name})",
-                 f"(Parameter.set 'Duration_Stretch {100.0 / voice.rate:.4f})"]
+        lines = [f"(Parameter.set 'Duration_Stretch {100.0 / voice.rate:.4f})"]
         if voice.pitch:
             # target_f0_mean heads the diphone voices' int_lr_params; keep their std and model
             lines.append(f"(set! int_lr_params (cons (list 'target_f0_mean {voice.pitch}) "
@@ -162,7 +168,7 @@ class FestivalSynthesizer:
         with scratch_wave(self.engine) as path:
             log = self._speak(text, voice, path, encoding)
             if not path.exists():  # once more in a fresh process: its output is the same
-                self.close()
+                self.close(voice.variant)
                 log = self._speak(text, voice, path, encoding)
             if not path.exists():
                 errors = [line for line in log if "error" in line.lower()]
