@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.speechkd-installed
-DEB_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-cs fortunes-pl fortunes-eo fortunes-bg
+DEB_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-cs fortunes-pl fortunes-eo fortunes-bg \
+                festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k festvox-ru flite
 
 .PHONY: quickstart test venv debs lint bench clean
 
@@ -26,7 +27,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[export,dev,bench]"
 	@touch $(STAMP)
 
-# Debian text sources for the `sentences` corpus task (fortunes-*).
+# Debian text sources for the `sentences` corpus task (fortunes-*) and the corpus
+# voices of recorded people (festival + festvox voices, flite).
 debs:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -1,4 +1,4 @@
-"""Build the embedded offline multilingual speech corpus with espeak-ng.
+"""Build the embedded offline multilingual speech corpus with espeak-ng, festival and flite.
 
 Two tasks: ``numbers`` (spoken numbers, digit strings and dates in en de es
 it fr ru uk) and ``sentences`` (real sentences from Debian's fortune cookie
@@ -6,8 +6,15 @@ packages in en de es it ru cs pl eo bg). Three sizes: ``tiny`` (tests, a few
 seconds), ``small`` (quickstart, tens of minutes, under a minute on two
 cores) and ``full`` (tens of hours, parallel, progress bar).
 
-Pseudo-speakers are espeak-ng voice variants with a speaking rate and pitch;
-train, dev and test use disjoint variants, so test speakers are unseen.
+Pseudo-speakers are voices with a speaking rate and pitch, drawn per
+language from every installed engine (:mod:`speechkd.data.voices`): espeak-ng
+variants, and where a language has them, festival and flite voices of
+recorded people (en, it, ru). About half of a split's speakers are such
+voices when the language has some for that split. Train, dev and test use
+disjoint espeak-ng variants and disjoint recorded people (a person's festival
+and flite voices stay in one split; with three or more people in a language,
+the last goes to test, with four or more the one before it to dev, the rest
+to train), so test speakers are unseen.
 Every utterance depends only on ``(task, size, seed, language, split,
 index)``: the builder synthesizes a deterministic stream per language and
 split and keeps its shortest prefix reaching the requested minutes. Equal
@@ -24,11 +31,14 @@ Layout of ``out``::
     unlabelled.csv                        when unlabelled minutes are requested
     <split>_<domain>.csv                  same IDs and order as <split>.csv
 
+Manifests carry two columns after SpeechBrain's: ``engine`` and ``voice``
+(the engine's voice name) of each utterance's speaker.
+
 Command line (registered by :func:`add_cli`)::
 
     speechkd corpus build --task numbers --size small --out data/numbers_small \\
         --lang-minutes uk=2 --unlabelled-minutes uk=10 --domains clean,telephone,noise \\
-        --augment full
+        --engines espeak,festival,flite --augment full
 
 ``--augment`` (``augment=`` of :func:`build_corpus`) draws a chain of
 acoustic effects per utterance of the train and unlabelled splits
@@ -51,10 +61,11 @@ import numpy as np
 
 from speechkd.data.augment import Augmentation, write_augment_manifest
 from speechkd.data.domains import DEFAULT_OPTIONS, apply_domain, parse_domain
-from speechkd.data.espeak import SAMPLE_RATE, Voice
 from speechkd.data.manifest import write_manifest
+from speechkd.data.voices import ENGINES, recorded_voices, resolve_engines
+from speechkd.data.voices.base import SAMPLE_RATE, EngineVoice, Voice
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 """Bumped whenever the same options would give different audio or text."""
 
 AUGMENT_MANIFEST = "augment.csv"
@@ -116,19 +127,67 @@ def stable_rng(*parts) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
 
-def split_speakers(size: str, seed: int) -> dict[str, list[Voice]]:
-    """Pseudo-speakers of each split (shared by all languages); unlabelled uses train's."""
+def recorded_speaker_splits(voices: list[EngineVoice]) -> dict[str, str]:
+    """Split of each recorded person: train first; the last of three or more to test,
+    the one before it to dev when there are four or more."""
+    people = list(dict.fromkeys(voice.speaker for voice in voices))
+    splits = {person: "train" for person in people}
+    if len(people) >= 3:
+        splits[people[-1]] = "test"
+    if len(people) >= 4:
+        splits[people[-2]] = "dev"
+    return splits
+
+
+def _espeak_voices(size: str, seed: int, split: str, count: int) -> list[Voice]:
+    rng = stable_rng("speakers", size, seed, split)
+    variants = SPLIT_VARIANTS[split]
+    voices: list[Voice] = []
+    while len(voices) < count:
+        voice = Voice(variants[len(voices) % len(variants)],
+                      int(rng.choice(RATES)), int(rng.choice(PITCHES)))
+        if voice not in voices:
+            voices.append(voice)
+    return voices
+
+
+def _recorded_voices(size: str, seed: int, lang: str, split: str, pool: list[EngineVoice],
+                     count: int) -> list[Voice]:
+    rng = stable_rng("recorded speakers", size, seed, lang, split)
+    count = min(count, sum(len(v.rates) * len(v.pitches) for v in pool))
+    voices: list[Voice] = []
+    while len(voices) < count:
+        base = pool[len(voices) % len(pool)]
+        voice = Voice(base.variant, int(rng.choice(base.rates)), int(rng.choice(base.pitches)),
+                      base.engine)
+        if voice not in voices:
+            voices.append(voice)
+    return voices
+
+
+def split_speakers(size: str, seed: int, lang: str, engines=("espeak",)
+                   ) -> dict[str, list[Voice]]:
+    """Pseudo-speakers of each split for one language; unlabelled uses train's.
+
+    With ``engines=("espeak",)`` these are the espeak-ng speakers every
+    language had before other engines existed. Otherwise, where the split has
+    recorded voices of ``lang``, half its speakers (rounded down) are those
+    voices and they alternate with espeak-ng's in the list.
+    """
+    pool = recorded_voices(lang, [name for name in engines if name != "espeak"])
+    person_split = recorded_speaker_splits(pool)
     speakers = {}
     for split in SPLITS:
-        rng = stable_rng("speakers", size, seed, split)
-        variants = SPLIT_VARIANTS[split]
-        voices: list[Voice] = []
-        while len(voices) < SIZES[size].speakers[split]:
-            voice = Voice(variants[len(voices) % len(variants)],
-                          int(rng.choice(RATES)), int(rng.choice(PITCHES)))
-            if voice not in voices:
-                voices.append(voice)
-        speakers[split] = voices
+        count = SIZES[size].speakers[split]
+        own = [voice for voice in pool if person_split[voice.speaker] == split]
+        recorded = _recorded_voices(size, seed, lang, split, own, count // 2) if own else []
+        espeak = (_espeak_voices(size, seed, split, count - len(recorded))
+                  if "espeak" in engines else [])
+        speakers[split] = [voice for pair in zip(espeak, recorded) for voice in pair] \
+            + espeak[len(recorded):] + recorded[len(espeak):]
+        if not speakers[split]:
+            raise ValueError(f"no {split} speakers for {lang} with engines {list(engines)}: "
+                             f"espeak-ng speaks every language, keep it among the engines")
     speakers["unlabelled"] = speakers["train"]
     return speakers
 
@@ -147,10 +206,16 @@ class Utterance:
 class Planner:
     """Deterministic utterance streams: ``utterance(lang, split, n)`` depends on nothing else."""
 
-    def __init__(self, task: str, size: str, seed: int):
-        self.task, self.size, self.seed = task, size, seed
-        self.speakers = split_speakers(size, seed)
+    def __init__(self, task: str, size: str, seed: int, engines=("espeak",)):
+        self.task, self.size, self.seed, self.engines = task, size, seed, tuple(engines)
+        self._speakers: dict = {}
         self._orders: dict = {}
+
+    def speakers(self, lang: str) -> dict[str, list[Voice]]:
+        """``{split: [Voice, ...]}`` of ``lang`` (see :func:`split_speakers`)."""
+        if lang not in self._speakers:
+            self._speakers[lang] = split_speakers(self.size, self.seed, lang, self.engines)
+        return self._speakers[lang]
 
     def text(self, lang: str, split: str, index: int) -> str:
         from speechkd.text import normalize
@@ -175,7 +240,7 @@ class Planner:
         if number >= capacity:
             raise ValueError(f"too many {split} utterances for {lang} (more than "
                              f"{capacity - ID_BASES[split]}); ask for fewer minutes")
-        speakers = self.speakers[split]
+        speakers = self.speakers(lang)[split]
         voice = speakers[index % len(speakers)]
         return Utterance(f"{lang}-{voice.name}-{number:05d}", lang, split, voice,
                          self.text(lang, split, index))
@@ -215,7 +280,7 @@ def write_flac(path: Path, pcm: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-_SYNTHESIZER = None
+_SYNTHESIZERS: dict = {}
 
 
 def build_utterance(job: tuple) -> tuple[str, int]:
@@ -224,7 +289,7 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     Parameters
     ----------
     job : tuple
-        ``(utt_id, lang, (variant, rate, pitch), text, domains, out, seed, augment)``,
+        ``(utt_id, lang, (variant, rate, pitch, engine), text, domains, out, seed, augment)``,
         ``augment`` an :class:`~speechkd.data.augment.Augmentation` or None.
 
     Returns
@@ -234,9 +299,8 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     """
     import soundfile as sf
 
-    from speechkd.data.espeak import Synthesizer
+    from speechkd.data.voices import make_synthesizer
 
-    global _SYNTHESIZER
     utt_id, lang, voice, text, domains, out, seed, augment = job
     tag = augment.tag if augment is not None else None
     clean_path = audio_path(out, "clean", lang, utt_id, tag)
@@ -244,9 +308,10 @@ def build_utterance(job: tuple) -> tuple[str, int]:
     if clean_path.exists():
         n_samples = sf.info(str(clean_path)).frames
     else:
-        if _SYNTHESIZER is None:
-            _SYNTHESIZER = Synthesizer()
-        wav = _SYNTHESIZER.synthesize(text, lang, Voice(*voice))
+        voice = Voice(*voice)
+        if voice.engine not in _SYNTHESIZERS:
+            _SYNTHESIZERS[voice.engine] = make_synthesizer(voice.engine)
+        wav = _SYNTHESIZERS[voice.engine].synthesize(text, lang, voice)
         if augment is not None:
             wav = augment.apply(wav, SAMPLE_RATE, seed, utt_id)
         pcm = to_pcm16(wav)
@@ -294,7 +359,9 @@ class _Runner:
 
 
 def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, domains,
-             augment: Augmentation | None = None) -> dict:
+             engines, augment: Augmentation | None = None) -> dict:
+    """Everything that shapes the corpus, fingerprinted; ``voices`` lists the installed
+    festival and flite voices used (``engine:voice``), which can differ between machines."""
     spec = SIZES[size]
     targets = {}
     for lang in languages:
@@ -305,7 +372,9 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
         targets[lang] = minutes
     return {
         "builder_version": BUILDER_VERSION, "task": task, "size": size, "seed": seed,
-        "languages": list(languages), "domains": list(domains),
+        "languages": list(languages), "domains": list(domains), "engines": list(engines),
+        "voices": [f"{voice.engine}:{voice.variant}" for lang in languages
+                   for voice in recorded_voices(lang, engines)],
         "minutes": targets, "domain_options": {k: list(v) if isinstance(v, tuple) else v
                                                for k, v in DEFAULT_OPTIONS.items()},
         # only when set, so an unaugmented corpus keeps its fingerprint from before augment.py
@@ -318,21 +387,51 @@ def _fingerprint(options: dict) -> str:
 
 
 def _check_same_content(out: Path, options: dict) -> None:
-    """Refuse to mix audio of different (task, size, seed, builder) in one folder."""
+    """Refuse to mix audio of different (task, size, seed, engines) in one folder.
+
+    A folder an older builder made with the same task, size and seed is
+    emptied of its corpus (audio, manifests, summary) and rebuilt, with a
+    warning: the same options now give other audio, which must not be reused.
+    """
     marker = out / ".corpus-build.json"
-    content = {key: options[key] for key in ("builder_version", "task", "size", "seed")}
+    content = {key: options[key] for key in ("builder_version", "task", "size", "seed",
+                                             "engines", "voices")}
     if marker.exists():
         previous = json.loads(marker.read_text())
         differing = [key for key in content if previous.get(key) != content[key]]
+        if _is_older_build(previous, content, differing):
+            _remove_old_build(out, previous["builder_version"])
+            differing = []
         if differing:
             raise ValueError(
                 f"{out} holds a corpus built with other options ("
                 + ", ".join(f"{key}: {previous.get(key)!r} there, {content[key]!r} asked"
                             for key in differing)
                 + "); choose another --out folder or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(content, indent=2) + "\n")
+        if marker.exists():
+            return
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _is_older_build(previous: dict, content: dict, differing: list) -> bool:
+    """Whether only the builder version (and what it did not record yet) differ."""
+    older = isinstance(previous.get("builder_version"), int) and \
+        previous["builder_version"] < content["builder_version"]
+    return older and set(differing) <= {"builder_version"} | set(content).difference(previous)
+
+
+def _remove_old_build(out: Path, version: int) -> None:
+    """Delete what an older builder wrote in ``out``: audio, manifests, summary, marker."""
+    import shutil
+    import warnings
+
+    warnings.warn(f"{out} holds a corpus of builder version {version} (now "
+                  f"{BUILDER_VERSION}): its audio would differ, so it is deleted and rebuilt",
+                  stacklevel=3)
+    shutil.rmtree(out / "audio", ignore_errors=True)
+    for path in [*out.glob("*.csv"), out / "corpus.json", out / ".corpus-build.json"]:
+        path.unlink(missing_ok=True)
 
 
 def _is_complete(out: Path, fingerprint: str) -> dict | None:
@@ -379,9 +478,9 @@ def _synthesize_streams(planner: Planner, targets: dict, domains, out: Path, see
             for index in range(start, start + count):
                 utt = planner.utterance(*key, index)
                 planned[utt.utt_id] = (key, utt)
-                jobs.append((utt.utt_id, utt.lang, (utt.voice.variant, utt.voice.rate,
-                             utt.voice.pitch), utt.text, tuple(domains), str(out), seed,
-                             split_augmentation(augment, utt.split)))
+                voice = (utt.voice.variant, utt.voice.rate, utt.voice.pitch, utt.voice.engine)
+                jobs.append((utt.utt_id, utt.lang, voice, utt.text, tuple(domains), str(out),
+                             seed, split_augmentation(augment, utt.split)))
         if not jobs:
             break
         samples = runner.run(jobs)
@@ -408,6 +507,7 @@ def _manifest_rows(utterances, domain: str, augment_tag: str | None = None) -> l
         "ID": utt.utt_id, "duration": n / SAMPLE_RATE,
         "wav": f"$data_root/audio/{folder}/{utt.lang}/{utt.utt_id}.flac",
         "spk_id": utt.voice.name, "lang": utt.lang, "domain": domain, "wrd": utt.text,
+        "engine": utt.voice.engine, "voice": utt.voice.variant,
     } for utt, n in utterances]
 
 
@@ -447,10 +547,12 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
             seconds = sum(n for _, n in items) / SAMPLE_RATE
             stats[split][lang] = {"utterances": len(items), "seconds": round(seconds, 2),
                                   "hours": round(seconds / 3600, 4),
-                                  "speakers": len({utt.voice.name for utt, _ in items})}
+                                  "speakers": len({utt.voice.name for utt, _ in items}),
+                                  "engines": _count_by_engine(items)}
     total_seconds = sum(v["seconds"] for split in stats.values() for v in split.values())
     summary = {
-        **{key: options[key] for key in ("task", "size", "seed", "languages", "domains")},
+        **{key: options[key] for key in ("task", "size", "seed", "languages", "domains",
+                                         "engines", "voices")},
         "builder_version": BUILDER_VERSION,
         "fingerprint": fingerprint,
         "sample_rate": SAMPLE_RATE,
@@ -458,7 +560,10 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
         "domain_options": options["domain_options"],
         "augment": options.get("augment"),
         **_augment_record(out, kept, splits, options["languages"], augment, planner.seed),
-        "speakers": {split: [voice.name for voice in planner.speakers[split]]
+        "speakers": {split: {lang: [{"name": voice.name, "engine": voice.engine,
+                                     "voice": voice.variant}
+                                    for voice in planner.speakers(lang)[split]]
+                             for lang in options["languages"]}
                      for split in (*SPLITS, "unlabelled") if split in splits},
         "splits": stats,
         "total": {"utterances": sum(v["utterances"] for s in stats.values() for v in s.values()),
@@ -471,6 +576,14 @@ def _write_outputs(out: Path, kept: dict, options: dict, planner: Planner, finge
     return summary
 
 
+def _count_by_engine(items) -> dict[str, int]:
+    """Utterances per engine among ``[(Utterance, n_samples), ...]``."""
+    counts = {name: 0 for name in ENGINES}
+    for utt, _ in items:
+        counts[utt.voice.engine] += 1
+    return {name: count for name, count in counts.items() if count}
+
+
 def _resolve_domains(domains) -> list[str]:
     names = ["clean"] + [d for d in dict.fromkeys(domains) if d != "clean"]
     for name in names:
@@ -481,7 +594,7 @@ def _resolve_domains(domains) -> list[str]:
 def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
                  lang_minutes: dict | None = None, unlabelled_minutes: dict | None = None,
                  domains=("clean",), workers: int | None = None, progress: bool = True,
-                 augment=None) -> dict:
+                 engines=None, augment=None) -> dict:
     """Synthesize a corpus folder (see the module docstring for its layout).
 
     Parameters
@@ -508,6 +621,10 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         Synthesis processes; default 1 for tiny, 2 for small, all cores for full.
     progress : bool
         Show a tqdm progress bar.
+    engines : sequence of str, optional
+        Synthesis engines to draw speakers from (``espeak``, ``festival``,
+        ``flite``); default all. Those not installed are left out with a
+        warning; ``["espeak"]`` gives the espeak-ng-only corpus.
     augment : None, str or dict
         Acoustic augmentation drawn per utterance (a preset name ``none``,
         ``light``, ``telephone``, ``full`` or a dict of effects; see
@@ -519,10 +636,11 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
     -------
     dict
         The ``corpus.json`` summary: task, size, seed, languages, domains,
-        fingerprint, requested minutes, speakers per split, per split and
-        language ``{"utterances", "seconds", "hours", "speakers"}``, totals,
-        the list of manifests, the augmentation settings and, when there
-        are any, ``augment_shares`` (split -> effect -> share of utterances).
+        engines used, fingerprint, requested minutes, speakers per split and
+        language (``{"name", "engine", "voice"}``), per split and language
+        ``{"utterances", "seconds", "hours", "speakers", "engines"}`` (utterances
+        per engine), totals, the list of manifests, the augmentation settings and,
+        when there are any, ``augment_shares`` (split -> effect -> share of utterances).
     """
     if size not in SIZES:
         raise ValueError(f"unknown corpus size {size!r}; sizes are {', '.join(SIZES)}")
@@ -540,16 +658,17 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         for lang in languages:
             sentence_pools(lang)
     domains = _resolve_domains(domains)
+    engines = resolve_engines(engines)
     augment = Augmentation.from_config(augment)
     options = _options(task, size, int(seed), languages, lang_minutes, unlabelled_minutes,
-                       domains, augment)
+                       domains, engines, augment)
     fingerprint = _fingerprint(options)
     out = Path(out)
     _check_same_content(out, options)
     summary = _is_complete(out, fingerprint)
     if summary is not None:
         return summary
-    planner = Planner(task, size, int(seed))
+    planner = Planner(task, size, int(seed), engines)
     targets = {(lang, split): minutes * 60 for lang in languages
                for split, minutes in options["minutes"][lang].items()}
     if workers is None:
@@ -596,6 +715,7 @@ def _run_build(args) -> int:
         lang_minutes=_parse_minutes(args.lang_minutes),
         unlabelled_minutes=_parse_minutes(args.unlabelled_minutes),
         domains=args.domains.split(","), workers=args.workers, progress=not args.quiet,
+        engines=args.engines.split(",") if args.engines else None,
         augment=_parse_augment(args.augment))
     print(format_summary(summary))
     return 0
@@ -605,7 +725,8 @@ def format_summary(summary: dict) -> str:
     """A short table of utterances and minutes per split and language."""
     lines = [(f"corpus {summary['task']}/{summary['size']} seed {summary['seed']}: "
               f"{summary['total']['utterances']} utterances, {summary['total']['hours']:.3f} h, "
-              f"domains {', '.join(summary['domains'])}")]
+              f"domains {', '.join(summary['domains'])}, "
+              f"engines {', '.join(summary.get('engines', ['espeak']))}")]
     for split, per_lang in summary["splits"].items():
         cells = ", ".join(f"{lang} {v['utterances']} ({v['seconds'] / 60:.1f} min)"
                           for lang, v in per_lang.items())
@@ -621,7 +742,8 @@ def add_cli(subparsers) -> None:
     """
     corpus = subparsers.add_parser("corpus", help="build the synthetic speech corpus")
     commands = corpus.add_subparsers(dest="corpus_command", required=True)
-    build = commands.add_parser("build", help="synthesize a corpus folder with espeak-ng",
+    build = commands.add_parser("build", help="synthesize a corpus folder (espeak-ng, festival, "
+                                "flite)",
                                 description=__doc__.split("\n\n")[0])
     build.add_argument("--task", required=True, choices=("numbers", "sentences"))
     build.add_argument("--size", required=True, choices=tuple(SIZES))
@@ -639,6 +761,8 @@ def add_cli(subparsers) -> None:
                        help="per-utterance acoustic augmentation of train (and unlabelled): "
                             "none, light, telephone, full, or a YAML dict like "
                             "'{preset: full, speed: {p: 0.5, range: [0.9, 1.1]}}'")
+    build.add_argument("--engines", help="comma-separated synthesis engines (default all "
+                       "installed): " + ",".join(ENGINES))
     build.add_argument("--workers", type=int, help="synthesis processes")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_run_build)

@@ -1,4 +1,4 @@
-"""Tests of the espeak-ng corpus builder on the tiny corpus (built once per module)."""
+"""Tests of the corpus builder on the tiny corpus (built once per module, every installed engine)."""
 
 import argparse
 import hashlib
@@ -51,13 +51,15 @@ def test_layout_and_manifest_schema(corpus):
     assert set(summary["manifests"]) == expected
     for name in expected:
         header = (out / name).read_text(encoding="utf-8").splitlines()[0]
-        assert header == ",".join(COLUMNS)
+        assert header == ",".join(COLUMNS + ("engine", "voice"))
         for row in manifest(out, name):
             match = ID_PATTERN.match(row["ID"])
             assert match and match["lang"] == row["lang"] and match["spk"] == row["spk_id"]
             domain = "clean" if "_" not in name else name[:-4].split("_")[1]
             assert row["domain"] == domain
             assert row["wav"] == f"$data_root/audio/{domain}/{row['lang']}/{row['ID']}.flac"
+            engine = "" if row["engine"] == "espeak" else row["engine"]
+            assert re.fullmatch(rf"{engine}{row['voice'].lower()}r\d+p\d+", row["spk_id"])
 
 
 def test_audio_is_16k_mono_flac_with_manifest_duration(corpus):
@@ -99,14 +101,16 @@ def test_train_dev_test_speakers_are_disjoint(corpus):
     out, _ = corpus
     speakers = {split: {r["spk_id"] for r in manifest(out, f"{split}.csv")}
                 for split in ("train", "dev", "test")}
-    assert len(speakers["train"]) == 3 and len(speakers["dev"]) == 2
+    for lang in ("en", "ru", "uk"):
+        assert len({r["spk_id"] for r in manifest(out, "train.csv") if r["lang"] == lang}) == 3
+        assert len({r["spk_id"] for r in manifest(out, "dev.csv") if r["lang"] == lang}) == 2
     assert not speakers["train"] & speakers["dev"]
     assert not speakers["train"] & speakers["test"]
     assert not speakers["dev"] & speakers["test"]
-    variants = {split: {re.match(r"(.+)r\d+p\d+$", spk)[1] for spk in speakers[split]}
-                for split in speakers}
-    assert variants["test"] <= {v.lower() for v in SPLIT_VARIANTS["test"]}
-    assert not variants["test"] & {v.lower() for v in SPLIT_VARIANTS["train"]}
+    variants = {split: {r["voice"] for r in manifest(out, f"{split}.csv")
+                        if r["engine"] == "espeak"} for split in speakers}
+    assert variants["test"] <= set(SPLIT_VARIANTS["test"])
+    assert not variants["test"] & set(SPLIT_VARIANTS["train"])
 
 
 def test_every_language_and_split_present(corpus):
@@ -210,12 +214,15 @@ def test_cli_registers_corpus_build(tmp_path, capsys):
     out = tmp_path / "cli"
     args = parser.parse_args(["corpus", "build", "--task", "numbers", "--size", "tiny",
                               "--out", str(out), "--langs", "en,uk", "--lang-minutes", "uk=0.2",
-                              "--domains", "clean,reverb", "--seed", "1", "--quiet"])
+                              "--domains", "clean,reverb", "--seed", "1", "--quiet",
+                              "--engines", "espeak"])
     assert args.func(args) == 0
     summary = json.loads((out / "corpus.json").read_text())
     assert summary["languages"] == ["en", "uk"] and summary["domains"] == ["clean", "reverb"]
     assert 12.0 <= summary["splits"]["train"]["uk"]["seconds"] < 20.0
     assert (out / "test_reverb.csv").exists()
+    assert summary["engines"] == ["espeak"]
+    assert {r["engine"] for r in manifest(out, "train.csv")} == {"espeak"}
     assert "corpus numbers/tiny seed 1" in capsys.readouterr().out
 
 

@@ -1,0 +1,102 @@
+"""Speech synthesisers the corpus builder draws speakers from.
+
+Engines (one module each, one :class:`~speechkd.data.voices.base.Synthesizer`
+interface): ``espeak`` (espeak-ng formant voices, every corpus language,
+PyPI ``espeakng-loader``), ``festival`` (diphone, HTS and cluster-unit voices
+of recorded people: en, it, ru; Debian ``festival festvox-*``) and ``flite``
+(English voices of recorded people; Debian ``flite``). Adding an engine is a
+new module plus a row in :data:`ENGINES`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from speechkd.data.voices.base import SAMPLE_RATE, EngineVoice, Synthesizer, Voice
+from speechkd.data.voices.espeak import EspeakSynthesizer
+from speechkd.data.voices.festival import FESTIVAL_VOICES, FestivalSynthesizer
+from speechkd.data.voices.flite import FLITE_VOICES, FliteSynthesizer
+
+ENGINES = {
+    "espeak": (EspeakSynthesizer, ()),
+    "festival": (FestivalSynthesizer, FESTIVAL_VOICES),
+    "flite": (FliteSynthesizer, FLITE_VOICES),
+}
+"""``{engine: (synthesiser class, voices of recorded people it ships)}``; espeak-ng's
+variants are drawn by the corpus builder itself (they speak every language)."""
+
+DEBIAN_PACKAGES = {
+    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
+                "festvox-italp16k festvox-itapc16k festvox-ru",
+    "flite": "flite",
+}
+"""What ``apt-get install`` needs for each engine (the Makefile's ``debs`` installs them)."""
+
+__all__ = [
+    "ENGINES",
+    "SAMPLE_RATE",
+    "EngineVoice",
+    "Synthesizer",
+    "Voice",
+    "make_synthesizer",
+    "recorded_voices",
+    "resolve_engines",
+]
+
+
+def resolve_engines(engines=None) -> list[str]:
+    """The engines a corpus build uses: those asked for (default all) that are installed.
+
+    An engine that is not installed is left out with one warning naming the
+    Debian packages it needs, and so are voices of an installed engine whose
+    package is missing; espeak-ng is always there (a dependency).
+
+    Parameters
+    ----------
+    engines : sequence of str, optional
+        Engine names (:data:`ENGINES` keys); ``None`` means all of them.
+
+    Returns
+    -------
+    list of str
+        Installed engines in :data:`ENGINES` order.
+    """
+    asked = list(ENGINES) if engines is None else list(dict.fromkeys(engines))
+    unknown = [name for name in asked if name not in ENGINES]
+    if unknown or not asked:
+        raise ValueError(f"unknown synthesis engines {unknown or asked}; engines are "
+                         f"{', '.join(ENGINES)}")
+    missing = [name for name in asked if not ENGINES[name][0].available()]
+    if missing:
+        warnings.warn(
+            "speech synthesis engines not installed, corpus built without them: "
+            + "; ".join(f"{name} (apt-get install {DEBIAN_PACKAGES.get(name, name)})"
+                        for name in missing), stacklevel=2)
+    used = [name for name in ENGINES if name in asked and name not in missing]
+    if not used:
+        raise RuntimeError(f"none of the synthesis engines {asked} is installed")
+    absent = {f"{name} {variant}": package for name in used
+              for variant, package in ENGINES[name][0].missing_voices(
+                  [voice.variant for voice in ENGINES[name][1]]).items()}
+    if absent:
+        warnings.warn("speech synthesis voices not installed, corpus built without them: "
+                      + ", ".join(absent) + " (apt-get install "
+                      + " ".join(dict.fromkeys(absent.values())) + ")", stacklevel=2)
+    return used
+
+
+def recorded_voices(lang: str, engines) -> list[EngineVoice]:
+    """Installed voices of recorded people (not espeak-ng's) of ``engines`` that speak
+    ``lang``, in catalogue order."""
+    voices = []
+    for name in engines:
+        synthesizer, catalogue = ENGINES[name]
+        own = [voice for voice in catalogue if voice.lang == lang]
+        missing = synthesizer.missing_voices([voice.variant for voice in own])
+        voices += [voice for voice in own if voice.variant not in missing]
+    return voices
+
+
+def make_synthesizer(engine: str) -> Synthesizer:
+    """A new synthesiser of ``engine`` (one per worker process)."""
+    return ENGINES[engine][0]()
