@@ -19,7 +19,12 @@ import re
 import numpy as np
 
 from speechkd.experiment import write_json
-from speechkd.metrics import bootstrap_error_rates, interval, read_utterance_char_errors, read_utterance_errors
+from speechkd.metrics import (
+    bootstrap_error_rates,
+    interval,
+    read_utterance_char_errors,
+    read_utterance_errors,
+)
 
 STUDENTS = ("baseline", "student_kd")
 
@@ -58,7 +63,7 @@ def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=200
     Returns
     -------
     dict
-        ``wer`` and ``cer`` (name -> ``[low, high]``), ``gain`` (baseline minus
+        ``rates`` (name -> WER), ``wer`` and ``cer`` (name -> ``[low, high]``), ``gain`` (baseline minus
         student WER in points: ``{"value", "low", "high"}``), ``gap_closed``
         (in %, same keys; None when the baseline already matches the
         ensemble), ``n_utts`` and ``n_resamples``.
@@ -76,6 +81,7 @@ def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=200
             closed_draws = 100.0 * gain_draws / (draw[baseline] - draw[ensemble])
         closed = {"value": closed, **dict(zip(("low", "high"), interval(closed_draws)))}
     return {
+        "rates": rate,
         "wer": {name: list(interval(d)) for name, d in draw.items()},
         "cer": {name: list(interval(d)) for name, d in chars["draws"].items()},
         "gain": gain,
