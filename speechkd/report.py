@@ -63,7 +63,7 @@ def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=200
     Returns
     -------
     dict
-        ``rates`` (name -> WER), ``wer`` and ``cer`` (name -> ``[low, high]``), ``gain`` (baseline minus
+        ``rates`` and ``cer_rates`` (name -> WER, CER), ``wer`` and ``cer`` (name -> ``[low, high]``), ``gain`` (baseline minus
         student WER in points: ``{"value", "low", "high"}``), ``gap_closed``
         (in %, same keys; None when the baseline already matches the
         ensemble), ``n_utts`` and ``n_resamples``.
@@ -82,6 +82,7 @@ def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=200
         closed = {"value": closed, **dict(zip(("low", "high"), interval(closed_draws)))}
     return {
         "rates": rate,
+        "cer_rates": chars["rates"],
         "wer": {name: list(interval(d)) for name, d in draw.items()},
         "cer": {name: list(interval(d)) for name, d in chars["draws"].items()},
         "gain": gain,
