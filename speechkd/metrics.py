@@ -338,11 +338,59 @@ def read_utterance_char_errors(wer_file: str | os.PathLike) -> dict[str, tuple[i
     return errors
 
 
+def bootstrap_error_rates(errors_by_system: dict, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Error rates of several systems on the same resampled test sets (a paired bootstrap).
+
+    Each resample draws the utterances all systems decoded with replacement,
+    once, and recomputes every system's rate from its summed edits over the
+    summed reference length, so any statistic of the systems' rates (a
+    difference, a ratio such as the gap closed) gets its interval from the
+    same draws.
+
+    Parameters
+    ----------
+    errors_by_system : dict
+        System name -> {utterance ID -> ``(edits, reference length)``}, e.g.
+        from :func:`read_utterance_errors` or :func:`read_utterance_char_errors`.
+    n_resamples : int
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``rates`` (name -> rate in % on all shared utterances), ``draws``
+        (name -> array of shape ``(n_resamples,)``: the rate in each
+        resample) and ``n_utts``.
+    """
+    shared = sorted(set.intersection(*(set(errors) for errors in errors_by_system.values())))
+    if not shared:
+        raise ValueError(f"the systems {sorted(errors_by_system)} share no utterance")
+    counts = {name: np.array([errors[u] for u in shared], dtype=np.float64)
+              for name, errors in errors_by_system.items()}
+    reference = next(iter(counts.values()))[:, 1]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(shared), (n_resamples, len(shared)))  # (resample, utterance)
+    words = np.maximum(reference[draws].sum(axis=1), 1.0)
+    return {
+        "rates": {name: 100.0 * c[:, 0].sum() / max(reference.sum(), 1.0) for name, c in counts.items()},
+        "draws": {name: 100.0 * c[draws, 0].sum(axis=1) / words for name, c in counts.items()},
+        "n_utts": len(shared),
+    }
+
+
+def interval(draws) -> tuple[float, float]:
+    """The 95 % percentile interval ``(low, high)`` of bootstrap draws (non-finite draws ignored)."""
+    draws = np.asarray(draws, dtype=np.float64)
+    low, high = np.percentile(draws[np.isfinite(draws)], [2.5, 97.5])
+    return float(low), float(high)
+
+
 def paired_bootstrap_wer(errors_a: dict, errors_b: dict, n_resamples: int = 2000, seed: int = 0) -> dict:
     """WER(b) − WER(a) on the utterances both systems decoded, with a 95 % bootstrap interval.
 
     Utterances are resampled with replacement (the same draw for both systems),
-    and each resample's WER difference is recomputed from summed edits and words.
+    and each resample's WER difference is recomputed from summed edits and words
+    (:func:`bootstrap_error_rates`).
 
     Parameters
     ----------
@@ -357,27 +405,10 @@ def paired_bootstrap_wer(errors_a: dict, errors_b: dict, n_resamples: int = 2000
         ``difference`` (percentage points), ``low`` and ``high`` (2.5 and 97.5
         percentiles), ``n_utts``.
     """
-    shared = sorted(set(errors_a) & set(errors_b))
-    if not shared:
-        raise ValueError("the two systems share no utterance")
-    a = np.array([errors_a[u] for u in shared], dtype=np.float64)
-    b = np.array([errors_b[u] for u in shared], dtype=np.float64)
-    words = np.maximum(a[:, 1], 1.0)
-
-    def difference(index):
-        return 100.0 * (b[index, 0].sum() - a[index, 0].sum()) / words[index].sum()
-
-    low, high = _bootstrap_interval(difference, len(shared), n_resamples, seed)
-    return {"difference": float(difference(np.arange(len(shared)))), "low": low, "high": high,
-            "n_utts": len(shared)}
-
-
-def _bootstrap_interval(statistic, n_utts: int, n_resamples: int, seed: int) -> tuple[float, float]:
-    """2.5 and 97.5 percentiles of ``statistic(index)`` over utterance resamples with replacement."""
-    rng = np.random.default_rng(seed)
-    draws = [statistic(rng.integers(0, n_utts, n_utts)) for _ in range(n_resamples)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(low), float(high)
+    boot = bootstrap_error_rates({"a": errors_a, "b": errors_b}, n_resamples, seed)
+    low, high = interval(boot["draws"]["b"] - boot["draws"]["a"])
+    return {"difference": float(boot["rates"]["b"] - boot["rates"]["a"]), "low": low, "high": high,
+            "n_utts": boot["n_utts"]}
 
 
 def bootstrap_rate(errors: Sequence[tuple[int, int]], n_resamples: int = 2000, seed: int = 0) -> dict:
@@ -399,9 +430,6 @@ def bootstrap_rate(errors: Sequence[tuple[int, int]], n_resamples: int = 2000, s
     counts = np.asarray(errors, dtype=np.float64).reshape(-1, 2)
     if counts[:, 1].sum() == 0:
         return {"rate": None, "low": None, "high": None, "n_utts": len(counts)}
-
-    def rate(index):
-        return 100.0 * counts[index, 0].sum() / max(counts[index, 1].sum(), 1.0)
-
-    low, high = _bootstrap_interval(rate, len(counts), n_resamples, seed)
-    return {"rate": float(rate(np.arange(len(counts)))), "low": low, "high": high, "n_utts": len(counts)}
+    boot = bootstrap_error_rates({"system": dict(enumerate(map(tuple, counts)))}, n_resamples, seed)
+    low, high = interval(boot["draws"]["system"])
+    return {"rate": float(boot["rates"]["system"]), "low": low, "high": high, "n_utts": len(counts)}

@@ -6,8 +6,10 @@ rerun with unchanged inputs; see :mod:`speechkd.stages`):
     corpus            build the embedded corpus
     teacher_<name>    train each teacher (recipes/ctc/train.py)
     baseline          train the student alone (recipes/ctc/train.py)
-    cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py)
-    distill           distil the ensemble into the same student (recipes/distill/train.py)
+    cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py), on the
+                      transfer set too when ``corpus_unlabelled_minutes`` > 0
+    distill           distil the ensemble into the same student (recipes/distill/train.py),
+                      its KD term also on the transfer set
     evaluate          WER/CER/RTF of every model, the fused ensemble, teacher agreement;
                       WER/CER on real speech (``real_speech_manifest``) when it is there
     export            ONNX fp32/int8 + streaming + TorchScript of the distilled student, parity-checked
@@ -143,10 +145,24 @@ class Pipeline:
                 "corpus_task": hparams["corpus_task"],
                 "corpus_size": hparams["corpus_size"],
                 "corpus_seed": hparams["corpus_seed"],
+                "corpus_unlabelled_minutes": hparams.get("corpus_unlabelled_minutes", 0),
                 "seed": hparams["seed"],
             }
             if hparams.get("corpus_augment"):
                 self.data["corpus_augment"] = hparams["corpus_augment"]
+            if hparams.get("corpus_engines"):
+                self.data["corpus_engines"] = hparams["corpus_engines"]
+
+    def transfer_set(self):
+        """The embedded corpus's ``unlabelled.csv`` when ``corpus_unlabelled_minutes`` asks for one, else None.
+
+        The teachers label it in the cache stage and the distilled student's KD
+        term learns from it beside the labelled train set; the baseline, which
+        needs transcripts, never sees it.
+        """
+        if not self.data.get("corpus_unlabelled_minutes"):
+            return None
+        return os.path.join(self.data["data_folder"], "unlabelled.csv")
 
     def folder(self, *parts):
         return os.path.join(self.out, *parts)
@@ -226,7 +242,12 @@ class Pipeline:
         stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                         self.folder("baseline"), after=("corpus",), parallel=True))
         kd_common = {"teachers": [*self.teacher_folders(), *self.pretrained_teachers()], "top_k": self.hparams["top_k"]}
-        stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", self.hparams["cache"], kd_common,
+        transfer = self.transfer_set()
+        cache_extra = {} if transfer is None else {"cache_splits": {
+            split: os.path.join(self.data["data_folder"], f"{split}.csv") for split in ("train", "dev")
+        } | {"unlabelled": transfer}}
+        stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", self.hparams["cache"],
+                                        {**kd_common, **cache_extra},
                                         self.folder("cache"), after=tuple(teacher_stages),
                                         folder_key="cache_folder", inputs=self.pretrained_files()))
         kd_common["cache_folder"] = self.folder("cache")
@@ -235,7 +256,8 @@ class Pipeline:
         distill_spec.setdefault("threads", self.hparams["student"].get("threads", self.hparams["train_threads"]))
         stages.append(self.recipe_stage(
             "distill", "recipes/distill/train.py", distill_spec,
-            {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common}, self.folder("distill"), after=("cache",),
+            {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common,
+             **({} if transfer is None else {"unlabelled_csv": transfer})}, self.folder("distill"), after=("cache",),
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,

@@ -8,13 +8,26 @@ distilled student closed and the compression ratio of student vs ensemble.
 A separate table gives every model's WER/CER on real speech
 (``evaluate/real.json``, the pipeline's ``real_speech_manifest``) when the
 evaluate stage measured it, or says why not.
+
+Every WER and CER carries a 95 % interval from a bootstrap over the test
+utterances, and the gap closed and the gain (baseline minus distilled WER)
+carry theirs from a paired bootstrap: the same resampled utterances score the
+baseline, the distilled student and the ensemble (:func:`speechkd.metrics.bootstrap_error_rates`).
 """
 
 import json
 import os
 import re
 
+import numpy as np
+
 from speechkd.experiment import write_json
+from speechkd.metrics import (
+    bootstrap_error_rates,
+    interval,
+    read_utterance_char_errors,
+    read_utterance_errors,
+)
 
 STUDENTS = ("baseline", "student_kd")
 
@@ -30,6 +43,56 @@ def gap_closed(baseline_wer, student_wer, ensemble_wer):
     if abs(gap) < 1e-9:
         return None
     return 100.0 * (baseline_wer - student_wer) / gap
+
+
+def test_wer_files(out, model_folders, strategy, test_name="test"):
+    """Report name -> the ``wer_<test_name>.txt`` it was scored from (the ensemble's from the evaluate stage)."""
+    files = {name: os.path.join(folder, f"wer_{test_name}.txt") for name, folder in model_folders.items()}
+    files[f"ensemble ({strategy})"] = os.path.join(out, "evaluate", f"wer_{test_name}_ensemble_{strategy}.txt")
+    return files
+
+
+def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=2000, seed=0):
+    """95 % bootstrap intervals of every system's WER and CER, of the gain and of the gap closed.
+
+    Parameters
+    ----------
+    wer_files : dict
+        System name -> its ``wer_<set>.txt`` (SpeechBrain's format, one block per utterance).
+    baseline, student, ensemble : str
+        The names (keys of ``wer_files``) of the student trained alone, the
+        distilled student and the fused ensemble.
+
+    Returns
+    -------
+    dict
+        ``rates`` and ``cer_rates`` (name -> WER, CER), ``wer`` and ``cer`` (name -> ``[low, high]``), ``gain`` (baseline minus
+        student WER in points: ``{"value", "low", "high"}``), ``gap_closed``
+        (in %, same keys; None when the baseline already matches the
+        ensemble), ``n_utts`` and ``n_resamples``.
+    """
+    words = bootstrap_error_rates({name: read_utterance_errors(path) for name, path in wer_files.items()},
+                                  n_resamples, seed)
+    chars = bootstrap_error_rates({name: read_utterance_char_errors(path) for name, path in wer_files.items()},
+                                  n_resamples, seed)
+    rate, draw = words["rates"], words["draws"]
+    gain_draws = draw[baseline] - draw[student]
+    gain = {"value": rate[baseline] - rate[student], **dict(zip(("low", "high"), interval(gain_draws)))}
+    closed = gap_closed(rate[baseline], rate[student], rate[ensemble])
+    if closed is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            closed_draws = 100.0 * gain_draws / (draw[baseline] - draw[ensemble])
+        closed = {"value": closed, **dict(zip(("low", "high"), interval(closed_draws)))}
+    return {
+        "rates": rate,
+        "cer_rates": chars["rates"],
+        "wer": {name: list(interval(d)) for name, d in draw.items()},
+        "cer": {name: list(interval(d)) for name, d in chars["draws"].items()},
+        "gain": gain,
+        "gap_closed": closed,
+        "n_utts": words["n_utts"],
+        "n_resamples": n_resamples,
+    }
 
 
 def parse_train_log(path):
@@ -83,10 +146,19 @@ def collect(out, model_folders, teacher_names, strategy):
         "per_lang": {lang: v["wer"] for lang, v in fused["per_lang"].items()},
         "rtf": sum(rows[n]["rtf"] for n in teacher_names),
     }
+    intervals = confidence_intervals(test_wer_files(out, model_folders, strategy), "baseline", "student_kd",
+                                     f"ensemble ({strategy})")
+    for name, row in rows.items():
+        row["wer_ci"], row["cer_ci"] = intervals["wer"][name], intervals["cer"][name]
+    closed = intervals["gap_closed"]
     summary = {
         "ensemble_strategy": strategy,
         "top_k": cache_meta["k"],
         "gap_closed_percent": gap_closed(rows["baseline"]["wer"], rows["student_kd"]["wer"], fused["wer"]),
+        "gap_closed_ci": [closed["low"], closed["high"]] if closed else None,
+        "gain_wer_points": rows["baseline"]["wer"] - rows["student_kd"]["wer"],
+        "gain_ci": [intervals["gain"]["low"], intervals["gain"]["high"]],
+        "bootstrap": {"n_utts": intervals["n_utts"], "n_resamples": intervals["n_resamples"]},
         "compression_vs_ensemble": ensemble_params / rows["student_kd"]["params"],
         "ensemble_strategies": {name: s["wer"] for name, s in ensemble_eval["strategies"].items()},
         "teacher_agreement": ensemble_eval["agreement"].get("overall"),
@@ -99,7 +171,8 @@ def markdown_table(report):
     """The report's main table as markdown."""
     rows = report["models"]
     langs = sorted({lang for row in rows.values() for lang in row["per_lang"]})
-    head = ["model", "params", "MB", "shift ms", "WER %", "CER %", *[f"{l} WER" for l in langs], "RTF"]
+    head = ["model", "params", "MB", "shift ms", "WER % [95% CI]", "CER % [95% CI]", *[f"{l} WER" for l in langs],
+            "RTF"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in rows.items():
         cells = [
@@ -107,8 +180,8 @@ def markdown_table(report):
             f"{row['params'] / 1e3:.0f}k",
             f"{row['megabytes']:.2f}" if row["megabytes"] else "-",
             str(row["frame_shift_ms"]),
-            f"{row['wer']:.1f}",
-            f"{row['cer']:.1f}",
+            with_interval(row["wer"], row.get("wer_ci")),
+            with_interval(row["cer"], row.get("cer_ci")),
             *[f"{row['per_lang'].get(lang, float('nan')):.1f}" for lang in langs],
             f"{row['rtf']:.4f}",
         ]
@@ -165,12 +238,23 @@ def real_speech_section(real):
     return intro + "\n\n" + "\n".join(lines)
 
 
+def with_interval(value, bounds, digits=1):
+    """``"37.1 [34.0, 40.2]"`` (the value alone when ``bounds`` is None)."""
+    text = f"{value:.{digits}f}"
+    return text if bounds is None else f"{text} [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
 def summary_lines(report):
     s = report["summary"]
     gap = s["gap_closed_percent"]
     lines = [
-        f"- Distilled student closes **{gap:.0f}%** of the baseline-to-ensemble WER gap"
+        f"- Distilled student closes **{with_interval(gap, s.get('gap_closed_ci'), 0)} %** of the "
+        "baseline-to-ensemble WER gap (95 % paired bootstrap interval over test utterances)"
         if gap is not None else "- The baseline already matches the ensemble: no gap to close",
+        f"- Gain from distillation: {with_interval(s['gain_wer_points'], s.get('gain_ci'))} WER points "
+        "(baseline minus distilled student; "
+        + ("the interval excludes zero)" if s.get("gain_ci") and (s["gain_ci"][0] > 0 or s["gain_ci"][1] < 0)
+           else "the interval includes zero: not distinguishable from no gain)"),
         f"- Student is **{s['compression_vs_ensemble']:.1f}x** smaller than the ensemble",
         f"- Ensemble ({s['ensemble_strategy']}, k={s['top_k'] or 'full'} in the cache) WER by "
         "fusion strategy: " + ", ".join(f"{k} {v:.1f}%" for k, v in s["ensemble_strategies"].items())
@@ -220,7 +304,9 @@ def plot_wer_vs_size(report, path):
     colors = {"teacher": "tab:blue", "ensemble": "tab:purple", "student": "tab:orange"}
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, row in rows.items():
-        ax.scatter(row["params"], row["wer"], color=colors[row["role"]], s=40, zorder=3)
+        low, high = row.get("wer_ci") or (row["wer"], row["wer"])
+        ax.errorbar(row["params"], row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
+                    color=colors[row["role"]], fmt="o", ms=6, capsize=3, zorder=3)
         ax.annotate(name, (row["params"], row["wer"]), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)
     base, kd = rows["baseline"], rows["student_kd"]
@@ -229,7 +315,7 @@ def plot_wer_vs_size(report, path):
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("test WER (%)")
-    ax.set_title("WER vs model size (arrow: gain from distillation)")
+    ax.set_title("WER vs model size, 95 % CIs (arrow: gain from distillation)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

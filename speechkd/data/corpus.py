@@ -611,9 +611,11 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         Subset of the task's languages (default all).
     lang_minutes : dict, optional
         ``{lang: minutes}`` of labelled train audio, overriding the size's amount.
-    unlabelled_minutes : dict, optional
+    unlabelled_minutes : dict or float, optional
         ``{lang: minutes}`` of unlabelled audio (train speakers, utterances and
-        texts disjoint from train) written to ``unlabelled.csv``.
+        texts disjoint from train) written to ``unlabelled.csv``; a number
+        gives every chosen language that many minutes (0: none). The labelled
+        splits are the same with or without it.
     domains : sequence of str
         ``clean`` (always built) plus ``telephone``, ``noise``, ``reverb`` or
         ``+``-chains; each gives ``<split>_<domain>.csv`` and its audio.
@@ -646,6 +648,8 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
         raise ValueError(f"unknown corpus size {size!r}; sizes are {', '.join(SIZES)}")
     known = task_languages(task)
     languages = list(known if languages is None else languages)
+    if isinstance(unlabelled_minutes, (int, float)):
+        unlabelled_minutes = {lang: float(unlabelled_minutes) for lang in languages} if unlabelled_minutes else {}
     lang_minutes, unlabelled_minutes = dict(lang_minutes or {}), dict(unlabelled_minutes or {})
     for what, names in (("languages", languages), ("lang_minutes", lang_minutes),
                         ("unlabelled_minutes", unlabelled_minutes)):

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 
 import pytest
 import soundfile as sf
@@ -28,11 +29,24 @@ def narrowband_manifest(corpus, folder, n=3):
     return os.path.join(folder, "real.csv")
 
 
+# A transfer set of 0.1 unlabelled minutes per language, synthesised by the corpus stage into
+# a copy of the shared tiny corpus (its labelled audio is reused, not rebuilt)
+TRANSFER = "--corpus_unlabelled_minutes=0.1"
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tiny_corpus, tmp_path_factory):
+def transfer_corpus(tiny_corpus, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("transfer") / "numbers-tiny")
+    shutil.copytree(tiny_corpus, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_corpus, transfer_corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pipeline") / "run")
     real = narrowband_manifest(tiny_corpus, str(tmp_path_factory.mktemp("real8k")))
-    overrides = [f"--output_folder={out}", f"--data_folder={tiny_corpus}", f"--real_speech_manifest={real}"]
+    overrides = [f"--output_folder={out}", f"--data_folder={transfer_corpus}", TRANSFER,
+                 f"--real_speech_manifest={real}"]
     pipeline, status = run("hparams/pipelines/tiny.yaml", overrides=overrides)
     return out, pipeline, status, overrides
 
@@ -65,6 +79,39 @@ def test_report_files_exist_and_agree_with_wer_files(tiny_run):
         text = fin.read()
     assert "| student_kd |" in text and "smaller than the ensemble" in text
     assert os.path.exists(os.path.join(out, "export", "model.int8.onnx"))
+
+
+def test_transfer_set_is_cached_and_distilled_from_but_never_reaches_the_baseline(tiny_run, transfer_corpus,
+                                                                                  tiny_corpus):
+    out, _, _, _ = tiny_run
+    transfer_ids = {row["ID"] for row in read_manifest(os.path.join(transfer_corpus, "unlabelled.csv"))}
+    assert len(transfer_ids) >= 7  # every language has some
+    for split in ("train", "dev", "test"):  # the labelled splits are those of the corpus without a transfer set
+        with open(os.path.join(transfer_corpus, f"{split}.csv")) as a, open(os.path.join(tiny_corpus, f"{split}.csv")) as b:
+            assert a.read() == b.read(), split
+    with open(os.path.join(out, "cache", "index.json")) as fin:
+        cached = set(json.load(fin)["utterances"])
+    assert transfer_ids <= cached
+    distilled_on = {row["ID"] for row in read_manifest(os.path.join(out, "distill", "train_and_unlabelled.csv"))}
+    assert transfer_ids <= distilled_on
+    assert not os.path.exists(os.path.join(out, "baseline", "train_and_unlabelled.csv"))
+    with open(os.path.join(out, "baseline", "hyperparams.yaml")) as fin:
+        assert "unlabelled_csv" not in fin.read()  # the baseline recipe is never handed the transfer set
+
+
+def test_report_gives_intervals(tiny_run, transfer_corpus):
+    out, _, _, _ = tiny_run
+    with open(os.path.join(out, "results.json")) as fin:
+        report = json.load(fin)
+    for name, row in report["models"].items():
+        low, high = row["wer_ci"]
+        assert low - 1e-6 <= row["wer"] <= high + 1e-6, name
+        low, high = row["cer_ci"]
+        assert low - 1e-6 <= row["cer"] <= high + 1e-6, name
+    summary = report["summary"]
+    low, high = summary["gain_ci"]
+    assert low - 1e-6 <= summary["gain_wer_points"] <= high + 1e-6
+    assert summary["bootstrap"]["n_utts"] == len(read_manifest(os.path.join(transfer_corpus, "test.csv")))
 
 
 def test_rerun_skips_every_stage(tiny_run):

@@ -1,0 +1,60 @@
+"""Students against one baseline and one ensemble (or teacher), each with paired-bootstrap 95 % intervals.
+
+Each argument is an experiment folder holding ``wer_test.txt`` (or a
+``wer_*.txt`` file itself). Prints per student its test WER and CER with
+their intervals, the gain over the baseline and the share of the
+baseline-to-ensemble gap closed with theirs (:func:`speechkd.report.confidence_intervals`:
+the same resampled test utterances score all three systems), its epochs and
+median seconds per epoch.
+
+Usage::
+
+    python benchmarks/compare_students.py --baseline /tmp/kd/base-12 --ensemble /tmp/kd/teacher_wer_test.txt \\
+        /tmp/kd/kd-12 /tmp/kd/kdU-6 /tmp/kd/kdU-12
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_quickstart_seeds import seconds_per_epoch
+from machine import machine_line
+
+from speechkd.report import confidence_intervals, parse_train_log, with_interval
+
+
+def wer_file(path):
+    return path if os.path.isfile(path) else os.path.join(path, "wer_test.txt")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", required=True)
+    parser.add_argument("--ensemble", required=True, help="the target the gap is measured to")
+    parser.add_argument("students", nargs="+")
+    args = parser.parse_args()
+    print(machine_line())
+    print("| student | epochs | s/epoch | test WER % [95% CI] | CER % [95% CI] | gain, WER points | gap closed % |")
+    print("|---|---:|---:|---|---|---|---|")
+    for student in args.students:
+        files = {"baseline": wer_file(args.baseline), "student": wer_file(student), "ensemble": wer_file(args.ensemble)}
+        result = confidence_intervals(files, "baseline", "student", "ensemble")
+        gain, closed = result["gain"], result["gap_closed"]
+        log = os.path.join(student, "train_log.txt")
+        epochs = len(parse_train_log(log)) if os.path.exists(log) else "-"
+        print(f"| {os.path.basename(student.rstrip('/'))} | {epochs} | {seconds_per_epoch(student) or 0:.1f} | "
+              f"{with_interval(result['rates']['student'], result['wer']['student'])} | "
+              f"{with_interval(result['cer_rates']['student'], result['cer']['student'])} | "
+              f"{with_interval(gain['value'], (gain['low'], gain['high']))} | "
+              + (f"{with_interval(closed['value'], (closed['low'], closed['high']), 0)} |" if closed else "- |"))
+    for name in ("baseline", "ensemble"):
+        print(f"- {name} {args.__dict__[name]}: {with_interval(result['rates'][name], result['wer'][name])} % WER "
+              f"({result['n_utts']} test utterances, {result['n_resamples']} paired resamples)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The report's confidence intervals, on wer files the tests write."""
+
+import pytest
+
+from speechkd.metrics import ErrorRates
+from speechkd.report import confidence_intervals, markdown_table, summary_lines
+
+
+def write_wer_file(path, hyps, refs):
+    rates = ErrorRates()
+    rates.append([f"u{i:02d}" for i in range(len(refs))], refs, hyps)
+    rates.write_wer_file(path)
+    return str(path)
+
+
+def systems(tmp_path, baseline_hyps, student_hyps, ensemble_hyps, refs):
+    return {name: write_wer_file(tmp_path / f"wer_{name}.txt", hyps, refs)
+            for name, hyps in (("baseline", baseline_hyps), ("student_kd", student_hyps),
+                               ("ensemble", ensemble_hyps))}
+
+
+def test_every_resample_gives_the_same_gap_when_every_utterance_does(tmp_path):
+    refs = ["one two three four"] * 40
+    # baseline: 2 of 4 words wrong everywhere, student 1, ensemble 0 -> 50 % of the gap, 25 points gained
+    files = systems(tmp_path, ["one too tree four"] * 40, ["one too three four"] * 40, refs, refs)
+    result = confidence_intervals(files, "baseline", "student_kd", "ensemble", n_resamples=200)
+    assert result["wer"]["baseline"] == pytest.approx([50.0, 50.0])
+    assert result["wer"]["ensemble"] == pytest.approx([0.0, 0.0])
+    assert result["gain"] == pytest.approx({"value": 25.0, "low": 25.0, "high": 25.0})
+    assert result["gap_closed"] == pytest.approx({"value": 50.0, "low": 50.0, "high": 50.0})
+    assert result["n_utts"] == 40 and result["n_resamples"] == 200
+
+
+def test_intervals_widen_with_uneven_utterances_and_are_paired(tmp_path):
+    refs = ["one two three four"] * 60
+    # the student fixes the baseline's error on every other utterance; the ensemble on all of them
+    baseline = ["one too three four"] * 60
+    student = ["one two three four" if i % 2 else "one too three four" for i in range(60)]
+    files = systems(tmp_path, baseline, student, refs, refs)
+    result = confidence_intervals(files, "baseline", "student_kd", "ensemble", n_resamples=500)
+    low, high = result["wer"]["student_kd"]
+    assert low < 12.5 < high and high - low > 2.0  # 12.5 % WER, a real interval
+    gain, closed = result["gain"], result["gap_closed"]
+    assert gain["value"] == pytest.approx(12.5) and 0 < gain["low"] < 12.5 < gain["high"]
+    assert closed["value"] == pytest.approx(50.0) and closed["low"] < 50.0 < closed["high"]
+    # paired: the baseline-ensemble gap is 25 points in every resample, so the gap closed is gain / 25
+    assert closed["low"] == pytest.approx(100 * gain["low"] / 25.0)
+    cer_low, cer_high = result["cer"]["baseline"]
+    assert cer_low == pytest.approx(cer_high) and cer_low > 0  # every utterance has the same character error
+
+
+def test_no_gap_to_close_gives_no_interval(tmp_path):
+    refs = ["one two"] * 10
+    files = systems(tmp_path, refs, refs, refs, refs)
+    result = confidence_intervals(files, "baseline", "student_kd", "ensemble", n_resamples=50)
+    assert result["gap_closed"] is None
+    assert result["gain"] == pytest.approx({"value": 0.0, "low": 0.0, "high": 0.0})
+
+
+def test_table_and_summary_print_the_intervals():
+    row = {"role": "student", "params": 1e5, "megabytes": 0.4, "frame_shift_ms": 20, "wer": 40.04,
+           "cer": 9.0, "per_lang": {"en": 38.0}, "rtf": 0.01, "wer_ci": [35.0, 45.26], "cer_ci": [8.0, 10.0]}
+    report = {"models": {"student_kd": row},
+              "summary": {"gap_closed_percent": 62.4, "gap_closed_ci": [40.2, 81.0], "gain_wer_points": 12.0,
+                          "gain_ci": [6.0, 18.0], "compression_vs_ensemble": 12.0, "ensemble_strategy": "weighted",
+                          "top_k": 8, "ensemble_strategies": {"weighted": 30.0}, "teacher_agreement": None}}
+    assert "| 40.0 [35.0, 45.3] | 9.0 [8.0, 10.0] |" in markdown_table(report)
+    text = summary_lines(report)
+    assert "**62 [40, 81] %** of the baseline-to-ensemble WER gap" in text
+    assert "12.0 [6.0, 18.0] WER points" in text and "the interval excludes zero" in text
+    report["summary"]["gain_ci"] = [-1.0, 18.0]
+    assert "includes zero" in summary_lines(report)
