@@ -50,9 +50,10 @@ class Voice:
     @property
     def name(self) -> str:
         """Compact speaker name without dashes: ``"m3r160p45"`` (espeak-ng, as before
-        other engines existed), ``"festivalkalr110p95"``, ``"flitekal16r90p120"``."""
+        other engines existed), ``"festivalkalr110p95"``, ``"flitekal16r90p120"``,
+        ``"festivalkalesr100p95"`` (``kal-es``)."""
         prefix = "" if self.engine == "espeak" else self.engine
-        return f"{prefix}{self.variant.lower()}r{self.rate}p{self.pitch}"
+        return f"{prefix}{self.variant.lower().replace('-', '')}r{self.rate}p{self.pitch}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class EngineVoice:
         and flite's ``kal``) always land in the same split.
     rates, pitches : tuple of int
         Values drawn per pseudo-speaker (units as in :class:`Voice`).
+    recorded_lang : str
+        The language the person was recorded speaking, where it is not ``lang``
+        (festival's ``kal-es``: ``"en"``, Spanish by phone mapping); ``""`` otherwise.
+        The person's split is decided among the voices of that language.
     """
 
     engine: str
@@ -78,6 +83,7 @@ class EngineVoice:
     speaker: str
     rates: tuple
     pitches: tuple
+    recorded_lang: str = ""
 
 
 SPEEDS = tuple(range(80, 130, 5))

@@ -29,6 +29,8 @@ ESPEAK_VOLUME = 2
 ESPEAK_PITCH = 3
 ESPEAK_RANGE = 4
 EE_OK = 0
+PHONEMES_IPA_SEPARATED = 0x02 | (ord("_") << 8)
+"""``espeak_TextToPhonemes`` mode: IPA, phonemes separated by ``_``."""
 
 ESPEAK_VOICES = {
     "en": "en-us",
@@ -154,6 +156,29 @@ class EspeakSynthesizer:
             raise RuntimeError(f"espeak-ng produced no audio for {text!r} ({lang}, {voice.name})")
         return np.concatenate(chunks)
 
+    def phonemes(self, word: str, espeak_voice: str) -> list[str]:
+        """espeak-ng's IPA transcription of ``word`` with the espeak-ng voice ``espeak_voice``.
+
+        Returns
+        -------
+        list of str
+            One entry per phoneme (``["t", "ɾ", "ˈe", "s"]`` for Spanish
+            ``tres``), stress marks before the phoneme they fall on.
+        """
+        def transcribe(lib, rate):
+            if lib.espeak_SetVoiceByName(espeak_voice.encode()) != EE_OK:
+                raise RuntimeError(f"espeak-ng has no voice {espeak_voice!r}")
+            buffer = ctypes.create_string_buffer(word.encode("utf-8") + b"\0")
+            pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+            clauses = []
+            while pointer.value:
+                clauses.append(lib.espeak_TextToPhonemes(
+                    ctypes.byref(pointer), ESPEAK_CHARS_UTF8, PHONEMES_IPA_SEPARATED))
+            return [phoneme for clause in clauses
+                    for phoneme in clause.decode("utf-8").replace(" ", "_").split("_") if phoneme]
+
+        return self._with_fresh_library(transcribe)
+
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Synthesize ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
 
@@ -179,6 +204,9 @@ def _declare_signatures(lib) -> None:
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
     ]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                          ctypes.c_int]
     lib.espeak_Synchronize.restype = ctypes.c_int
     lib.espeak_Terminate.restype = ctypes.c_int
 
