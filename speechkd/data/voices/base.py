@@ -194,13 +194,34 @@ def trim_silence(wav: np.ndarray, sr: int, keep_s: float = 0.1, threshold_db: fl
         Shape ``(samples',)`` with ``samples' <= samples``.
     """
     frame = max(1, round(frame_s * sr))
-    n_frames = len(wav) // frame
-    if n_frames == 0:
+    voiced = np.flatnonzero(voiced_frames(wav, sr, threshold_db, frame_s))
+    if len(voiced) == 0:
         return wav
-    frames = wav[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
-    rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-20)
-    voiced = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
     keep = round(keep_s * sr)
     start = max(0, voiced[0] * frame - keep)
     end = min(len(wav), (voiced[-1] + 1) * frame + keep)
     return wav[start:end]
+
+
+def voiced_frames(wav: np.ndarray, sr: int, threshold_db: float = -40.0,
+                  frame_s: float = 0.01) -> np.ndarray:
+    """Which frames of ``frame_s`` seconds are speech: RMS within ``threshold_db`` of the
+    loudest frame's.
+
+    Parameters
+    ----------
+    wav : np.ndarray
+        Shape ``(samples,)``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(samples // frame,)``, bool; empty when ``wav`` is shorter than a frame.
+    """
+    frame = max(1, round(frame_s * sr))
+    n_frames = len(wav) // frame
+    if n_frames == 0:
+        return np.zeros(0, dtype=bool)
+    frames = wav[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-20)
+    return 20 * np.log10(rms / rms.max()) > threshold_db

@@ -57,11 +57,11 @@ ESPEAK_LANGUAGES = {"es": "es-419"}
 """espeak-ng voice that transcribes each language: Latin American Spanish (seseo:
 ``cero`` with s, not θ), the variety American English speakers learn and read."""
 
-VOWELS = frozenset("aa ae ah ao aw ax axr ay eh er ey ih iy ow oy uh uw".split())
+VOWELS = frozenset(["aa", "ae", "ah", "ao", "aw", "ax", "axr", "ay", "eh", "er", "ey", "ih", "iy", "ow", "oy", "uh", "uw"])
 """Vowels of festival's radio phone set (syllable nuclei)."""
 
-ONSET_CLUSTERS = frozenset(f"{stop} {liquid}" for stop in "p b t d k g f".split()
-                           for liquid in "r l".split())
+ONSET_CLUSTERS = frozenset(f"{stop} {liquid}" for stop in ["p", "b", "t", "d", "k", "g", "f"]
+                           for liquid in ["r", "l"])
 """Two-consonant onsets (obstruent + liquid) kept together when splitting syllables."""
 
 
@@ -171,7 +171,7 @@ def lexicon_entries(text: str, lang: str, espeak) -> tuple[str, list]:
     Parameters
     ----------
     text : str
-        Words of ``lang``; punctuation and digits are dropped.
+        Words of ``lang``; case, punctuation and digits are dropped.
     lang : str
         A key of :data:`PHONE_MAPS`.
     espeak : speechkd.data.voices.espeak.EspeakSynthesizer
@@ -184,7 +184,7 @@ def lexicon_entries(text: str, lang: str, espeak) -> tuple[str, list]:
     list of (str, list)
         ``(key, syllables)`` per distinct word, syllables as :func:`syllables`.
     """
-    words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)*", text)
+    words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)*", text.lower())
     if not words:
         raise ValueError(f"no words to speak in {text!r} ({lang})")
     taken: dict = {}

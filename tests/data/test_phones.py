@@ -1,0 +1,101 @@
+"""Tests of cross-lingual phone mapping (espeak-ng phonemes -> festival English phones)
+and of the festival voices that speak another language with it."""
+
+import numpy as np
+import pytest
+
+from speechkd.data.numbers import MONTHS, date_words, spell
+from speechkd.data.voices import ENGINES, make_synthesizer
+from speechkd.data.voices.base import Voice, voiced_frames
+from speechkd.data.voices.espeak import EspeakSynthesizer
+from speechkd.data.voices.phones import (
+    ESPEAK_LANGUAGES,
+    PHONE_MAPS,
+    VOWELS,
+    UnmappedPhonemeError,
+    lexicon_entries,
+    map_phonemes,
+    syllables,
+    word_key,
+)
+
+RADIO_PHONES = VOWELS | set(["b", "ch", "d", "dh", "dx", "f", "g", "hh", "jh", "k", "l", "m", "n", "ng", "p", "r", "s", "sh", "t", "th", "v", "w", "y", "z", "zh"])
+
+
+def numbers_vocabulary(lang):
+    """Every word the numbers task can say in ``lang``: cardinals 0..9999, months, dates."""
+    words = set(MONTHS[lang].split()) | set(date_words(1, 1, 2000, lang).split())
+    for number in range(10000):
+        words |= set(spell(number, lang).split())
+    return sorted(words)
+
+
+@pytest.mark.parametrize("lang", sorted(PHONE_MAPS))
+def test_every_phoneme_of_the_numbers_vocabulary_is_mapped_to_festival_phones(lang):
+    espeak = EspeakSynthesizer()
+    vocabulary = numbers_vocabulary(lang)
+    assert len(vocabulary) > 40
+    seen = set()
+    for word in vocabulary:
+        phonemes = espeak.phonemes(word, ESPEAK_LANGUAGES[lang])
+        phones = map_phonemes(phonemes, lang, word)  # raises on an unmapped phoneme
+        seen |= {phone for phone, _ in phones}
+        word_syllables = syllables(phones)
+        assert [p for s, _ in word_syllables for p in s] == [p for p, _ in phones]
+        assert all(sum(p in VOWELS for p in s) == 1 for s, _ in word_syllables), word
+        if len(word_syllables) > 1:  # a word of two or more syllables has one stressed
+            assert sum(stress for _, stress in word_syllables) == 1, (word, phonemes)
+    assert seen <= RADIO_PHONES and len(seen) > 15
+    assert all(set(value.split()) <= RADIO_PHONES for value in PHONE_MAPS[lang].values())
+
+
+def test_unmapped_phoneme_is_a_clear_error_naming_it():
+    with pytest.raises(UnmappedPhonemeError, match=r"phoneme 'ʘ' of es word 'xyz' .*PHONE_MAPS"):
+        map_phonemes(["t", "ˈʘ", "a"], "es", "xyz")
+    with pytest.raises(ValueError, match="no phone map for language 'qq'"):
+        map_phonemes(["a"], "qq")
+
+
+def test_syllables_take_the_longest_legal_onset_and_stress_follows_the_mark():
+    phones = map_phonemes(["b", "ˌeɪ", "n", "t", "i", "t", "ɾ", "ˈe", "s"], "es")
+    assert syllables(phones) == [(["b", "ey", "n"], 0), (["t", "iy"], 0),
+                                 (["t", "r", "ey", "s"], 1)]
+    phones = map_phonemes(["d", "j", "e", "s", "i", "n", "w", "ˈe", "β", "e"], "es")
+    assert [s for s, _ in syllables(phones)] == [["d", "y", "ey"], ["s", "iy"], ["n", "w", "ey"],
+                                                ["b", "ey"]]
+    assert syllables(map_phonemes(["ɲ", "ˈa"], "es")) == [(["n", "y", "aa"], 1)]
+
+
+def test_word_keys_are_ascii_and_distinct_words_never_share_one():
+    taken = {}
+    assert word_key("veintitrés", taken) == "veintitres"
+    assert word_key("veintitres", taken) == "veintitresq"
+    assert word_key("veintitrés", taken) == "veintitres"
+    assert word_key("año", taken) == "ano"
+    text, entries = lexicon_entries("Ciento, uno; ciento.", "es", EspeakSynthesizer())
+    assert text == "ciento uno ciento"
+    assert [key for key, _ in entries] == ["ciento", "uno"]
+
+
+def test_english_voice_speaks_spanish_words_deterministically_with_plausible_timing():
+    if not ENGINES["festival"][0].available():
+        pytest.skip("festival is not installed (make debs installs it)")
+    festival, espeak = make_synthesizer("festival"), EspeakSynthesizer()
+    text = "veintitrés ciento uno"
+    voice = Voice("kal-es", 100, 105, "festival")
+    reference = festival.synthesize(text, "es", voice)
+    festival.synthesize("dos mil tres", "es", voice)
+    assert np.array_equal(festival.synthesize(text, "es", voice), reference)
+    assert np.array_equal(make_synthesizer("festival").synthesize(text, "es", voice), reference)
+    espeak_wav = espeak.synthesize(text, "es", Voice("m3", 175, 50))
+    for wav in (reference, festival.synthesize(text, "es", Voice("ked-es", 100, 105,
+                                                                        "festival"))):
+        # three words at a speaking rate near espeak-ng's: 0.2-0.8 s a word
+        assert 0.2 < len(wav) / 16000 / 3 < 0.8
+        assert 0.7 < len(wav) / len(espeak_wav) < 2.0
+        # speech throughout: no stretch of silence longer than a pause between words
+        voiced = voiced_frames(wav, 16000)
+        gaps = np.diff(np.flatnonzero(voiced))
+        assert voiced.mean() > 0.6 and gaps.max() < 30
+    with pytest.raises(ValueError, match="speaks es, not en"):
+        festival.synthesize("hello", "en", voice)
