@@ -19,14 +19,20 @@ from speechkd.data.voices.phones import (
     word_key,
 )
 
-RADIO_PHONES = VOWELS | set(["b", "ch", "d", "dh", "dx", "f", "g", "hh", "jh", "k", "l", "m", "n", "ng", "p", "r", "s", "sh", "t", "th", "v", "w", "y", "z", "zh"])
+RADIO_PHONES = VOWELS | {"b", "ch", "d", "dh", "dx", "f", "g", "hh", "jh", "k", "l", "m", "n",
+                         "ng", "p", "r", "s", "sh", "t", "th", "v", "w", "y", "z", "zh"}
 
 
 def numbers_vocabulary(lang):
-    """Every word the numbers task can say in ``lang``: cardinals 0..9999, months, dates."""
-    words = set(MONTHS[lang].split()) | set(date_words(1, 1, 2000, lang).split())
+    """Every word the numbers task can say in ``lang``: cardinals 0..9999, months and
+    the dates' days (1..28) and years (1950..2030)."""
+    words = set(MONTHS[lang].split())
     for number in range(10000):
         words |= set(spell(number, lang).split())
+    for day in range(1, 29):
+        words |= set(date_words(day, 1, 2000, lang).split())
+    for year in range(1950, 2031):
+        words |= set(date_words(1, 1, year, lang).split())
     return sorted(words)
 
 
@@ -36,8 +42,7 @@ def test_every_phoneme_of_the_numbers_vocabulary_is_mapped_to_festival_phones(la
     vocabulary = numbers_vocabulary(lang)
     assert len(vocabulary) > 40
     seen = set()
-    for word in vocabulary:
-        phonemes = espeak.phonemes(word, ESPEAK_LANGUAGES[lang])
+    for word, phonemes in zip(vocabulary, espeak.phonemes(vocabulary, ESPEAK_LANGUAGES[lang])):
         phones = map_phonemes(phonemes, lang, word)  # raises on an unmapped phoneme
         seen |= {phone for phone, _ in phones}
         word_syllables = syllables(phones)
@@ -77,18 +82,20 @@ def test_word_keys_are_ascii_and_distinct_words_never_share_one():
     assert [key for key, _ in entries] == ["ciento", "uno"]
 
 
-def test_english_voice_speaks_spanish_words_deterministically_with_plausible_timing():
+@pytest.mark.parametrize("lang, text", [("es", "veintitrés ciento uno"),
+                                        ("de", "dreiundzwanzig hundert eins"),
+                                        ("fr", "vingt-trois cent un")])
+def test_english_voice_speaks_other_languages_deterministically_with_plausible_timing(lang, text):
     if not ENGINES["festival"][0].available():
         pytest.skip("festival is not installed (make debs installs it)")
     festival, espeak = make_synthesizer("festival"), EspeakSynthesizer()
-    text = "veintitrés ciento uno"
-    voice = Voice("kal-es", 100, 105, "festival")
-    reference = festival.synthesize(text, "es", voice)
-    festival.synthesize("dos mil tres", "es", voice)
-    assert np.array_equal(festival.synthesize(text, "es", voice), reference)
-    assert np.array_equal(make_synthesizer("festival").synthesize(text, "es", voice), reference)
-    espeak_wav = espeak.synthesize(text, "es", Voice("m3", 175, 50))
-    for wav in (reference, festival.synthesize(text, "es", Voice("ked-es", 100, 105,
+    voice = Voice(f"kal-{lang}", 100, 105, "festival")
+    reference = festival.synthesize(text, lang, voice)
+    festival.synthesize("neun zwei", lang, voice)
+    assert np.array_equal(festival.synthesize(text, lang, voice), reference)
+    assert np.array_equal(make_synthesizer("festival").synthesize(text, lang, voice), reference)
+    espeak_wav = espeak.synthesize(text, lang, Voice("m3", 175, 50))
+    for wav in (reference, festival.synthesize(text, lang, Voice(f"ked-{lang}", 100, 105,
                                                                         "festival"))):
         # three words at a speaking rate near espeak-ng's: 0.2-0.8 s a word
         assert 0.2 < len(wav) / 16000 / 3 < 0.8
@@ -97,5 +104,5 @@ def test_english_voice_speaks_spanish_words_deterministically_with_plausible_tim
         voiced = voiced_frames(wav, 16000)
         gaps = np.diff(np.flatnonzero(voiced))
         assert voiced.mean() > 0.6 and gaps.max() < 30
-    with pytest.raises(ValueError, match="speaks es, not en"):
+    with pytest.raises(ValueError, match=f"speaks {lang}, not en"):
         festival.synthesize("hello", "en", voice)

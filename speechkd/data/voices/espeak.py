@@ -156,26 +156,26 @@ class EspeakSynthesizer:
             raise RuntimeError(f"espeak-ng produced no audio for {text!r} ({lang}, {voice.name})")
         return np.concatenate(chunks)
 
-    def phonemes(self, word: str, espeak_voice: str) -> list[str]:
-        """espeak-ng's IPA transcription of ``word`` with the espeak-ng voice ``espeak_voice``.
+    def phonemes(self, words: list[str], espeak_voice: str) -> list[list[str]]:
+        """espeak-ng's IPA transcription of each of ``words`` (one library load for all).
+
+        Parameters
+        ----------
+        words : list of str
+            Words, each transcribed on its own (word boundaries survive).
+        espeak_voice : str
+            espeak-ng voice name, e.g. ``"es-419"``.
 
         Returns
         -------
-        list of str
-            One entry per phoneme (``["t", "ɾ", "ˈe", "s"]`` for Spanish
-            ``tres``), stress marks before the phoneme they fall on.
+        list of list of str
+            Per word, one entry per phoneme (``["t", "ɾ", "ˈe", "s"]`` for
+            Spanish ``tres``), stress marks before the phoneme they fall on.
         """
         def transcribe(lib, rate):
             if lib.espeak_SetVoiceByName(espeak_voice.encode()) != EE_OK:
                 raise RuntimeError(f"espeak-ng has no voice {espeak_voice!r}")
-            buffer = ctypes.create_string_buffer(word.encode("utf-8") + b"\0")
-            pointer = ctypes.c_void_p(ctypes.addressof(buffer))
-            clauses = []
-            while pointer.value:
-                clauses.append(lib.espeak_TextToPhonemes(
-                    ctypes.byref(pointer), ESPEAK_CHARS_UTF8, PHONEMES_IPA_SEPARATED))
-            return [phoneme for clause in clauses
-                    for phoneme in clause.decode("utf-8").replace(" ", "_").split("_") if phoneme]
+            return [_word_phonemes(lib, word) for word in words]
 
         return self._with_fresh_library(transcribe)
 
@@ -189,6 +189,17 @@ class EspeakSynthesizer:
         """
         raw = self.synthesize_raw(text, lang, voice).astype(np.float32) / 32768.0
         return finish_waveform(raw, self.espeak_rate, self.trim_keep_s, self.peak)
+
+
+def _word_phonemes(lib, word: str) -> list[str]:
+    buffer = ctypes.create_string_buffer(word.encode("utf-8") + b"\0")
+    pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+    clauses = []
+    while pointer.value:  # espeak-ng moves the pointer past each clause it transcribes
+        clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(pointer), ESPEAK_CHARS_UTF8,
+                                                 PHONEMES_IPA_SEPARATED))
+    return [phoneme for clause in clauses
+            for phoneme in clause.decode("utf-8").replace(" ", "_").split("_") if phoneme]
 
 
 def _declare_signatures(lib) -> None:

@@ -50,12 +50,17 @@ FESTIVAL_VOICES = (
     EngineVoice("festival", "nsh", "ru", "nsh", SPEEDS, (0,)),
     EngineVoice("festival", "kal-es", "es", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
     EngineVoice("festival", "ked-es", "es", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "kal-de", "de", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "ked-de", "de", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "kal-fr", "fr", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "ked-fr", "fr", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
 )
 """Festival voices the corpus uses. Pitch ``0``: the voice keeps its own f0; only the
 English diphone voices take an f0 target (``int_lr_params``); the Italian ones compute
 f0 in their own Scheme function, the HTS and cluster-unit voices from their models.
-``kal-es`` and ``ked-es`` are the English diphone voices speaking Spanish by phone
-mapping (:mod:`speechkd.data.voices.phones`): the same people as ``kal`` and ``ked``."""
+``kal-es``, ``ked-es`` (and ``-de``, ``-fr``) are the English diphone voices speaking
+Spanish (German, French) by phone mapping (:mod:`speechkd.data.voices.phones`): the same
+people as ``kal`` and ``ked``."""
 
 SCHEME_VOICES = {
     "kal": ("kal_diphone", "utf-8", "festvox-kallpc16k"),
@@ -64,8 +69,9 @@ SCHEME_VOICES = {
     "pc": ("pc_diphone", "iso-8859-1", "festvox-itapc16k"),
     "lp": ("lp_diphone", "iso-8859-1", "festvox-italp16k"),
     "nsh": ("msu_ru_nsh_clunits", "utf-8", "festvox-ru"),
-    "kal-es": ("kal_diphone", "utf-8", "festvox-kallpc16k"),
-    "ked-es": ("ked_diphone", "utf-8", "festvox-kdlpc16k"),
+    **{f"{variant}-{lang}": (name, "utf-8", package) for lang in ("es", "de", "fr")
+       for variant, name, package in (("kal", "kal_diphone", "festvox-kallpc16k"),
+                                      ("ked", "ked_diphone", "festvox-kdlpc16k"))},
 }
 """Festival's name (``voice_<name>``), text encoding and Debian package of each variant."""
 

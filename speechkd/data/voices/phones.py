@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from itertools import pairwise
 
 PRIMARY, SECONDARY, LENGTH = "ˈ", "ˌ", "ː"
 
@@ -45,19 +46,38 @@ PHONE_MAPS = {
         "ɾ": "r", "r": "r", "β": "b", "ð": "dh", "ɣ": "g", "x": "hh", "θ": "th",
         "ʎ": "y", "ʝ": "y", "ʒ": "zh",
     },
+    "de": _SHARED | {
+        # tense (long) and lax (short) vowels to English tense and lax ones; front
+        # rounded vowels, which English lacks, as an American reads them (ü as oo, ö as er)
+        "a": "aa", "ɑ": "aa", "e": "ey", "ɛ": "eh", "i": "iy", "ɪ": "ih", "o": "ow",
+        "ɔ": "ao", "u": "uw", "ʊ": "uh", "y": "uw", "ʏ": "uh", "ø": "er", "œ": "er",
+        "ə": "ax", "ɐ": "axr", "ɜ": "er", "aɪ": "ay", "aʊ": "aw", "ɔø": "oy", "ɔʏ": "oy",
+        # ich-Laut as sh, ach-Laut as h, uvular r as r, affricates as their two phones,
+        # glottal stop dropped (festival inserts its own pauses)
+        "ç": "sh", "x": "hh", "ʁ": "r", "r": "r", "ɾ": "r", "pf": "p f", "ʔ": "",
+    },
+    "fr": _SHARED | {
+        "a": "aa", "ɑ": "aa", "e": "ey", "ɛ": "eh", "i": "iy", "o": "ow", "ɔ": "ao",
+        "u": "uw", "y": "uw", "ø": "er", "œ": "er", "ə": "ax", "ə-": "ax",
+        # nasal vowels as vowel + n, as an American reads "vingt", "cent", "onze"
+        "ɑ̃": "aa n", "ɔ̃": "ow n", "ɛ̃": "ae n", "œ̃": "ah n",
+        "ʁ": "r", "r": "r", "ɥ": "w", "ʔ": "",
+    },
 }
 """``{language: {espeak-ng IPA phoneme: festival radio phones (space-separated)}}``.
 
-Keys are the phonemes espeak-ng emits for the language (stress and length
-marks removed); values are phones of festival's ``radio`` set, the first
-vowel of a value carrying the syllable's stress. The tests check that every
+Keys are the phonemes espeak-ng emits for the language, stress and length
+marks removed (English phones have no length; German long vowels are tense);
+values are phones of festival's ``radio`` set (``""``: none), the vowel of
+a value carrying the syllable's stress. The tests check that every
 phoneme of the numbers task's vocabulary is mapped."""
 
-ESPEAK_LANGUAGES = {"es": "es-419"}
+ESPEAK_LANGUAGES = {"es": "es-419", "de": "de", "fr": "fr"}
 """espeak-ng voice that transcribes each language: Latin American Spanish (seseo:
 ``cero`` with s, not θ), the variety American English speakers learn and read."""
 
-VOWELS = frozenset(["aa", "ae", "ah", "ao", "aw", "ax", "axr", "ay", "eh", "er", "ey", "ih", "iy", "ow", "oy", "uh", "uw"])
+VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ax", "axr", "ay", "eh", "er", "ey", "ih",
+                    "iy", "ow", "oy", "uh", "uw"})
 """Vowels of festival's radio phone set (syllable nuclei)."""
 
 ONSET_CLUSTERS = frozenset(f"{stop} {liquid}" for stop in ["p", "b", "t", "d", "k", "g", "f"]
@@ -136,7 +156,7 @@ def syllables(phones: list[tuple[str, int]]) -> list[tuple[list[str], int]]:
     if not nuclei:
         return [([phone for phone, _ in phones], 0)] if phones else []
     starts = [0]
-    for previous, vowel in zip(nuclei, nuclei[1:]):
+    for previous, vowel in pairwise(nuclei):
         start = vowel
         if start - 1 > previous and phones[start - 1][0] in ("y", "w"):
             start -= 1
@@ -175,7 +195,7 @@ def lexicon_entries(text: str, lang: str, espeak) -> tuple[str, list]:
     lang : str
         A key of :data:`PHONE_MAPS`.
     espeak : speechkd.data.voices.espeak.EspeakSynthesizer
-        Transcribes each word (:meth:`~EspeakSynthesizer.phonemes`).
+        Transcribes the words (:meth:`~EspeakSynthesizer.phonemes`).
 
     Returns
     -------
@@ -189,7 +209,7 @@ def lexicon_entries(text: str, lang: str, espeak) -> tuple[str, list]:
         raise ValueError(f"no words to speak in {text!r} ({lang})")
     taken: dict = {}
     keys = [word_key(word, taken) for word in words]
-    entries = {key: syllables(map_phonemes(espeak.phonemes(word, ESPEAK_LANGUAGES[lang]), lang,
-                                           word))
-               for key, word in zip(keys, words)}
+    transcriptions = espeak.phonemes(words, ESPEAK_LANGUAGES[lang])
+    entries = {key: syllables(map_phonemes(phonemes, lang, word))
+               for key, word, phonemes in zip(keys, words, transcriptions)}
     return " ".join(keys), list(entries.items())
