@@ -4,6 +4,8 @@ and of the festival voices that speak another language with it."""
 import numpy as np
 import pytest
 
+from speechkd.data.corpus import build_corpus
+from speechkd.data.manifest import read_manifest
 from speechkd.data.numbers import MONTHS, date_words, spell
 from speechkd.data.voices import ENGINES, make_synthesizer
 from speechkd.data.voices.base import Voice, voiced_frames
@@ -106,3 +108,19 @@ def test_english_voice_speaks_other_languages_deterministically_with_plausible_t
         assert voiced.mean() > 0.6 and gaps.max() < 30
     with pytest.raises(ValueError, match=f"speaks {lang}, not en"):
         festival.synthesize("hello", "en", voice)
+
+
+def test_spanish_corpus_gets_the_phone_mapped_voices_in_train(tmp_path):
+    if not ENGINES["festival"][0].available():
+        pytest.skip("festival is not installed (make debs installs it)")
+    summary = build_corpus("numbers", "tiny", tmp_path / "c", languages=["es"], progress=False,
+                           engines=["espeak", "festival"])
+    assert summary["voices"] == ["festival:kal-es", "festival:ked-es"]
+    rows = {split: read_manifest(tmp_path / "c" / f"{split}.csv") for split in ("train", "test")}
+    spoken = [row for row in rows["train"] if row["engine"] == "festival"]
+    assert spoken and {row["voice"] for row in spoken} <= {"kal-es", "ked-es"}
+    assert all(row["spk_id"].startswith("festivalk") and "-" not in row["spk_id"]
+               for row in spoken)
+    assert {row["engine"] for row in rows["test"]} == {"espeak"}
+    for row in spoken:  # a Spanish number at a speaking rate: 0.2-1.0 s a word
+        assert 0.2 < row["duration"] / len(row["wrd"].split()) < 1.0
