@@ -25,7 +25,11 @@ import re
 import unicodedata
 from itertools import pairwise
 
-PRIMARY, SECONDARY, LENGTH = "ˈ", "ˌ", "ː"
+PRIMARY, SECONDARY = "ˈ", "ˌ"
+MARKS = re.compile(r"\([a-z-]+\)|[ˌː0-9]")
+"""What :func:`map_phonemes` drops from espeak-ng's phonemes besides primary stress:
+language-switch marks (``(en)``), secondary stress, length and espeak-ng's digits
+(``1`` between the parts of German compounds)."""
 
 _SHARED = {
     # consonants with the same or nearest English phone in every language below
@@ -35,8 +39,17 @@ _SHARED = {
     "tʃ": "ch", "dʒ": "jh", "ts": "t s", "ɲ": "n y",
 }
 
+_ENGLISH_WORDS = {
+    # espeak-ng reads English words inside other languages' text ("security", "the")
+    # with English phonemes between language-switch marks
+    "ɹ": "r", "æ": "ae", "ɒ": "aa", "ʌ": "ah", "ɜ": "er", "ɚ": "axr", "ᵻ": "ih",
+    "eɪ": "ey", "ɛɪ": "ey", "aɪ": "ay", "ɔɪ": "oy", "aʊ": "aw", "əʊ": "ow", "oʊ": "ow",
+    "eə": "eh r", "iə": "iy ax", "ʊə": "uh r", "aɪə": "ay ax", "aʊə": "aw ax", "əl": "ax l",
+    "ð": "dh", "θ": "th", "ɾ": "dx", "ʔ": "",
+}
+
 PHONE_MAPS = {
-    "es": _SHARED | {
+    "es": _SHARED | _ENGLISH_WORDS | {
         # vowels: Spanish has five, each nearest a tense English vowel; espeak-ng writes
         # stressed e in closed syllables as ɛ (American readers say "eh" there)
         "a": "aa", "e": "ey", "ɛ": "eh", "i": "iy", "o": "ow", "u": "uw",
@@ -46,17 +59,18 @@ PHONE_MAPS = {
         "ɾ": "r", "r": "r", "β": "b", "ð": "dh", "ɣ": "g", "x": "hh", "θ": "th",
         "ʎ": "y", "ʝ": "y", "ʒ": "zh",
     },
-    "de": _SHARED | {
+    "de": _SHARED | _ENGLISH_WORDS | {
         # tense (long) and lax (short) vowels to English tense and lax ones; front
         # rounded vowels, which English lacks, as an American reads them (ü as oo, ö as er)
         "a": "aa", "ɑ": "aa", "e": "ey", "ɛ": "eh", "i": "iy", "ɪ": "ih", "o": "ow",
         "ɔ": "ao", "u": "uw", "ʊ": "uh", "y": "uw", "ʏ": "uh", "ø": "er", "œ": "er",
         "ə": "ax", "ɐ": "axr", "ɜ": "er", "aɪ": "ay", "aʊ": "aw", "ɔø": "oy", "ɔʏ": "oy",
         # ich-Laut as sh, ach-Laut as h, uvular r as r, affricates as their two phones,
-        # glottal stop dropped (festival inserts its own pauses)
+        # syllabic l and n with a schwa, glottal stop dropped (festival pauses on its own)
         "ç": "sh", "x": "hh", "ʁ": "r", "r": "r", "ɾ": "r", "pf": "p f", "ʔ": "",
+        "l̩": "ax l", "n̩": "ax n", "ʊɐ": "uh axr", "ɑ̃": "aa n", "ɔ̃": "ow n", "ɛ̃": "ae n",
     },
-    "fr": _SHARED | {
+    "fr": _SHARED | _ENGLISH_WORDS | {
         "a": "aa", "ɑ": "aa", "e": "ey", "ɛ": "eh", "i": "iy", "o": "ow", "ɔ": "ao",
         "u": "uw", "y": "uw", "ø": "er", "œ": "er", "ə": "ax", "ə-": "ax",
         # nasal vowels as vowel + n, as an American reads "vingt", "cent", "onze"
@@ -66,8 +80,9 @@ PHONE_MAPS = {
 }
 """``{language: {espeak-ng IPA phoneme: festival radio phones (space-separated)}}``.
 
-Keys are the phonemes espeak-ng emits for the language, stress and length
-marks removed (English phones have no length; German long vowels are tense);
+Keys are the phonemes espeak-ng emits for the language, :data:`MARKS` and
+stress removed (English phones have no length; German long vowels are tense),
+and the English phonemes it uses for English words in the language's text;
 values are phones of festival's ``radio`` set (``""``: none), the vowel of
 a value carrying the syllable's stress. The tests check that every
 phoneme of the numbers task's vocabulary is mapped."""
@@ -105,8 +120,8 @@ def map_phonemes(phonemes: list[str], lang: str, word: str = "") -> list[tuple[s
     Returns
     -------
     list of (str, int)
-        ``(phone, stress)``: stress 1 on the vowel after a primary stress mark,
-        else 0.
+        ``(phone, stress)``: stress 1 on the vowel after a primary stress mark
+        (secondary where the word has no primary), else 0.
 
     Raises
     ------
@@ -117,10 +132,12 @@ def map_phonemes(phonemes: list[str], lang: str, word: str = "") -> list[tuple[s
         raise ValueError(f"no phone map for language {lang!r}; mapped: {', '.join(PHONE_MAPS)}")
     table = PHONE_MAPS[lang]
     phones: list[tuple[str, int]] = []
+    # a word espeak-ng gives only secondary stress (German "bekam") stresses that syllable
+    mark = PRIMARY if any(PRIMARY in phoneme for phoneme in phonemes) else SECONDARY
     stress = 0
     for phoneme in phonemes:
-        stress = max(stress, int(PRIMARY in phoneme))
-        symbol = phoneme.replace(PRIMARY, "").replace(SECONDARY, "").replace(LENGTH, "")
+        stress = max(stress, int(mark in phoneme))
+        symbol = MARKS.sub("", phoneme.replace(PRIMARY, ""))  # MARKS drops SECONDARY
         if not symbol:
             continue
         if symbol not in table:
