@@ -6,7 +6,7 @@ own phones: espeak-ng transcribes the word in the target language (IPA, one
 word at a time, so word boundaries survive), :data:`PHONE_MAPS` turns each
 IPA phoneme into the nearest phones of festival's ``radio`` phone set (the
 set of the CMU lexicon the English voices use), the phones are split into
-syllables with espeak-ng's primary stress as lexical stress, and festival
+syllables with espeak-ng's stress as lexical stress, and festival
 speaks them with the voice's own duration and intonation models (a lexicon
 entry per word, see :mod:`speechkd.data.voices.festival`). This is
 cross-lingual synthesis by phone mapping, as used for languages without a
@@ -15,8 +15,10 @@ language, a speaker and accent espeak-ng's formant voices never give.
 
 Example
 -------
->>> word_syllables("veintitrés", "es")                           # doctest: +SKIP
-[(['b', 'ey', 'n'], 0), (['t', 'iy'], 0), (['t', 'r', 'ey', 's'], 1)]
+>>> from speechkd.data.voices.espeak import EspeakSynthesizer
+>>> lexicon_entries("veintitrés", "es", EspeakSynthesizer())      # doctest: +SKIP
+('veintitres', [('veintitres', [(['b', 'ey', 'n'], 0), (['t', 'iy'], 0),
+                                (['t', 'r', 'ey', 's'], 1)])])
 """
 
 from __future__ import annotations
