@@ -10,6 +10,8 @@ Command::
     python benchmarks/bench_corpus.py --repeats 5 --no-small
     python benchmarks/bench_corpus.py --voices   # numbers/small: espeak-ng only vs every
                                                  # engine, and how each engine sounds
+    python benchmarks/bench_corpus.py --cross-lingual  # numbers/small es de fr: espeak-ng
+                                                 # only vs + festival's phone-mapped voices
 """
 
 from __future__ import annotations
@@ -59,14 +61,15 @@ def print_header() -> None:
 
 
 def time_build(task: str, size: str, domains, workers: int, engines=None,
-               inspect=None, augment=None) -> tuple[float, dict]:
+               inspect=None, augment=None, languages=None) -> tuple[float, dict]:
     """Wall seconds and summary of one build from scratch; ``inspect(folder)`` runs before
     the folder is deleted."""
     folder = tempfile.mkdtemp(prefix="bench_corpus_")
     try:
         start = time.perf_counter()
         summary = build_corpus(task, size, folder, seed=0, domains=domains, workers=workers,
-                               progress=False, engines=engines, augment=augment)
+                               progress=False, engines=engines, augment=augment,
+                               languages=languages)
         wall = time.perf_counter() - start
         if inspect is not None:
             inspect(Path(folder))
@@ -102,18 +105,22 @@ def median_f0(wav: np.ndarray, sr: int = 16000, low: float = 60.0, high: float =
 
 
 def engine_sound(folder: Path, max_per_voice: int = 12) -> list[tuple]:
-    """Per language and engine: utterances, voices, mean seconds per word, median f0 range.
+    """Per language and engine: utterances, voices, mean seconds per word, median f0 range,
+    share of speech frames.
 
     Returns
     -------
     list of tuple
-        ``(lang, engine, utterances, voices, s_per_word, f0_low, f0_median, f0_high)``
-        where the f0 figures are the 10th, 50th and 90th percentiles of per-utterance
-        medians over at most ``max_per_voice`` utterances of each pseudo-speaker.
+        ``(lang, engine, utterances, voices, s_per_word, f0_low, f0_median, f0_high,
+        voiced)`` where the f0 figures are the 10th, 50th and 90th percentiles of
+        per-utterance medians over at most ``max_per_voice`` utterances of each
+        pseudo-speaker, and ``voiced`` the mean share of their 10 ms frames within
+        40 dB of the utterance's loudest (:func:`speechkd.data.voices.base.voiced_frames`).
     """
     import soundfile as sf
 
     from speechkd.data.manifest import read_manifest
+    from speechkd.data.voices.base import voiced_frames
 
     rows = [row for split in ("train", "dev", "test")
             for row in read_manifest(folder / f"{split}.csv")]
@@ -121,30 +128,33 @@ def engine_sound(folder: Path, max_per_voice: int = 12) -> list[tuple]:
     for key in sorted({(r["lang"], r["engine"]) for r in rows}):
         group = [r for r in rows if (r["lang"], r["engine"]) == key]
         per_word = sum(r["duration"] for r in group) / sum(len(r["wrd"].split()) for r in group)
-        f0s, seen = [], {}
+        f0s, voiced, seen = [], [], {}
         for row in group:
             seen[row["spk_id"]] = seen.get(row["spk_id"], 0) + 1
             if seen[row["spk_id"]] <= max_per_voice:
                 wav = sf.read(row["wav"].replace("$data_root", str(folder)), dtype="float32")[0]
+                voiced.append(voiced_frames(wav, 16000).mean())
                 f0 = median_f0(wav)
                 if f0 is not None:
                     f0s.append(f0)
         low, mid, high = np.percentile(f0s, [10, 50, 90]) if f0s else (np.nan,) * 3
         table.append((*key, len(group), len({r["voice"] for r in group}), per_word,
-                      low, mid, high))
+                      low, mid, high, float(np.mean(voiced))))
     return table
 
 
-def voices_report() -> None:
-    """numbers/small, clean, 2 workers: espeak-ng only vs every installed engine."""
+def voices_report(languages=None, engines_compared=(["espeak"], None)) -> None:
+    """numbers/small, clean, 2 workers: espeak-ng only vs more engines (default all
+    installed), for ``languages`` (default all); how each engine sounds in the last build."""
     sound = []
     print("| engines | utterances | audio (min) | wall (s) | clean audio s / wall s | "
           "utterances per engine |")
     print("|---|---|---|---|---|---|")
-    for engines in (["espeak"], None):
+    for engines in engines_compared:
+        last = engines is engines_compared[-1]
         wall, summary = time_build("numbers", "small", ("clean",), 2, engines,
-                                   inspect=None if engines else lambda f: sound.extend(
-                                       engine_sound(f)))
+                                   inspect=(lambda f: sound.extend(engine_sound(f)))
+                                   if last else None, languages=languages)
         audio_s = summary["total"]["hours"] * 3600
         counts = {}
         for per_lang in summary["splits"].values():
@@ -157,11 +167,11 @@ def voices_report() -> None:
     print("\nHow each engine sounds (numbers/small, train+dev+test; f0: 10th/50th/90th "
           "percentile of per-utterance median f0, autocorrelation):\n")
     print("| lang | engine | utterances | voices | s per word | f0 p10 (Hz) | f0 p50 (Hz) | "
-          "f0 p90 (Hz) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for lang, engine, n, voices, per_word, low, mid, high in sound:
+          "f0 p90 (Hz) | speech frames |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for lang, engine, n, voices, per_word, low, mid, high, voiced in sound:
         print(f"| {lang} | {engine} | {n} | {voices} | {per_word:.2f} | {low:.0f} | {mid:.0f} | "
-              f"{high:.0f} |")
+              f"{high:.0f} | {voiced:.0%} |")
 
 
 def main(argv=None) -> int:
@@ -171,10 +181,16 @@ def main(argv=None) -> int:
     parser.add_argument("--voices", action="store_true",
                         help="only numbers/small: espeak-ng only vs every engine, and how "
                              "each engine sounds (duration per word, f0)")
+    parser.add_argument("--cross-lingual", action="store_true",
+                        help="only numbers/small in es, de, fr: espeak-ng only vs espeak-ng + "
+                             "festival (its English voices speak them by phone mapping)")
     args = parser.parse_args(argv)
-    if args.voices:
+    if args.voices or args.cross_lingual:
         print_header()
-        voices_report()
+        if args.cross_lingual:
+            voices_report(["es", "de", "fr"], (["espeak"], ["espeak", "festival"]))
+        else:
+            voices_report()
         return 0
 
     rows = []

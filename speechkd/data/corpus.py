@@ -9,12 +9,14 @@ cores) and ``full`` (tens of hours, parallel, progress bar).
 Pseudo-speakers are voices with a speaking rate and pitch, drawn per
 language from every installed engine (:mod:`speechkd.data.voices`): espeak-ng
 variants, and where a language has them, festival and flite voices of
-recorded people (en, it, ru). About half of a split's speakers are such
+recorded people (en, it, ru; es through festival's English voices by phone
+mapping, :mod:`speechkd.data.voices.phones`). About half of a split's speakers are such
 voices when the language has some for that split. Train, dev and test use
 disjoint espeak-ng variants and disjoint recorded people (a person's festival
 and flite voices stay in one split; with three or more people in a language,
 the last goes to test, with four or more the one before it to dev, the rest
-to train), so test speakers are unseen.
+to train; a person keeps the split of the language they were recorded in in
+every language), so test speakers are unseen.
 Every utterance depends only on ``(task, size, seed, language, split,
 index)``: the builder synthesizes a deterministic stream per language and
 split and keeps its shortest prefix reaching the requested minutes. Equal
@@ -139,6 +141,22 @@ def recorded_speaker_splits(voices: list[EngineVoice]) -> dict[str, str]:
     return splits
 
 
+def person_splits(engines) -> dict[str, str]:
+    """Split of every recorded person of ``engines``, decided per language among the
+    voices recorded in it (:func:`recorded_speaker_splits`).
+
+    A voice that speaks another language by phone mapping (festival's ``kal-es``,
+    ``recorded_lang="en"``) does not take part, so its person lands in the split
+    they have in their own language, in every language.
+    """
+    native = [voice for name in engines for voice in ENGINES[name][1] if not voice.recorded_lang]
+    splits: dict[str, str] = {}
+    for lang in dict.fromkeys(voice.lang for voice in native):
+        splits.update(recorded_speaker_splits(
+            [voice for voice in recorded_voices(lang, engines) if not voice.recorded_lang]))
+    return splits
+
+
 def _espeak_voices(size: str, seed: int, split: str, count: int) -> list[Voice]:
     rng = stable_rng("speakers", size, seed, split)
     variants = SPLIT_VARIANTS[split]
@@ -172,10 +190,12 @@ def split_speakers(size: str, seed: int, lang: str, engines=("espeak",)
     With ``engines=("espeak",)`` these are the espeak-ng speakers every
     language had before other engines existed. Otherwise, where the split has
     recorded voices of ``lang``, half its speakers (rounded down) are those
-    voices and they alternate with espeak-ng's in the list.
+    voices and they alternate with espeak-ng's in the list. A recorded person
+    is in the same split in every language (:func:`person_splits`).
     """
-    pool = recorded_voices(lang, [name for name in engines if name != "espeak"])
-    person_split = recorded_speaker_splits(pool)
+    recorded_engines = [name for name in engines if name != "espeak"]
+    pool = recorded_voices(lang, recorded_engines)
+    person_split = person_splits(recorded_engines)
     speakers = {}
     for split in SPLITS:
         count = SIZES[size].speakers[split]

@@ -59,7 +59,7 @@ def test_layout_and_manifest_schema(corpus):
             assert row["domain"] == domain
             assert row["wav"] == f"$data_root/audio/{domain}/{row['lang']}/{row['ID']}.flac"
             engine = "" if row["engine"] == "espeak" else row["engine"]
-            assert re.fullmatch(rf"{engine}{row['voice'].lower()}r\d+p\d+", row["spk_id"])
+            assert re.fullmatch(rf"{engine}{row['voice'].lower().replace('-', '')}r\d+p\d+", row["spk_id"])
 
 
 def test_audio_is_16k_mono_flac_with_manifest_duration(corpus):

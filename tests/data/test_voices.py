@@ -63,7 +63,7 @@ def test_a_voice_speaks_only_its_language(engine, voice, lang):
 
 
 def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():
-    for lang in ("en", "it", "ru", "de"):
+    for lang in ("en", "it", "ru", "de", "es"):
         speakers = split_speakers("full", 0, lang, ALL)
         people = {split: {(v.engine, v.variant) for v in voices if v.engine != "espeak"}
                   for split, voices in speakers.items()}
@@ -77,10 +77,28 @@ def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():
         if lang == "en":  # five people: kal, ked, slt train; awb dev; rms test
             assert persons == {"train": {"kal", "ked", "slt"}, "dev": {"awb"}, "test": {"rms"}}
             assert sum(v.engine != "espeak" for v in speakers["train"]) == 22
-        elif lang == "de":
-            assert not any(persons.values())
+        elif lang in ("es", "de"):  # kal and ked by phone mapping: their English split (train)
+            assert persons == {"train": {"kal", "ked"}, "dev": set(), "test": set()}
         else:  # one or two people: train only
             assert persons["train"] and not persons["dev"] and not persons["test"]
+
+
+def test_a_person_keeps_their_own_languages_split_when_speaking_another(monkeypatch):
+    """Were kal recorded for dev in English, kal-es would be a dev speaker of Spanish."""
+    from speechkd.data import corpus
+    from speechkd.data.voices.base import EngineVoice
+
+    monkeypatch.setattr(corpus, "recorded_speaker_splits",
+                        lambda voices: {v.speaker: "dev" if v.speaker == "kal" else "train"
+                                        for v in voices})
+    catalogue = (EngineVoice("festival", "kal", "en", "kal", (100,), (95,)),
+                 EngineVoice("festival", "kal-es", "es", "kal", (100,), (95,), "en"))
+    monkeypatch.setitem(ENGINES, "festival", (ENGINES["festival"][0], catalogue))
+    monkeypatch.setattr(ENGINES["festival"][0], "missing_voices", staticmethod(lambda v: {}))
+    assert corpus.person_splits(["festival"]) == {"kal": "dev"}
+    speakers = split_speakers("small", 0, "es", ("espeak", "festival"))
+    assert {v.variant for v in speakers["dev"] if v.engine == "festival"} == {"kal-es"}
+    assert not any(v.engine == "festival" for v in speakers["train"] + speakers["test"])
 
 
 def test_espeak_only_keeps_the_previous_speakers():
@@ -114,10 +132,13 @@ def test_missing_festival_voice_package_warns_and_the_voice_is_left_out(tmp_path
     (tmp_path / "english" / "kal_diphone").mkdir(parents=True)
     monkeypatch.setattr(festival, "VOICE_FOLDERS", (str(tmp_path),))
     monkeypatch.setattr(festival.FestivalSynthesizer, "available", staticmethod(lambda: True))
-    with pytest.warns(UserWarning, match=r"festival ked, festival slt, .*festival nsh "
-                                         r"\(apt-get install festvox-kdlpc16k festvox-us-slt-hts"):
+    with pytest.warns(UserWarning, match=r"festival ked, festival slt, .*festival nsh, "
+                                         r"festival ked-es, festival ked-de, festival ked-fr "
+                                         r"\(apt-get install festvox-kdlpc16k "
+                                         r"festvox-us-slt-hts"):
         assert resolve_engines(["espeak", "festival"]) == ["espeak", "festival"]
     assert [v.variant for v in recorded_voices("en", ["festival"])] == ["kal"]
+    assert [v.variant for v in recorded_voices("es", ["festival"])] == ["kal-es"]
     assert recorded_voices("ru", ["festival"]) == []
     assert all(v.engine == "espeak" for v in split_speakers("small", 0, "ru", ALL)["train"]
                if v.engine != "flite")

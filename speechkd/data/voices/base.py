@@ -50,9 +50,10 @@ class Voice:
     @property
     def name(self) -> str:
         """Compact speaker name without dashes: ``"m3r160p45"`` (espeak-ng, as before
-        other engines existed), ``"festivalkalr110p95"``, ``"flitekal16r90p120"``."""
+        other engines existed), ``"festivalkalr110p95"``, ``"flitekal16r90p120"``,
+        ``"festivalkalesr100p95"`` (``kal-es``)."""
         prefix = "" if self.engine == "espeak" else self.engine
-        return f"{prefix}{self.variant.lower()}r{self.rate}p{self.pitch}"
+        return f"{prefix}{self.variant.lower().replace('-', '')}r{self.rate}p{self.pitch}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class EngineVoice:
         and flite's ``kal``) always land in the same split.
     rates, pitches : tuple of int
         Values drawn per pseudo-speaker (units as in :class:`Voice`).
+    recorded_lang : str
+        The language the person was recorded speaking, where it is not ``lang``
+        (festival's ``kal-es``: ``"en"``, Spanish by phone mapping); ``""`` otherwise.
+        The person's split is decided among the voices of that language.
     """
 
     engine: str
@@ -78,6 +83,7 @@ class EngineVoice:
     speaker: str
     rates: tuple
     pitches: tuple
+    recorded_lang: str = ""
 
 
 SPEEDS = tuple(range(80, 130, 5))
@@ -188,13 +194,34 @@ def trim_silence(wav: np.ndarray, sr: int, keep_s: float = 0.1, threshold_db: fl
         Shape ``(samples',)`` with ``samples' <= samples``.
     """
     frame = max(1, round(frame_s * sr))
-    n_frames = len(wav) // frame
-    if n_frames == 0:
+    voiced = np.flatnonzero(voiced_frames(wav, sr, threshold_db, frame_s))
+    if len(voiced) == 0:
         return wav
-    frames = wav[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
-    rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-20)
-    voiced = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
     keep = round(keep_s * sr)
     start = max(0, voiced[0] * frame - keep)
     end = min(len(wav), (voiced[-1] + 1) * frame + keep)
     return wav[start:end]
+
+
+def voiced_frames(wav: np.ndarray, sr: int, threshold_db: float = -40.0,
+                  frame_s: float = 0.01) -> np.ndarray:
+    """Which frames of ``frame_s`` seconds are speech: RMS within ``threshold_db`` of the
+    loudest frame's.
+
+    Parameters
+    ----------
+    wav : np.ndarray
+        Shape ``(samples,)``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(samples // frame,)``, bool; empty when ``wav`` is shorter than a frame.
+    """
+    frame = max(1, round(frame_s * sr))
+    n_frames = len(wav) // frame
+    if n_frames == 0:
+        return np.zeros(0, dtype=bool)
+    frames = wav[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-20)
+    return 20 * np.log10(rms / rms.max()) > threshold_db

@@ -29,6 +29,8 @@ ESPEAK_VOLUME = 2
 ESPEAK_PITCH = 3
 ESPEAK_RANGE = 4
 EE_OK = 0
+PHONEMES_IPA_SEPARATED = 0x02 | (ord("_") << 8)
+"""``espeak_TextToPhonemes`` mode: IPA, phonemes separated by ``_``."""
 
 ESPEAK_VOICES = {
     "en": "en-us",
@@ -154,6 +156,29 @@ class EspeakSynthesizer:
             raise RuntimeError(f"espeak-ng produced no audio for {text!r} ({lang}, {voice.name})")
         return np.concatenate(chunks)
 
+    def phonemes(self, words: list[str], espeak_voice: str) -> list[list[str]]:
+        """espeak-ng's IPA transcription of each of ``words`` (one library load for all).
+
+        Parameters
+        ----------
+        words : list of str
+            Words, each transcribed on its own (word boundaries survive).
+        espeak_voice : str
+            espeak-ng voice name, e.g. ``"es-419"``.
+
+        Returns
+        -------
+        list of list of str
+            Per word, one entry per phoneme (``["t", "ɾ", "ˈe", "s"]`` for
+            Spanish ``tres``), stress marks before the phoneme they fall on.
+        """
+        def transcribe(lib, rate):
+            if lib.espeak_SetVoiceByName(espeak_voice.encode()) != EE_OK:
+                raise RuntimeError(f"espeak-ng has no voice {espeak_voice!r}")
+            return [_word_phonemes(lib, word) for word in words]
+
+        return self._with_fresh_library(transcribe)
+
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Synthesize ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
 
@@ -164,6 +189,17 @@ class EspeakSynthesizer:
         """
         raw = self.synthesize_raw(text, lang, voice).astype(np.float32) / 32768.0
         return finish_waveform(raw, self.espeak_rate, self.trim_keep_s, self.peak)
+
+
+def _word_phonemes(lib, word: str) -> list[str]:
+    buffer = ctypes.create_string_buffer(word.encode("utf-8") + b"\0")
+    pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+    clauses = []
+    while pointer.value:  # espeak-ng moves the pointer past each clause it transcribes
+        clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(pointer), ESPEAK_CHARS_UTF8,
+                                                 PHONEMES_IPA_SEPARATED))
+    return [phoneme for clause in clauses
+            for phoneme in clause.decode("utf-8").replace(" ", "_").split("_") if phoneme]
 
 
 def _declare_signatures(lib) -> None:
@@ -179,6 +215,9 @@ def _declare_signatures(lib) -> None:
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
     ]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                          ctypes.c_int]
     lib.espeak_Synchronize.restype = ctypes.c_int
     lib.espeak_Terminate.restype = ctypes.c_int
 

@@ -11,7 +11,12 @@ again, so its audio depends only on its text and voice, not on what was
 spoken before (checked by the tests: byte-identical in any order).
 
 A festival voice speaks one language: :data:`FESTIVAL_VOICES` says which.
-The Italian voices read ISO-8859-1 text, the others UTF-8.
+The Italian voices read ISO-8859-1 text, the others UTF-8. A voice whose
+``recorded_lang`` differs from its language (``kal-es``) speaks by phone mapping:
+each word becomes a lexicon entry of English phones
+(:func:`speechkd.data.voices.phones.lexicon_entries`) under an ASCII key, added
+before the utterance (so the lexicon state never depends on what was spoken
+before), and festival speaks the keys with the voice's own prosody models.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from speechkd.data.voices.base import (
     read_wave_pcm,
     scratch_wave,
 )
+from speechkd.data.voices.espeak import EspeakSynthesizer
+from speechkd.data.voices.phones import lexicon_entries
 
 FESTIVAL_VOICES = (
     EngineVoice("festival", "kal", "en", "kal", SPEEDS, LOW_F0),
@@ -41,10 +48,19 @@ FESTIVAL_VOICES = (
     EngineVoice("festival", "pc", "it", "pc", SPEEDS, (0,)),
     EngineVoice("festival", "lp", "it", "lp", SPEEDS, (0,)),
     EngineVoice("festival", "nsh", "ru", "nsh", SPEEDS, (0,)),
+    EngineVoice("festival", "kal-es", "es", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "ked-es", "es", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "kal-de", "de", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "ked-de", "de", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "kal-fr", "fr", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
+    EngineVoice("festival", "ked-fr", "fr", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
 )
 """Festival voices the corpus uses. Pitch ``0``: the voice keeps its own f0; only the
 English diphone voices take an f0 target (``int_lr_params``); the Italian ones compute
-f0 in their own Scheme function, the HTS and cluster-unit voices from their models."""
+f0 in their own Scheme function, the HTS and cluster-unit voices from their models.
+``kal-es``, ``ked-es`` (and ``-de``, ``-fr``) are the English diphone voices speaking
+Spanish (German, French) by phone mapping (:mod:`speechkd.data.voices.phones`): the same
+people as ``kal`` and ``ked``."""
 
 SCHEME_VOICES = {
     "kal": ("kal_diphone", "utf-8", "festvox-kallpc16k"),
@@ -53,6 +69,9 @@ SCHEME_VOICES = {
     "pc": ("pc_diphone", "iso-8859-1", "festvox-itapc16k"),
     "lp": ("lp_diphone", "iso-8859-1", "festvox-italp16k"),
     "nsh": ("msu_ru_nsh_clunits", "utf-8", "festvox-ru"),
+    **{f"{variant}-{lang}": (name, "utf-8", package) for lang in ("es", "de", "fr")
+       for variant, name, package in (("kal", "kal_diphone", "festvox-kallpc16k"),
+                                      ("ked", "ked_diphone", "festvox-kdlpc16k"))},
 }
 """Festival's name (``voice_<name>``), text encoding and Debian package of each variant."""
 
@@ -89,6 +108,13 @@ class FestivalSynthesizer:
         self.trim_keep_s, self.peak = trim_keep_s, peak
         self._processes: dict = {}
         self._count = 0
+        self._transcriber = None
+
+    def _espeak(self):
+        """The espeak-ng instance that transcribes words for phone-mapped voices."""
+        if self._transcriber is None:
+            self._transcriber = EspeakSynthesizer()
+        return self._transcriber
 
     def _process(self, variant: str):
         """The festival process of ``variant``, started (with its voice loaded) if needed."""
@@ -115,7 +141,8 @@ class FestivalSynthesizer:
         with contextlib.suppress(Exception):  # interpreter shutdown: festival exits on EOF anyway
             self.close()
 
-    def _speak(self, text: str, voice: Voice, path: Path, encoding: str) -> list[str]:
+    def _speak(self, text: str, voice: Voice, path: Path, encoding: str,
+               lexicon: list = ()) -> list[str]:
         """Send one utterance's commands; festival's output lines until its own marker.
 
         Each utterance ends with a numbered marker, so output left over from an
@@ -126,7 +153,8 @@ class FestivalSynthesizer:
         marker = f"{DONE}-{self._count}".encode()
         log = []
         try:
-            process.stdin.write(self.commands(text, voice, path, self._count).encode(encoding))
+            process.stdin.write(self.commands(text, voice, path, self._count, lexicon)
+                                .encode(encoding))
             process.stdin.flush()
             for line in iter(process.stdout.readline, b""):
                 if line.strip() == marker:
@@ -138,10 +166,15 @@ class FestivalSynthesizer:
             raise RuntimeError(f"festival stopped while speaking {text!r} ({voice.name}): "
                                + " | ".join(log[-5:])) from error
 
-    def commands(self, text: str, voice: Voice, path: Path, number: int = 0) -> str:
-        """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``."""
+    def commands(self, text: str, voice: Voice, path: Path, number: int = 0,
+                 lexicon: list = ()) -> str:
+        """The Scheme that speaks ``text`` with ``voice`` into the wave file ``path``,
+        after adding ``lexicon``'s ``(word, syllables)`` entries to the voice's lexicon."""
         quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-        lines = [f"(Parameter.set 'Duration_Stretch {100.0 / voice.rate:.4f})"]
+        lines = [f"(lex.add.entry '(\"{word}\" nil ("
+                 + " ".join(f"(({' '.join(phones)}) {stress})" for phones, stress in syllables)
+                 + ")))" for word, syllables in lexicon]
+        lines.append(f"(Parameter.set 'Duration_Stretch {100.0 / voice.rate:.4f})")
         if voice.pitch:
             # target_f0_mean heads the diphone voices' int_lr_params; keep their std and model
             lines.append(f"(set! int_lr_params (cons (list 'target_f0_mean {voice.pitch}) "
@@ -158,18 +191,21 @@ class FestivalSynthesizer:
         np.ndarray
             Shape ``(samples,)``, dtype float32.
         """
-        find_engine_voice(FESTIVAL_VOICES, voice, lang)
+        entry = find_engine_voice(FESTIVAL_VOICES, voice, lang)
         encoding = SCHEME_VOICES[voice.variant][1]
+        lexicon: list = []
+        if entry.recorded_lang and entry.recorded_lang != lang:
+            text, lexicon = lexicon_entries(text, lang, self._espeak())
         try:
             text.encode(encoding)
         except UnicodeEncodeError as error:
             raise ValueError(f"festival voice {voice.variant!r} reads {encoding} text; "
                              f"{text!r} has {error.object[error.start:error.end]!r}") from None
         with scratch_wave(self.engine) as path:
-            log = self._speak(text, voice, path, encoding)
+            log = self._speak(text, voice, path, encoding, lexicon)
             if not path.exists():  # once more in a fresh process: its output is the same
                 self.close(voice.variant)
-                log = self._speak(text, voice, path, encoding)
+                log = self._speak(text, voice, path, encoding, lexicon)
             if not path.exists():
                 errors = [line for line in log if "error" in line.lower()]
                 raise RuntimeError(f"festival wrote no audio for {text!r} ({lang}, {voice.name}): "
