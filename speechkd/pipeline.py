@@ -146,6 +146,8 @@ class Pipeline:
                 "corpus_size": hparams["corpus_size"],
                 "corpus_seed": hparams["corpus_seed"],
                 "corpus_unlabelled_minutes": hparams.get("corpus_unlabelled_minutes", 0),
+                "corpus_languages": hparams.get("corpus_languages"),
+                "domains": hparams.get("domains", ["clean"]),
                 "seed": hparams["seed"],
             }
             if hparams.get("corpus_augment"):
@@ -263,7 +265,7 @@ class Pipeline:
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
                             {"strategies": self.hparams["ensemble_strategies"], "threads": self.hparams["rtf_threads"],
                              "real_speech_manifest": self.real_speech_manifest()},
-                            after=tuple(models)))
+                            after=tuple(models), restart=lambda: empty_folder(self.folder("evaluate"))))
         stages.append(Stage("export", self.folder("export"), self.export, {"version": 1},
                             after=("distill",)))
         stages.append(Stage("report", self.out, self.report, {"version": 1},

@@ -12,7 +12,7 @@ or as a preset name (:data:`PRESETS`: ``none``, ``light``, ``telephone``,
 it does not override (a bare number is its ``p``). A dict given on a
 recipe's command line is merged into the YAML's (hyperpyyaml), so
 ``--corpus_augment="{speed: {p: 0.8}}"`` changes one effect of the
-quickstart's ``{preset: full}``; a preset name replaces it. Effects run in the order of :data:`EFFECTS`: speaker (speed,
+quickstart's ``{preset: telephone}``; a preset name replaces it. Effects run in the order of :data:`EFFECTS`: speaker (speed,
 pitch, vocal-tract length), room (reverb, noise), channel (telephone at
 8 kHz with a codec, wideband lossy codec), recording level (gain with or
 without clipping, DC offset). The output is always 16 kHz: narrowband audio
@@ -430,6 +430,10 @@ class Augmentation:
             raise ValueError(f"unknown augment preset {preset!r}; presets are "
                              f"{', '.join(PRESETS)}")
         splits = tuple(config.pop("splits", DEFAULT_SPLITS))
+        unknown_splits = sorted(set(splits) - {"train", "unlabelled", "dev", "test"})
+        if unknown_splits:
+            raise ValueError(f"unknown augment splits {unknown_splits}; the corpus splits are "
+                             "train, unlabelled, dev, test")
         requested = {**copy.deepcopy(PRESETS[preset]), **config}
         effects = {}
         for name in EFFECTS:

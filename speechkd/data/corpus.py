@@ -407,15 +407,18 @@ def _fingerprint(options: dict) -> str:
 
 
 def _check_same_content(out: Path, options: dict) -> None:
-    """Refuse to mix audio of different (task, size, seed, engines) in one folder.
+    """Refuse to mix audio of different (task, size, seed) in one folder.
 
     A folder an older builder made with the same task, size and seed is
     emptied of its corpus (audio, manifests, summary) and rebuilt, with a
     warning: the same options now give other audio, which must not be reused.
+    Engines and voices may change between builds into one folder (e.g.
+    ``corpus_engines: [espeak]`` after a build with every engine): utterance
+    IDs name the engine, voice, rate and pitch, so their audio never collides,
+    and the manifests and fingerprint are rewritten for the engines asked.
     """
     marker = out / ".corpus-build.json"
-    content = {key: options[key] for key in ("builder_version", "task", "size", "seed",
-                                             "engines", "voices")}
+    content = {key: options[key] for key in ("builder_version", "task", "size", "seed")}
     if marker.exists():
         previous = json.loads(marker.read_text())
         differing = [key for key in content if previous.get(key) != content[key]]
