@@ -140,7 +140,7 @@ def test_spanish_corpus_gets_the_phone_mapped_voices_in_train(tmp_path):
     if not ENGINES["festival"][0].available():
         pytest.skip("festival is not installed (make debs installs it)")
     summary = build_corpus("numbers", "tiny", tmp_path / "c", languages=["es"], progress=False,
-                           engines=["espeak", "festival"])
+                           engines=["espeak", "festival", "festival-xling"])
     assert summary["voices"] == ["festival:kal-es", "festival:ked-es"]
     rows = {split: read_manifest(tmp_path / "c" / f"{split}.csv") for split in ("train", "test")}
     spoken = [row for row in rows["train"] if row["engine"] == "festival"]

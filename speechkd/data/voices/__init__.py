@@ -14,25 +14,37 @@ import warnings
 
 from speechkd.data.voices.base import SAMPLE_RATE, EngineVoice, Synthesizer, Voice
 from speechkd.data.voices.espeak import EspeakSynthesizer
-from speechkd.data.voices.festival import FESTIVAL_VOICES, FestivalSynthesizer
+from speechkd.data.voices.festival import (
+    CROSS_LINGUAL_VOICES,
+    FESTIVAL_VOICES,
+    FestivalSynthesizer,
+)
 from speechkd.data.voices.flite import FLITE_VOICES, FliteSynthesizer
 
 ENGINES = {
     "espeak": (EspeakSynthesizer, ()),
     "festival": (FestivalSynthesizer, FESTIVAL_VOICES),
     "flite": (FliteSynthesizer, FLITE_VOICES),
+    "festival-xling": (FestivalSynthesizer, CROSS_LINGUAL_VOICES),
 }
 """``{engine: (synthesiser class, voices of recorded people it ships)}``; espeak-ng's
-variants are drawn by the corpus builder itself (they speak every language)."""
+variants are drawn by the corpus builder itself (they speak every language).
+``festival-xling`` is festival's English voices speaking es, de and fr by phone
+mapping (their manifest engine is ``festival``); it needs ``festival`` beside it."""
+
+DEFAULT_ENGINES = ("espeak", "festival", "flite")
+"""The engines of a build that names none (``festival-xling`` is opt-in)."""
 
 DEBIAN_PACKAGES = {
     "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
                 "festvox-italp16k festvox-itapc16k festvox-ru",
     "flite": "flite",
+    "festival-xling": "festival festvox-kallpc16k festvox-kdlpc16k",
 }
 """What ``apt-get install`` needs for each engine (the Makefile's ``debs`` installs them)."""
 
 __all__ = [
+    "DEFAULT_ENGINES",
     "ENGINES",
     "SAMPLE_RATE",
     "EngineVoice",
@@ -54,18 +66,21 @@ def resolve_engines(engines=None) -> list[str]:
     Parameters
     ----------
     engines : sequence of str, optional
-        Engine names (:data:`ENGINES` keys); ``None`` means all of them.
+        Engine names (:data:`ENGINES` keys); ``None`` means :data:`DEFAULT_ENGINES`.
 
     Returns
     -------
     list of str
         Installed engines in :data:`ENGINES` order.
     """
-    asked = list(ENGINES) if engines is None else list(dict.fromkeys(engines))
+    asked = list(DEFAULT_ENGINES) if engines is None else list(dict.fromkeys(engines))
     unknown = [name for name in asked if name not in ENGINES]
     if unknown or not asked:
         raise ValueError(f"unknown synthesis engines {unknown or asked}; engines are "
                          f"{', '.join(ENGINES)}")
+    if "festival-xling" in asked and "festival" not in asked:
+        raise ValueError("the festival-xling voices are festival's English voices: ask for "
+                         "festival too (their people get their split from it)")
     missing = [name for name in asked if not ENGINES[name][0].available()]
     if missing:
         warnings.warn(

@@ -10,7 +10,7 @@ was seen to fail. Every utterance sets its duration stretch and f0 target
 again, so its audio depends only on its text and voice, not on what was
 spoken before (checked by the tests: byte-identical in any order).
 
-A festival voice speaks one language: :data:`FESTIVAL_VOICES` says which.
+A festival voice speaks one language: :data:`FESTIVAL_VOICES` and :data:`CROSS_LINGUAL_VOICES` say which.
 The Italian voices read ISO-8859-1 text, the others UTF-8. A voice whose
 ``recorded_lang`` differs from its language (``kal-es``) speaks by phone mapping:
 each word becomes a lexicon entry of English phones
@@ -48,6 +48,13 @@ FESTIVAL_VOICES = (
     EngineVoice("festival", "pc", "it", "pc", SPEEDS, (0,)),
     EngineVoice("festival", "lp", "it", "lp", SPEEDS, (0,)),
     EngineVoice("festival", "nsh", "ru", "nsh", SPEEDS, (0,)),
+)
+"""Festival voices the corpus uses, each speaking the language it was recorded in. Pitch
+``0``: the voice keeps its own f0; only the English diphone voices take an f0 target
+(``int_lr_params``); the Italian ones compute f0 in their own Scheme function, the HTS and
+cluster-unit voices from their models."""
+
+CROSS_LINGUAL_VOICES = (
     EngineVoice("festival", "kal-es", "es", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
     EngineVoice("festival", "ked-es", "es", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
     EngineVoice("festival", "kal-de", "de", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
@@ -55,12 +62,10 @@ FESTIVAL_VOICES = (
     EngineVoice("festival", "kal-fr", "fr", "kal", SPEEDS, LOW_F0, recorded_lang="en"),
     EngineVoice("festival", "ked-fr", "fr", "ked", SPEEDS, LOW_F0, recorded_lang="en"),
 )
-"""Festival voices the corpus uses. Pitch ``0``: the voice keeps its own f0; only the
-English diphone voices take an f0 target (``int_lr_params``); the Italian ones compute
-f0 in their own Scheme function, the HTS and cluster-unit voices from their models.
-``kal-es``, ``ked-es`` (and ``-de``, ``-fr``) are the English diphone voices speaking
+"""``kal-es``, ``ked-es`` (and ``-de``, ``-fr``) are the English diphone voices speaking
 Spanish (German, French) by phone mapping (:mod:`speechkd.data.voices.phones`): the same
-people as ``kal`` and ``ked``."""
+people as ``kal`` and ``ked``. Opt-in (engine ``festival-xling``): on the quickstart
+budget they made a model worse on real and synthetic speech (RESULTS.md, "Real speech")."""
 
 SCHEME_VOICES = {
     "kal": ("kal_diphone", "utf-8", "festvox-kallpc16k"),
@@ -191,7 +196,7 @@ class FestivalSynthesizer:
         np.ndarray
             Shape ``(samples,)``, dtype float32.
         """
-        entry = find_engine_voice(FESTIVAL_VOICES, voice, lang)
+        entry = find_engine_voice(FESTIVAL_VOICES + CROSS_LINGUAL_VOICES, voice, lang)
         encoding = SCHEME_VOICES[voice.variant][1]
         lexicon: list = []
         if entry.recorded_lang and entry.recorded_lang != lang:
