@@ -98,6 +98,10 @@ class Checkpointer(sb.utils.checkpoints.Checkpointer):
         checkpoint = super().save_checkpoint(meta or {}, end_of_epoch, name, verbosity)
         if checkpoint is not None:  # the main process, which wrote the meta file
             (checkpoint.path / PENDING_META).replace(checkpoint.path / METAFNAME)
+        # Every rank lists the checkpoints next (save_and_keep_only); one that still saw the
+        # pending meta file would pick other checkpoints to delete than the main process, and
+        # the ranks' collectives in SpeechBrain's deletion would no longer pair up (a hang).
+        sb.utils.distributed.ddp_barrier()
         return checkpoint
 
     def _save_checkpoint_metafile(self, fpath, meta_to_include=None, end_of_epoch=True):
