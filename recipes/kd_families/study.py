@@ -5,13 +5,17 @@
 2. capacity gap: students of about 1/30, 1/12 and 1/2 of the teacher's parameters;
 3. label noise: 0, 20, 40, 60 % of train transcripts corrupted (seeded, recorded in
    ``conditions/noise<p>.json``), the teacher trained on the same noisy data;
-4. class imbalance: languages 100 : 10 : 1 (en : de : es) in the train set, tail reported apart.
+4. class imbalance: languages 100 : 10 : 1 (en : de : es) in the train set, tail reported apart;
+   and, separately, number words: a fifth of each language's frequent words made ten times
+   rarer (``conditions/imbalance_words/record.json``), test utterances holding one reported apart.
 
 Every row gives test WER and CER with 95 % bootstrap intervals over test utterances,
 their differences to CTC alone on the same utterances (paired bootstrap) and WER/CER
-per language. Runs already done (their ``results.json`` exists) are skipped.
+per language. Runs already done (their ``results.json`` exists) are skipped. With
+``--seeds 1234 2024`` the methods table is run again with every further seed (same
+combination as the first seed's) and given as ``methods, seed <s>``.
 
-    python recipes/kd_families/study.py --tables 1 2 3 4 --jobs 2
+    python recipes/kd_families/study.py --tables 1 2 3 4 --jobs 2 --seeds 1234 2024
     python recipes/kd_families/study.py --tables 1 --set corpus_size=tiny --set lang_minutes=null
 
 writes ``<output>/tables.md`` and ``<output>/tables.json``.
@@ -25,7 +29,12 @@ import re
 import subprocess
 import sys
 
-from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset
+from speechkd.data.conditions import (
+    corrupt_transcripts,
+    long_tailed_subset,
+    long_tailed_words,
+    tail_utterances,
+)
 from speechkd.data.manifest import read_manifest, write_manifest
 from speechkd.metrics import paired_bootstrap_wer, read_utterance_char_errors, read_utterance_errors
 
@@ -44,9 +53,14 @@ METHODS = {
     "one": {"w_one": 1},
 }
 FAMILIES = ["hint", "energy", "boundary", "rkd", "sp", "dml", "one"]
-SIZES = {"1/30": {"conv_channels": 16, "gru_hidden": 24}, "1/12": {}, "1/2": {"conv_channels": 96, "gru_hidden": 128}}
+CAPACITY_METHODS = ("ctc", "kd", "hint", "combo")  # combo: the methods table's best combination
+# Student sizes against the 283k-parameter teacher; {} is student.yaml's own (the methods table's)
+SIZES = {"1/30": {"conv_channels": 16, "gru_hidden": 24}, "1/12": {"conv_channels": 32, "gru_hidden": 48},
+         "1/3.5": {"conv_channels": 64, "gru_hidden": 96}, "1/2": {}}
+DEFAULT_SIZE = "1/2"
 NOISE = [0, 20, 40, 60]
 IMBALANCE = {"en": 100, "de": 10, "es": 1}
+WORD_IMBALANCE = {"tail_share": 0.2, "tail_ratio": 0.1}
 
 
 class Study:
@@ -77,10 +91,13 @@ class Study:
         return self.pool.submit(self.run, "ctc/train.py", "kd_families/teacher.yaml",
                                 os.path.join(self.out, "teachers", name), overrides)
 
-    def student(self, name, teacher, method, train_csv=None, **extra):
+    def student(self, name, teacher, method, train_csv=None, seed=None, **extra):
+        """One student run (``students/<name>``, or ``students/<name>-seed<seed>`` for a further seed)."""
         overrides = {"number_of_epochs": self.args.epochs, "teachers": f"[{teacher}]", **METHODS[method], **extra}
         if train_csv:
             overrides["train_csv"] = train_csv
+        if seed is not None and seed != self.args.seeds[0]:
+            overrides["seed"], name = seed, f"{name}-seed{seed}"
         return self.pool.submit(self.run, "distill/train.py", "kd_families/student.yaml",
                                 os.path.join(self.out, "students", name), overrides)
 
@@ -103,41 +120,62 @@ class Study:
 
     # ------------------------------------------------------------------ the tables
     def tables(self):
+        """Run what the chosen tables need; ``{table: {row: run folder}}`` and the tail utterances of table 4."""
         teacher = self.teacher("teacher").result()
-        rows = {}
+        rows, subsets = {}, {}
         noisy, teachers = {}, {}  # the condition teachers are queued first: they train while the students do
-        if 3 in self.args.tables:
+        tables = set(self.args.tables)
+        if 3 in tables:
             noisy = {p: self.condition(f"noise{p}", lambda r, p=p: corrupt_transcripts(r, p / 100, seed=0))
                      for p in NOISE if p}
             teachers = {p: self.teacher(f"teacher_noise{p}", csv) for p, csv in noisy.items()}
-        if 4 in self.args.tables:
+        if 4 in tables:
             tail_csv = self.condition("imbalance", lambda r: long_tailed_subset(r, IMBALANCE, seed=0))
+            words_csv = self.condition("imbalance_words", lambda r: long_tailed_words(r, **WORD_IMBALANCE, seed=0))
             tail_teacher = self.teacher("teacher_imbalance", tail_csv)
-        if {1, 2} & set(self.args.tables):
+            words_teacher = self.teacher("teacher_imbalance_words", words_csv)
+        if {1, 2} & tables:
             runs = {m: self.student(m, teacher, m) for m in METHODS}
             rows["methods"] = {m: f.result() for m, f in runs.items()}
             dev = {m: best_dev(rows["methods"][m]) for m in FAMILIES if rows["methods"][m]}
             best = sorted(dev, key=dev.get)[:2]
-            combo = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
-            METHODS["combo"] = combo
-            rows["methods"]["kd+" + "+".join(best)] = self.student("combo", teacher, "combo").result()
-        if 2 in self.args.tables:
+            METHODS["combo"] = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
+            combo_name = "kd+" + "+".join(best)
+            rows["methods"][combo_name] = self.student("combo", teacher, "combo").result()
+        if 1 in tables:
+            for seed in self.args.seeds[1:]:  # the student's seed; the same teacher
+                runs = {m: self.student(m, teacher, m, seed=seed) for m in METHODS}
+                rows[f"methods, seed {seed}"] = {(combo_name if m == "combo" else m): f.result()
+                                                 for m, f in runs.items()}
+        if 2 in tables:
             runs = {(size, m): self.student(f"{m}_{size.replace('/', 'of')}", teacher, m, **SIZES[size])
-                    for size in SIZES if SIZES[size] for m in ("ctc", "kd", "hint")}
+                    for size in SIZES if size != DEFAULT_SIZE for m in CAPACITY_METHODS}
             rows["capacity"] = {f"{m} {size}": f.result() for (size, m), f in runs.items()}
-            rows["capacity"].update({f"{m} 1/12": rows["methods"][m] for m in ("ctc", "kd", "hint")})
-        if 3 in self.args.tables:
+            rows["capacity"].update({f"{m} {DEFAULT_SIZE}": rows["methods"][combo_name if m == "combo" else m]
+                                     for m in CAPACITY_METHODS})
+        if 3 in tables:
             runs = {(p, m): self.student(f"{m}_noise{p}", teachers[p].result(), m, noisy[p])
                     for p in noisy for m in ("ctc", "kd") if teachers[p].result()}
             rows["noise"] = {f"{m} {p}%": f.result() for (p, m), f in runs.items()}
-            if 1 in self.args.tables:
+            if 1 in tables:
                 rows["noise"].update({f"{m} 0%": rows["methods"][m] for m in ("ctc", "kd")})
-        if 4 in self.args.tables:
-            runs = {m: self.student(f"{m}_imbalance", tail_teacher.result(), m, tail_csv)
-                    for m in ("ctc", "kd", "hint") if tail_teacher.result()}
-            rows["imbalance"] = {m: f.result() for m, f in runs.items()}
+        if 4 in tables:
+            for table, csv, condition_teacher in (("imbalance", tail_csv, tail_teacher),
+                                                  ("imbalance (words)", words_csv, words_teacher)):
+                runs = {m: self.student(f"{m}_{table.replace(' (words)', '_words')}", condition_teacher.result(),
+                                        m, csv) for m in ("ctc", "kd", "hint") if condition_teacher.result()}
+                rows[table] = {m: f.result() for m, f in runs.items()}
+            subsets["imbalance (words)"] = self.word_subsets()
         rows["teacher"] = {"teacher": teacher}
-        return rows
+        return rows, subsets
+
+    def word_subsets(self):
+        """Test utterance IDs holding a word the word-imbalance condition made rare, and the others."""
+        with open(os.path.join(self.out, "conditions", "imbalance_words", "record.json")) as fin:
+            tail = json.load(fin)["tail"]
+        test = read_manifest(os.path.join(self.data_folder, "test.csv"))
+        with_tail = tail_utterances(test, tail)
+        return {"tail-word utts": with_tail, "other utts": {row["ID"] for row in test} - with_tail}
 
 
 def best_dev(folder):
@@ -172,16 +210,24 @@ def interval_text(ci, signed=False):
                                    else f"{ci['difference']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}]")
 
 
-def summarize(rows):
-    """``{table: {row: {...}}}`` and the markdown tables: WER and CER with their intervals, per language."""
+def summarize(rows, subsets=None):
+    """``{table: {row: {...}}}`` and the markdown tables: WER and CER with their intervals, per language.
+
+    ``subsets`` (``{table: {name: test utterance IDs}}``) adds, to that table, each
+    subset's WER and its paired difference to CTC alone (e.g. the test utterances
+    holding a word the word-imbalance condition made rare).
+    """
     summary, lines = {}, []
+    subsets = subsets or {}
     for table, runs in rows.items():
         runs = {key: folder for key, folder in runs.items() if folder}  # --report: runs not done yet are left out
         summary[table] = {}
         baseline_key = next((k for k in runs if k.split()[0] == "ctc" and k.split()[1:] == []), None)
+        parts = subsets.get(table, {})
+        extra = "".join(f" {name} ({len(ids)}): WER [95 % CI] | Δ vs CTC |" for name, ids in parts.items())
         lines += [f"\n### {table}\n", ("| row | params | WER [95 % CI] | Δ WER vs CTC [95 % CI] | CER [95 % CI] "
-                  "| Δ CER vs CTC [95 % CI] | WER per lang | CER per lang | epoch tested | dev CER, last epoch |"),
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| Δ CER vs CTC [95 % CI] | WER per lang | CER per lang | epoch tested | dev CER, last epoch |"
+                  + extra), "|---|---|---|---|---|---|---|---|---|---|" + "---|---|" * len(parts)]
         errors = {k: {"wer": read_utterance_errors(os.path.join(f, "wer_test.txt")),
                       "cer": read_utterance_char_errors(os.path.join(f, "wer_test.txt"))} for k, f in runs.items()}
         for key, folder in sorted(runs.items(), key=lambda kv: sort_key(kv[0])):
@@ -194,6 +240,11 @@ def summarize(rows):
                 row[rate] = rate_interval(errors[key][rate])
                 row[f"delta_{rate}_vs_ctc"] = (paired_bootstrap_wer(errors[base][rate], errors[key][rate])
                                                if base and base != key else None)
+            for name, ids in parts.items():
+                mine = {utt: e for utt, e in errors[key]["wer"].items() if utt in ids}
+                row[name] = {"wer": rate_interval(mine), "delta_wer_vs_ctc": (
+                    paired_bootstrap_wer({u: e for u, e in errors[base]["wer"].items() if u in ids}, mine)
+                    if base and base != key else None)}
             summary[table][key] = row
             langs = sorted(row["per_lang"].items())
             lines.append(f"| {key} | {row['params']} | {interval_text(row['wer'])} | "
@@ -201,7 +252,9 @@ def summarize(rows):
                          f"{interval_text(row['delta_cer_vs_ctc'], True)} | "
                          + " ".join(f"{lang} {v['wer']:.1f}" for lang, v in langs) + " | "
                          + " ".join(f"{lang} {v['cer']:.1f}" for lang, v in langs)
-                         + f" | {row['epoch_tested']} | {row['last_dev_cer']:.1f} |")
+                         + f" | {row['epoch_tested']} | {row['last_dev_cer']:.1f} |"
+                         + "".join(f" {interval_text(row[name]['wer'])} | "
+                                   f"{interval_text(row[name]['delta_wer_vs_ctc'], True)} |" for name in parts))
     return summary, "\n".join(lines) + "\n"
 
 
@@ -224,13 +277,15 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=8, help="student epochs (every row the same budget)")
     parser.add_argument("--teacher_epochs", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=1, help="recipe runs at a time")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1234],
+                        help="student seeds: every table with the first, the methods table again with the others")
     parser.add_argument("--output", default=os.path.join(REPO, "results", "kd_families", "study"))
     parser.add_argument("--set", action="append", default=[], help="key=value override for every run")
     parser.add_argument("--report", action="store_true", help="tables of the runs done so far; start none")
     args = parser.parse_args(argv)
     study = Study(args)
-    rows = study.tables()
-    summary, markdown = summarize(rows)
+    rows, subsets = study.tables()
+    summary, markdown = summarize(rows, subsets)
     with open(os.path.join(study.out, "tables.json"), "w") as fout:
         json.dump(summary, fout, indent=1)
     with open(os.path.join(study.out, "tables.md"), "w") as fout:

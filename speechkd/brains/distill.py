@@ -29,6 +29,9 @@ from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.layers import LayerRecorder
 
+# Schedulers that anneal by epoch number (LinearDecay is one); the others (NewBob) follow the dev loss
+EPOCH_SCHEDULERS = (sb.nnet.schedulers.LinearScheduler, sb.nnet.schedulers.StepScheduler)
+
 
 class DistillBrain(sb.Brain):
     """Trains ``modules.model`` (a CTC acoustic model) on the YAML's ``objective``.
@@ -206,7 +209,7 @@ class DistillBrain(sb.Brain):
             lr = self.optimizer.param_groups[0]["lr"]
             annealing = getattr(self.hparams, "lr_annealing", None)
             if annealing is not None:  # on the dev loss: early on the WER sits at 100 while CTC learns
-                lr, new_lr = annealing(stats["loss"])
+                lr, new_lr = annealing(epoch if isinstance(annealing, EPOCH_SCHEDULERS) else stats["loss"])
                 sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats,

@@ -12,6 +12,10 @@ seeded and every changed utterance is listed with its original transcript.
 - :func:`long_tailed_subset`: keeps each language's utterances in given
   ratios (e.g. ``{en: 100, de: 10, es: 1}``: all of ``en``, a tenth of ``de``,
   a hundredth of ``es``, at least ``min_utterances``).
+- :func:`long_tailed_words`: the same for words: a seeded share of each
+  language's vocabulary becomes the tail, and an utterance holding a tail word
+  is kept with probability ``tail_ratio``; :func:`tail_utterances` finds the
+  test utterances that hold one, to report them apart.
 """
 
 from __future__ import annotations
@@ -124,3 +128,79 @@ def long_tailed_subset(rows: list[dict], ratios: dict, seed: int = 0, min_uttera
                      "seconds": round(sum(float(r["duration"]) for r in kept if r["lang"] == lang), 2)}
               for lang in ratios}
     return kept, record
+
+
+def long_tailed_words(rows: list[dict], tail_share: float = 0.2, tail_ratio: float = 0.1, seed: int = 0,
+                      min_count: int = 5) -> tuple[list[dict], dict]:
+    """Make some frequent words rare: drop most of the utterances that hold them.
+
+    In each language, the tail is ``round(tail_share * n)`` (at least one) of
+    the ``n`` words found in at least ``min_count`` utterances, drawn with a
+    seeded generator (rarer words, e.g. German's one-word compound numbers,
+    are rare already). An utterance holding a tail
+    word is kept with probability ``tail_ratio`` (so a tail word is seen about
+    ``tail_ratio`` times as often as in the full manifest); the others are all
+    kept. Words co-occur in an utterance, so the head words lose a little
+    too; the record gives the counts before and after.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Manifest rows (``ID``, ``lang``, ``wrd``, ...); not modified.
+    tail_share : float
+        Share of each language's vocabulary in the tail, in (0, 1).
+    tail_ratio : float
+        Probability of keeping an utterance that holds a tail word, in (0, 1].
+    seed : int
+    min_count : int
+        Utterances a word must appear in to be a tail candidate.
+
+    Returns
+    -------
+    rows : list of dict
+        The kept rows, in manifest order.
+    record : dict
+        ``{"tail": {lang: [words]}, "kept": {"head_utterances", "tail_utterances"},
+        "word_counts": {lang: {word: [before, after]}}}``.
+    """
+    if not 0.0 < tail_share < 1.0 or not 0.0 < tail_ratio <= 1.0:
+        raise ValueError(f"tail_share must be in (0, 1) and tail_ratio in (0, 1], got {tail_share}, {tail_ratio}")
+    vocabulary = collections.defaultdict(collections.Counter)  # lang -> word -> utterances holding it
+    for row in rows:
+        vocabulary[row["lang"]].update(set(row["wrd"].split()))
+    tail = {}
+    for lang, counter in sorted(vocabulary.items()):
+        words = sorted(word for word, count in counter.items() if count >= min_count)
+        if not words:
+            raise ValueError(f"no {lang} word is in {min_count} utterances or more: lower min_count")
+        count = max(1, round(tail_share * len(words)))
+        tail[lang] = sorted(_rng(seed, "tail", lang).choice(words, size=count, replace=False).tolist())
+    keep_draw = _rng(seed, "keep").random(len(rows))
+    kept, head_count, tail_count = [], 0, 0
+    for row, draw in zip(rows, keep_draw):
+        if holds_tail_word(row, tail):
+            if draw < tail_ratio:
+                kept.append(row)
+                tail_count += 1
+        else:
+            kept.append(row)
+            head_count += 1
+    counts = {lang: {word: [0, 0] for word in sorted(words)} for lang, words in vocabulary.items()}
+    for column, subset in enumerate((rows, kept)):
+        for row in subset:
+            for word in row["wrd"].split():
+                counts[row["lang"]][word][column] += 1
+    record = {"tail": tail, "tail_share": tail_share, "tail_ratio": tail_ratio, "min_count": min_count,
+              "kept": {"head_utterances": head_count, "tail_utterances": tail_count,
+                       "of": len(rows)}, "word_counts": counts}
+    return kept, record
+
+
+def holds_tail_word(row: dict, tail: dict) -> bool:
+    """Whether a manifest row's transcript holds a word of its language's tail (``{lang: [words]}``)."""
+    return bool(set(row["wrd"].split()) & set(tail.get(row["lang"], ())))
+
+
+def tail_utterances(rows: list[dict], tail: dict) -> set[str]:
+    """IDs of the rows (e.g. a test manifest) holding a tail word of :func:`long_tailed_words`' record."""
+    return {row["ID"] for row in rows if holds_tail_word(row, tail)}

@@ -1,8 +1,8 @@
-"""Seeded, recorded training conditions: corrupted transcripts and long-tailed languages."""
+"""Seeded, recorded training conditions: corrupted transcripts, long-tailed languages and words."""
 
 import pytest
 
-from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset
+from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset, long_tailed_words, tail_utterances
 
 
 def manifest(per_lang=20):
@@ -44,3 +44,39 @@ def test_long_tail_keeps_languages_in_ratio_with_a_floor():
     assert record["de"]["utterances"] == 2
     with pytest.raises(ValueError, match=r"languages \['fr'\] have no utterance"):
         long_tailed_subset(rows, {"fr": 1, "en": 1})
+
+
+def single_word_manifest(per_word=100):
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    return [{"ID": f"en-{word}-{i}", "duration": "1.0", "wav": "x.wav", "spk_id": "s", "lang": "en",
+             "domain": "clean", "wrd": word} for word in words for i in range(per_word)]
+
+
+def test_word_tail_makes_a_seeded_share_of_words_rarer_and_keeps_the_rest():
+    rows = single_word_manifest() + [{"ID": "en-rare", "duration": "1.0", "wav": "x.wav", "spk_id": "s",
+                                      "lang": "en", "domain": "clean", "wrd": "eleven"}]
+    kept, record = long_tailed_words(rows, tail_share=0.2, tail_ratio=0.1, seed=3)
+    tail = record["tail"]["en"]
+    assert len(tail) == 2 and "eleven" not in tail  # 20 % of the 10 words in >= 5 utterances
+    for word, (before, after) in record["word_counts"]["en"].items():
+        if word in tail:
+            assert before == 100 and 2 <= after <= 25  # Binomial(100, 0.1): far inside these bounds
+        else:
+            assert after == before  # one word per utterance: a head word loses nothing
+    assert record["kept"] == {"head_utterances": 801, "of": 1001,
+                              "tail_utterances": sum(record["word_counts"]["en"][w][1] for w in tail)}
+    assert [r["ID"] for r in kept] == [r["ID"] for r in rows if r in kept]  # manifest order
+    assert long_tailed_words(rows, tail_share=0.2, tail_ratio=0.1, seed=3) == (kept, record)  # seeded
+    assert long_tailed_words(rows, tail_share=0.2, tail_ratio=0.1, seed=4)[1]["tail"] != record["tail"]
+
+    test = [{"ID": "a", "lang": "en", "wrd": f"{tail[0]} one"}, {"ID": "b", "lang": "en", "wrd": "eleven"},
+            {"ID": "c", "lang": "de", "wrd": tail[1]}]  # another language's word of the same spelling is not tail
+    assert tail_utterances(test, record["tail"]) == {"a"}
+
+
+def test_word_tail_refuses_bad_shares_and_a_language_without_frequent_words():
+    rows = single_word_manifest(per_word=3)
+    with pytest.raises(ValueError, match="no en word is in 5 utterances or more"):
+        long_tailed_words(rows)
+    with pytest.raises(ValueError, match="tail_share must be in"):
+        long_tailed_words(rows, tail_share=1.0)

@@ -54,3 +54,22 @@ def test_study_table_has_intervals_and_the_paired_difference(runs):
     assert "| kd+all |" in markdown
     with open(os.path.join(runs["ctc"], "results.json")) as fin:
         assert json.load(fin)["params"] == ctc["params"]
+
+
+def test_study_reports_a_subset_of_test_utterances_apart(runs):
+    sys.path.insert(0, os.path.join(REPO, "recipes", "kd_families"))
+    from study import summarize
+
+    from speechkd.metrics import read_utterance_errors
+
+    ctc_errors = read_utterance_errors(os.path.join(runs["ctc"], "wer_test.txt"))
+    half = set(sorted(ctc_errors)[: len(ctc_errors) // 2])
+    summary, markdown = summarize({"imbalance (words)": {"ctc": runs["ctc"], "kd+all": runs["all"]}},
+                                  {"imbalance (words)": {"tail-word utts": half}})
+    ctc, every = (summary["imbalance (words)"][k]["tail-word utts"] for k in ("ctc", "kd+all"))
+    edits, words = (sum(ctc_errors[u][i] for u in half) for i in (0, 1))
+    assert ctc["wer"]["difference"] == pytest.approx(100 * edits / words)  # the subset's own WER
+    assert ctc["wer"]["n_utts"] == len(half) and ctc["delta_wer_vs_ctc"] is None
+    assert every["delta_wer_vs_ctc"]["difference"] == pytest.approx(
+        every["wer"]["difference"] - ctc["wer"]["difference"])
+    assert f"tail-word utts ({len(half)}): WER [95 % CI] | Δ vs CTC |" in markdown
