@@ -166,7 +166,10 @@ class Study:
                                         m, csv) for m in ("ctc", "kd", "hint") if condition_teacher.result()}
                 rows[table] = {m: f.result() for m, f in runs.items()}
             subsets["imbalance (words)"] = self.word_subsets()
-        rows["teacher"] = {"teacher": teacher}
+        rows["teachers"] = {"teacher": teacher, **{f"teacher {p}%": f.result() for p, f in teachers.items()}}
+        if 4 in tables:
+            rows["teachers"].update({"teacher imbalance": tail_teacher.result(),
+                                     "teacher imbalance (words)": words_teacher.result()})
         return rows, subsets
 
     def word_subsets(self):

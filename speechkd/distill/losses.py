@@ -117,6 +117,28 @@ def delay_frames(target: torch.Tensor, delay: int, blank_index: int = 0) -> torc
     return torch.cat([lead, target], dim=1)[:, : target.shape[1]]
 
 
+def delay_states(states: torch.Tensor, delay: int) -> torch.Tensor:
+    """Shift layer states ``delay`` frames later along time, as :func:`delay_frames` does targets.
+
+    Parameters
+    ----------
+    states : torch.Tensor
+        ``(batch, time, dim)`` per-frame states (e.g. a teacher layer at the student's rate).
+    delay : int
+        Frames to shift by (0 returns ``states`` unchanged).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, time, dim)``: out[:, t] = states[:, t - delay] for t >= delay, and the
+        first frame's state (leading silence) before.
+    """
+    if delay <= 0:
+        return states
+    lead = states[:, :1].expand(-1, delay, -1)
+    return torch.cat([lead, states], dim=1)[:, : states.shape[1]]
+
+
 def temper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``p^{1/τ} / Σ p^{1/τ}`` over the last dimension (zeros stay zero)."""
     if temperature == 1.0:

@@ -37,7 +37,7 @@ from speechkd.distill.conditional import (
     ctc_forced_alignment,
     greedy_matches_reference,
 )
-from speechkd.distill.losses import topk_kl
+from speechkd.distill.losses import delay_states, topk_kl
 from speechkd.models.features import relative_lengths_to_absolute
 
 
@@ -108,8 +108,10 @@ class ObjectiveBatch:
 
         Frames are reconciled as for posteriors (:class:`~speechkd.distill.target.TeacherTarget`):
         a finer teacher averaged over groups, a coarser one repeated, lengths
-        matched within the target's tolerance (no ``teacher_delay``). ``"posteriors"``
-        is the fused teacher target at τ = 1 (cached or online).
+        matched within the target's tolerance, and delayed by the target's
+        ``teacher_delay`` (a causal student's frame t is matched with the
+        teacher's frame t - delay, as its posteriors are). ``"posteriors"``
+        is the fused teacher target at τ = 1 (cached or online; delayed too).
         """
         if layer == "posteriors":
             return self.teacher_target(1.0)
@@ -121,8 +123,9 @@ class ObjectiveBatch:
         values = states[layer][index].to(self.device, self.dtype)
         pooled, frames = pool_frames(values, self.teacher["frames"][:, index].to(self.device), target.factors[index])
         pooled, frames = repeat_frames(pooled, frames, target.repeats[index])
-        return match_length(pooled, frames, self.frames, self.log_probs.shape[1], target.tolerances[index],
-                            target.teacher_names[index])
+        matched = match_length(pooled, frames, self.frames, self.log_probs.shape[1], target.tolerances[index],
+                               target.teacher_names[index])
+        return delay_states(matched, target.teacher_delay)
 
     def teacher_target(self, temperature: float = 1.0) -> torch.Tensor:
         """``(batch, time, V_s + 1)`` teacher target at ``temperature`` (computed once per temperature)."""

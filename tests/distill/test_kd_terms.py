@@ -107,12 +107,12 @@ def test_teacher_states_are_pooled_to_the_student_rate_like_posteriors():
         batch.teacher_state("layer1")
 
 
-def hint_batch(student_states, teacher_states, frames):
+def hint_batch(student_states, teacher_states, frames, teacher_delay=0):
     """A batch whose teacher (10 ms) gives ``teacher_states`` and student (20 ms) ``student_states``."""
     batch, time, _ = student_states.shape
     teacher = {"log_probs": torch.zeros(batch, 1, 2 * time, 1), "ids": torch.zeros(batch, 1, 2 * time, 1).long(),
                "frames": 2 * frames[:, None], "states": {"h": [teacher_states]}}
-    target = TeacherTarget(teachers_like(SYMBOLS, shifts=(10,), k=1), SYMBOLS, 20)
+    target = TeacherTarget(teachers_like(SYMBOLS, shifts=(10,), k=1), SYMBOLS, 20, teacher_delay=teacher_delay)
     log_probs = torch.log_softmax(torch.randn(batch, time, V, dtype=torch.float64), -1)
     return ObjectiveBatch(log_probs, frames, teacher=teacher, target=target, student_states={"s": student_states})
 
@@ -135,6 +135,24 @@ def test_hint_is_zero_when_the_projected_student_layer_is_the_teacher_layer():
     assert float(value.detach()) == pytest.approx(1.0 / 10)
     value.backward()
     assert hint.projection.weight.grad.abs().sum() > 0
+
+
+def test_teacher_states_are_delayed_like_the_posterior_target_for_a_causal_student():
+    """With ``teacher_delay`` d, the student's frame t is matched with the teacher's frame t - d."""
+    torch.manual_seed(0)
+    frames = torch.tensor([6, 4])
+    teacher_pooled = torch.randn(2, 6, 5, dtype=torch.float64)
+    teacher_states = teacher_pooled.repeat_interleave(2, dim=1)
+    delayed = hint_batch(teacher_pooled.clone(), teacher_states, frames, teacher_delay=2).teacher_state("h")
+    torch.testing.assert_close(delayed[:, 2:], teacher_pooled[:, :4])
+    torch.testing.assert_close(delayed[:, :2], teacher_pooled[:, :1].expand(-1, 2, -1))  # leading silence repeated
+    hint = HintLoss("s", "h", student_dim=5, teacher_dim=5).double()
+    with torch.no_grad():
+        hint.projection.weight.copy_(torch.eye(5))
+        hint.projection.bias.zero_()
+    late = torch.cat([teacher_pooled[:, :1].expand(-1, 2, -1), teacher_pooled[:, :4]], dim=1)
+    assert float(hint(hint_batch(late, teacher_states, frames, teacher_delay=2)).detach()) == pytest.approx(0.0, abs=1e-12)
+    assert float(hint(hint_batch(teacher_pooled.clone(), teacher_states, frames, teacher_delay=2)).detach()) > 0.1
 
 
 def test_activation_energy_ignores_width_and_scale_and_sees_where_energy_moves():
