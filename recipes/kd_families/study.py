@@ -2,18 +2,22 @@
 """The KD-families study: four tables, each row one student trained by recipes/distill/train.py.
 
 1. methods: CTC alone, posterior KD, each family beside CTC, the best combination;
-2. capacity gap: students of about 1/30, 1/12 and 1/2 of the teacher's parameters;
+2. capacity gap: students of about 1/30, 1/12, 1/3.5 and 1/2 of the teacher's parameters, each
+   trained by CTC alone, posterior KD, the hint and the methods table's best combination;
 3. label noise: 0, 20, 40, 60 % of train transcripts corrupted (seeded, recorded in
    ``conditions/noise<p>.json``), the teacher trained on the same noisy data;
 4. class imbalance: languages 100 : 10 : 1 (en : de : es) in the train set, tail reported apart;
-   and, separately, number words: a fifth of each language's frequent words made ten times
-   rarer (``conditions/imbalance_words/record.json``), test utterances holding one reported apart.
+   and, separately, words: 40 % of each language's mid-frequency words (in 5 utterances or more,
+   in 10 % or fewer) made ten times rarer (``conditions/imbalance_words/record.json``), the test
+   utterances holding one reported apart.
 
 Every row gives test WER and CER with 95 % bootstrap intervals over test utterances,
 their differences to CTC alone on the same utterances (paired bootstrap) and WER/CER
-per language. Runs already done (their ``results.json`` exists) are skipped. With
-``--seeds 1234 2024`` the methods table is run again with every further seed (same
-combination as the first seed's) and given as ``methods, seed <s>``.
+per language. Runs already done (their ``results.json`` exists) are skipped; an output
+folder made with other settings (epochs, ``--set``, the study's YAMLs, sizes, conditions)
+is refused (``study.json``). With ``--seeds 1234 2024`` the methods table is run again
+with every further student seed (same teacher, same combination as the first seed's,
+``combo.json``) and given as ``methods, seed <s>``.
 
     python recipes/kd_families/study.py --tables 1 2 3 4 --jobs 2 --seeds 1234 2024
     python recipes/kd_families/study.py --tables 1 --set corpus_size=tiny --set lang_minutes=null
@@ -23,6 +27,7 @@ writes ``<output>/tables.md`` and ``<output>/tables.json``.
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import re
@@ -60,7 +65,7 @@ SIZES = {"1/30": {"conv_channels": 16, "gru_hidden": 24}, "1/12": {"conv_channel
 DEFAULT_SIZE = "1/2"
 NOISE = [0, 20, 40, 60]
 IMBALANCE = {"en": 100, "de": 10, "es": 1}
-WORD_IMBALANCE = {"tail_share": 0.2, "tail_ratio": 0.1}
+WORD_IMBALANCE = {"tail_share": 0.4, "tail_ratio": 0.1, "max_share": 0.1}
 
 
 class Study:
@@ -69,6 +74,29 @@ class Study:
         self.common = dict(item.split("=", 1) for item in args.set)
         self.pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
         self.data_folder = self.common.get("data_folder", os.path.join(REPO, "data", "numbers-kd"))
+        self.check_settings()
+
+    def check_settings(self):
+        """Refuse an output folder whose runs were made with other settings; record them in a new one."""
+        yamls = {}
+        for name in sorted(os.listdir(os.path.join(REPO, "hparams", "kd_families"))):
+            with open(os.path.join(REPO, "hparams", "kd_families", name), "rb") as fin:
+                yamls[name] = hashlib.sha256(fin.read()).hexdigest()[:16]
+        settings = {"epochs": self.args.epochs, "teacher_epochs": self.args.teacher_epochs,
+                    "set": sorted(self.args.set), "hparams": yamls, "sizes": SIZES, "noise": NOISE,
+                    "imbalance": IMBALANCE, "word_imbalance": WORD_IMBALANCE}
+        path = os.path.join(self.out, "study.json")
+        if os.path.exists(path):
+            with open(path) as fin:
+                before = json.load(fin)
+            changed = sorted(key for key in settings if before.get(key) != json.loads(json.dumps(settings[key])))
+            if changed:
+                raise SystemExit(f"{self.out} holds runs made with other {', '.join(changed)} ({path}): "
+                                 "give another --output")
+            return
+        os.makedirs(self.out, exist_ok=True)
+        with open(path, "w") as fout:
+            json.dump(settings, fout, indent=1)
 
     def run(self, script, hparams, folder, overrides):
         """One recipe run in ``folder`` (skipped when its results.json exists); returns the folder."""
@@ -93,11 +121,13 @@ class Study:
 
     def student(self, name, teacher, method, train_csv=None, seed=None, **extra):
         """One student run (``students/<name>``, or ``students/<name>-seed<seed>`` for a further seed)."""
-        overrides = {"number_of_epochs": self.args.epochs, "teachers": f"[{teacher}]", **METHODS[method], **extra}
+        seed = seed or self.args.seeds[0]
+        overrides = {"number_of_epochs": self.args.epochs, "teachers": f"[{teacher}]", "seed": seed,
+                     **METHODS[method], **extra}
         if train_csv:
             overrides["train_csv"] = train_csv
-        if seed is not None and seed != self.args.seeds[0]:
-            overrides["seed"], name = seed, f"{name}-seed{seed}"
+        if seed != self.args.seeds[0]:
+            name = f"{name}-seed{seed}"
         return self.pool.submit(self.run, "distill/train.py", "kd_families/student.yaml",
                                 os.path.join(self.out, "students", name), overrides)
 
@@ -137,8 +167,7 @@ class Study:
         if {1, 2} & tables:
             runs = {m: self.student(m, teacher, m) for m in METHODS}
             rows["methods"] = {m: f.result() for m, f in runs.items()}
-            dev = {m: best_dev(rows["methods"][m]) for m in FAMILIES if rows["methods"][m]}
-            best = sorted(dev, key=dev.get)[:2]
+            best = self.combination(rows["methods"])
             METHODS["combo"] = {k: v for m in ["kd", *best] for k, v in METHODS[m].items()}
             combo_name = "kd+" + "+".join(best)
             rows["methods"][combo_name] = self.student("combo", teacher, "combo").result()
@@ -171,6 +200,20 @@ class Study:
             rows["teachers"].update({"teacher imbalance": tail_teacher.result(),
                                      "teacher imbalance (words)": words_teacher.result()})
         return rows, subsets
+
+    def combination(self, runs):
+        """The two families with the lowest dev (WER, CER) alone, kept in ``combo.json`` once every
+        family's run is done (so that reports and further seeds name what ``students/combo`` trained)."""
+        path = os.path.join(self.out, "combo.json")
+        if os.path.exists(path):
+            with open(path) as fin:
+                return json.load(fin)["families"]
+        dev = {m: best_dev(runs[m]) for m in FAMILIES if runs[m]}
+        best = sorted(dev, key=dev.get)[:2]
+        if len(dev) == len(FAMILIES):
+            with open(path, "w") as fout:
+                json.dump({"families": best, "dev_wer_cer": {m: dev[m] for m in FAMILIES}}, fout, indent=1)
+        return best
 
     def word_subsets(self):
         """Test utterance IDs holding a word the word-imbalance condition made rare, and the others."""
@@ -245,9 +288,9 @@ def summarize(rows, subsets=None):
                                                if base and base != key else None)
             for name, ids in parts.items():
                 mine = {utt: e for utt, e in errors[key]["wer"].items() if utt in ids}
-                row[name] = {"wer": rate_interval(mine), "delta_wer_vs_ctc": (
+                row[name] = {"wer": rate_interval(mine) if mine else None, "delta_wer_vs_ctc": (
                     paired_bootstrap_wer({u: e for u, e in errors[base]["wer"].items() if u in ids}, mine)
-                    if base and base != key else None)}
+                    if mine and base and base != key else None)}
             summary[table][key] = row
             langs = sorted(row["per_lang"].items())
             lines.append(f"| {key} | {row['params']} | {interval_text(row['wer'])} | "
@@ -262,9 +305,19 @@ def summarize(rows, subsets=None):
 
 
 def sort_key(key):
+    """Rows by condition (``1/30`` before ``1/12``, ``20%`` before ``40%``), then method order."""
     order = [*METHODS, "combo"]
-    head = key.split()[0]
-    return (key.split()[1:], order.index(head) if head in order else len(order), key)
+    head, *condition = key.split()
+    return ([condition_value(part) for part in condition], order.index(head) if head in order else len(order), key)
+
+
+def condition_value(part):
+    """``"1/30"`` -> 0.033, ``"20%"`` -> 20.0; anything else sorts after, as text."""
+    number = re.fullmatch(r"(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)%", part)
+    if not number:
+        return (1, part)
+    fraction, denominator, percent = number.groups()
+    return (0, float(fraction) / float(denominator) if fraction else float(percent))
 
 
 def baseline_for(key, runs, default):
@@ -274,11 +327,11 @@ def baseline_for(key, runs, default):
     return same if same in runs else default
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=8, help="student epochs (every row the same budget)")
-    parser.add_argument("--teacher_epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=15, help="student epochs (every row the same budget)")
+    parser.add_argument("--teacher_epochs", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=1, help="recipe runs at a time")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1234],
                         help="student seeds: every table with the first, the methods table again with the others")
@@ -286,6 +339,13 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], help="key=value override for every run")
     parser.add_argument("--report", action="store_true", help="tables of the runs done so far; start none")
     args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     study = Study(args)
     rows, subsets = study.tables()
     summary, markdown = summarize(rows, subsets)

@@ -208,7 +208,7 @@ class DistillBrain(sb.Brain):
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
             annealing = getattr(self.hparams, "lr_annealing", None)
-            if annealing is not None:  # on the dev loss: early on the WER sits at 100 while CTC learns
+            if annealing is not None:  # NewBob on the dev loss (early on the WER sits at 100), LinearDecay by epoch
                 lr, new_lr = annealing(epoch if isinstance(annealing, EPOCH_SCHEDULERS) else stats["loss"])
                 sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(

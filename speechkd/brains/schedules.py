@@ -13,8 +13,10 @@ class LinearDecay(sb.nnet.schedulers.LinearScheduler):
     NewBob anneals only when the dev loss stalls, which an under-trained student's
     rarely does, so it ends at the learning rate it started with.
 
-    The schedule is stateless (the value is a function of the epoch); the checkpoint
-    stores the values so that a resumed run with another schedule is refused by name.
+    The schedule is stateless (the value is a function of the epoch; epoch 1 runs at
+    the optimizer's ``lr``, which the YAML sets to ``initial_value``); the checkpoint
+    stores the values so that a run resumed with another schedule, or from another
+    scheduler's checkpoint, is refused with both schedules named.
 
     Example
     -------
@@ -30,7 +32,9 @@ class LinearDecay(sb.nnet.schedulers.LinearScheduler):
     @sb.utils.checkpoints.mark_as_loader
     def load(self, path, end_of_epoch=False):
         del end_of_epoch
-        saved = torch.load(path)["value_at_epoch"]
+        saved = torch.load(path).get("value_at_epoch")
+        if saved is None:
+            raise ValueError(f"checkpoint {path} was written by another learning-rate scheduler (not LinearDecay)")
         if len(saved) != len(self.value_at_epoch) or any(abs(a - b) > 1e-12 for a, b in zip(saved, self.value_at_epoch)):
             raise ValueError(f"checkpoint {path} was written with another learning-rate schedule "
                              f"({saved[0]:g} to {saved[-1]:g} over {len(saved)} epochs; this run: "

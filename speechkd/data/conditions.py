@@ -131,17 +131,20 @@ def long_tailed_subset(rows: list[dict], ratios: dict, seed: int = 0, min_uttera
 
 
 def long_tailed_words(rows: list[dict], tail_share: float = 0.2, tail_ratio: float = 0.1, seed: int = 0,
-                      min_count: int = 5) -> tuple[list[dict], dict]:
-    """Make some frequent words rare: drop most of the utterances that hold them.
+                      min_count: int = 5, max_share: float = 0.1) -> tuple[list[dict], dict]:
+    """Make some words rare: drop most of the utterances that hold them.
 
     In each language, the tail is ``round(tail_share * n)`` (at least one) of
-    the ``n`` words found in at least ``min_count`` utterances, drawn with a
-    seeded generator (rarer words, e.g. German's one-word compound numbers,
-    are rare already). An utterance holding a tail
+    the ``n`` candidate words, drawn with a seeded generator. A candidate is
+    in at least ``min_count`` utterances (rarer words, e.g. German's one-word
+    compound numbers, are rare already) and in at most ``max_share`` of the
+    language's utterances (so that the tail is not "and" or "de", whose
+    utterances are most of the corpus). An utterance holding a tail
     word is kept with probability ``tail_ratio`` (so a tail word is seen about
     ``tail_ratio`` times as often as in the full manifest); the others are all
-    kept. Words co-occur in an utterance, so the head words lose a little
-    too; the record gives the counts before and after.
+    kept. Words co-occur in an utterance, so a head word loses the dropped
+    utterances it shared with a tail word; the record's ``word_counts`` give
+    every word's occurrences before and after.
 
     Parameters
     ----------
@@ -154,25 +157,31 @@ def long_tailed_words(rows: list[dict], tail_share: float = 0.2, tail_ratio: flo
     seed : int
     min_count : int
         Utterances a word must appear in to be a tail candidate.
+    max_share : float
+        Share of its language's utterances a tail candidate may appear in at most.
 
     Returns
     -------
     rows : list of dict
         The kept rows, in manifest order.
     record : dict
-        ``{"tail": {lang: [words]}, "kept": {"head_utterances", "tail_utterances"},
-        "word_counts": {lang: {word: [before, after]}}}``.
+        ``{"tail": {lang: [words]}, "kept": {"head_utterances", "tail_utterances", "of"},
+        "word_counts": {lang: {word: [occurrences before, after]}}}`` and the arguments
+        (``tail_share``, ``tail_ratio``, ``min_count``, ``max_share``).
     """
     if not 0.0 < tail_share < 1.0 or not 0.0 < tail_ratio <= 1.0:
         raise ValueError(f"tail_share must be in (0, 1) and tail_ratio in (0, 1], got {tail_share}, {tail_ratio}")
     vocabulary = collections.defaultdict(collections.Counter)  # lang -> word -> utterances holding it
     for row in rows:
         vocabulary[row["lang"]].update(set(row["wrd"].split()))
+    utterances = collections.Counter(row["lang"] for row in rows)
     tail = {}
     for lang, counter in sorted(vocabulary.items()):
-        words = sorted(word for word, count in counter.items() if count >= min_count)
+        words = sorted(word for word, count in counter.items()
+                       if min_count <= count <= max_share * utterances[lang])
         if not words:
-            raise ValueError(f"no {lang} word is in {min_count} utterances or more: lower min_count")
+            raise ValueError(f"no {lang} word is in {min_count} or more and at most {max_share:.0%} of its "
+                             f"{utterances[lang]} utterances: lower min_count or raise max_share")
         count = max(1, round(tail_share * len(words)))
         tail[lang] = sorted(_rng(seed, "tail", lang).choice(words, size=count, replace=False).tolist())
     keep_draw = _rng(seed, "keep").random(len(rows))
@@ -191,6 +200,7 @@ def long_tailed_words(rows: list[dict], tail_share: float = 0.2, tail_ratio: flo
             for word in row["wrd"].split():
                 counts[row["lang"]][word][column] += 1
     record = {"tail": tail, "tail_share": tail_share, "tail_ratio": tail_ratio, "min_count": min_count,
+              "max_share": max_share,
               "kept": {"head_utterances": head_count, "tail_utterances": tail_count,
                        "of": len(rows)}, "word_counts": counts}
     return kept, record

@@ -21,3 +21,12 @@ def test_a_checkpointed_schedule_refuses_another_on_resume(tmp_path):
     with pytest.raises(ValueError, match=r"another learning-rate schedule \(0.003 to 0.00015 over 25 epochs; "
                                          r"this run: 0.003 to 0.00015 over 30\)"):
         LinearDecay(0.003, 0.00015, 30).load(path)
+
+
+def test_a_newbob_checkpoint_is_refused_by_a_linear_schedule(tmp_path):
+    import speechbrain as sb
+
+    path = tmp_path / "scheduler.ckpt"
+    sb.nnet.schedulers.NewBobScheduler(initial_value=0.003).save(path)
+    with pytest.raises(ValueError, match="written by another learning-rate scheduler"):
+        LinearDecay(0.003, 0.00015, 25).load(path)

@@ -76,7 +76,9 @@ def test_word_tail_makes_a_seeded_share_of_words_rarer_and_keeps_the_rest():
 
 def test_word_tail_refuses_bad_shares_and_a_language_without_frequent_words():
     rows = single_word_manifest(per_word=3)
-    with pytest.raises(ValueError, match="no en word is in 5 utterances or more"):
+    with pytest.raises(ValueError, match="no en word is in 5 or more and at most 10% of its 30 utterances"):
         long_tailed_words(rows)
+    with pytest.raises(ValueError, match="at most 5%"):  # every word of a 1000-utterance manifest is in 10 %
+        long_tailed_words(single_word_manifest(), max_share=0.05)
     with pytest.raises(ValueError, match="tail_share must be in"):
         long_tailed_words(rows, tail_share=1.0)

@@ -12,7 +12,7 @@ from helpers import REPO, run_recipe, tiny_overrides
 def student(tiny_corpus, teacher, folder, **weights):
     overrides = tiny_overrides("student", tiny_corpus, folder)
     overrides.update(teachers=f"[{teacher}]", teacher_dim=32, lang_minutes="null", corpus_languages="null",
-                     **weights)
+                     corpus_engines="null", **weights)  # the shared tiny corpus's engines, not the study's
     run_recipe("distill/train.py", "kd_families/student.yaml", **overrides)
     return folder
 
@@ -73,3 +73,28 @@ def test_study_reports_a_subset_of_test_utterances_apart(runs):
     assert every["delta_wer_vs_ctc"]["difference"] == pytest.approx(
         every["wer"]["difference"] - ctc["wer"]["difference"])
     assert f"tail-word utts ({len(half)}): WER [95 % CI] | Δ vs CTC |" in markdown
+
+
+def study_module():
+    sys.path.insert(0, os.path.join(REPO, "recipes", "kd_families"))
+    import study
+
+    return study
+
+
+def test_study_rows_sort_by_the_condition_as_a_number():
+    study = study_module()
+    keys = ["kd 1/2", "ctc 1/30", "ctc 1/2", "hint 1/3.5", "ctc 1/12", "kd 40%", "ctc 20%"]
+    assert sorted(keys, key=study.sort_key) == ["ctc 1/30", "ctc 1/12", "hint 1/3.5", "ctc 1/2", "kd 1/2",
+                                                "ctc 20%", "kd 40%"]
+
+
+def test_study_refuses_an_output_folder_made_with_other_settings(tmp_path):
+    study = study_module()
+    args = ["--output", str(tmp_path), "--report", "--tables", "1", "--epochs", "15"]
+    study.Study(study.parse_args(args))  # records study.json
+    study.Study(study.parse_args(args))  # the same settings: accepted
+    with pytest.raises(SystemExit, match="holds runs made with other epochs"):
+        study.Study(study.parse_args([*args[:-2], "--epochs", "20"]))
+    with pytest.raises(SystemExit):
+        study.parse_args(["--seeds", "1234", "1234"])
