@@ -304,6 +304,31 @@ def summarize(rows, subsets=None):
     return summary, "\n".join(lines) + "\n"
 
 
+def across_seeds(summary):
+    """The methods table over its seeds (``methods``, ``methods, seed <s>``): per row the mean
+    WER and CER and each seed's difference to CTC alone, ``*`` where its 95 % interval excludes zero."""
+    tables = [t for t in summary if t == "methods" or t.startswith("methods, seed ")]
+    if len(tables) < 2:
+        return ""
+    lines = ["\n### methods, across seeds\n",
+             "| row | seeds | mean WER | Δ WER vs CTC, per seed | mean Δ WER | mean CER | Δ CER vs CTC, per seed |",
+             "|---|---|---|---|---|---|---|"]
+
+    def deltas(rows, rate):
+        found = [row[f"delta_{rate}_vs_ctc"] for row in rows if row[f"delta_{rate}_vs_ctc"]]
+        text = " / ".join(f"{d['difference']:+.1f}{'*' if d['low'] > 0 or d['high'] < 0 else ''}" for d in found)
+        return text or "—", (sum(d["difference"] for d in found) / len(found) if found else None)
+
+    for key in sorted(summary["methods"], key=sort_key):
+        rows = [summary[t][key] for t in tables if key in summary[t]]
+        wer_text, wer_mean = deltas(rows, "wer")
+        cer_text, _ = deltas(rows, "cer")
+        mean = {rate: sum(row[rate]["difference"] for row in rows) / len(rows) for rate in ("wer", "cer")}
+        lines.append(f"| {key} | {len(rows)} | {mean['wer']:.1f} | {wer_text} | "
+                     f"{'—' if wer_mean is None else f'{wer_mean:+.1f}'} | {mean['cer']:.1f} | {cer_text} |")
+    return "\n".join(lines) + "\n"
+
+
 def sort_key(key):
     """Rows by condition (``1/30`` before ``1/12``, ``20%`` before ``40%``), then method order."""
     order = [*METHODS, "combo"]
@@ -349,6 +374,7 @@ def main(argv=None):
     study = Study(args)
     rows, subsets = study.tables()
     summary, markdown = summarize(rows, subsets)
+    markdown += across_seeds(summary)
     with open(os.path.join(study.out, "tables.json"), "w") as fout:
         json.dump(summary, fout, indent=1)
     with open(os.path.join(study.out, "tables.md"), "w") as fout:

@@ -98,3 +98,19 @@ def test_study_refuses_an_output_folder_made_with_other_settings(tmp_path):
         study.Study(study.parse_args([*args[:-2], "--epochs", "20"]))
     with pytest.raises(SystemExit):
         study.parse_args(["--seeds", "1234", "1234"])
+
+
+def test_across_seeds_averages_the_methods_tables_and_marks_intervals_that_exclude_zero():
+    study = study_module()
+
+    def row(wer, cer, delta=None):
+        ci = None if delta is None else {"difference": delta[0], "low": delta[1], "high": delta[2]}
+        return {"wer": {"difference": wer}, "cer": {"difference": cer}, "delta_wer_vs_ctc": ci, "delta_cer_vs_ctc": ci}
+
+    summary = {"methods": {"ctc": row(40, 8), "kd": row(38, 7, (-2, -3, -1))},
+               "methods, seed 2": {"ctc": row(44, 10), "kd": row(45, 9, (1, -1, 3))},
+               "capacity": {"ctc 1/2": row(0, 0)}}
+    table = study.across_seeds(summary)
+    assert "| ctc | 2 | 42.0 | — | — | 9.0 | — |" in table
+    assert "| kd | 2 | 41.5 | -2.0* / +1.0 | -0.5 | 8.0 | -2.0* / +1.0 |" in table
+    assert study.across_seeds({"methods": summary["methods"]}) == ""  # one seed: no table
