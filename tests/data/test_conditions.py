@@ -2,7 +2,12 @@
 
 import pytest
 
-from speechkd.data.conditions import corrupt_transcripts, long_tailed_subset, long_tailed_words, tail_utterances
+from speechkd.data.conditions import (
+    corrupt_transcripts,
+    long_tailed_subset,
+    long_tailed_words,
+    tail_utterances,
+)
 
 
 def manifest(per_lang=20):
