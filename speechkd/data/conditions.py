@@ -208,7 +208,7 @@ def long_tailed_words(rows: list[dict], tail_share: float = 0.2, tail_ratio: flo
 
 def holds_tail_word(row: dict, tail: dict) -> bool:
     """Whether a manifest row's transcript holds a word of its language's tail (``{lang: [words]}``)."""
-    return bool(set(row["wrd"].split()) & set(tail.get(row["lang"], ())))
+    return not set(row["wrd"].split()).isdisjoint(tail.get(row["lang"], ()))
 
 
 def tail_utterances(rows: list[dict], tail: dict) -> set[str]:
