@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[export,dev,bench]"
+	$(PY) -m pip install -q -e ".[export,dev,bench,voices]"
 	@touch $(STAMP)
 
 # Debian text sources for the `sentences` corpus task (fortunes-*) and the corpus

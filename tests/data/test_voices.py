@@ -1,4 +1,4 @@
-"""Tests of the synthesiser seam (espeak-ng, festival, flite) and of how the corpus draws speakers."""
+"""Tests of the synthesiser seam (espeak-ng, pico, festival, flite) and of how the corpus draws speakers."""
 
 import json
 import shutil
@@ -12,10 +12,12 @@ from speechkd.data.manifest import read_manifest
 from speechkd.data.voices import ENGINES, make_synthesizer, recorded_voices, resolve_engines
 from speechkd.data.voices.base import Voice
 
-ALL = ("espeak", "festival", "flite")  # festival-xling is festival speaking es/de/fr: test_phones.py
+ALL = ("espeak", "pico", "festival", "flite")  # festival-xling is festival speaking es/de/fr: test_phones.py
 SAMPLES = {  # engine: (lang, text, voice, the same voice 25 % faster, the same at another pitch)
     "espeak": ("de", "dreiundzwanzig", Voice("m3", 140, 40), Voice("m3", 175, 40),
                Voice("m3", 140, 70)),
+    "pico": ("es", "veintitrés", Voice("es-ES", 80, 100, "pico"), Voice("es-ES", 100, 100, "pico"),
+             Voice("es-ES", 80, 70, "pico")),
     "festival": ("en", "twenty three", Voice("ked", 80, 95, "festival"),
                  Voice("ked", 100, 95, "festival"), Voice("ked", 80, 125, "festival")),
     "flite": ("en", "twenty three", Voice("awb", 80, 95, "flite"), Voice("awb", 100, 95, "flite"),
@@ -47,7 +49,7 @@ def test_engine_is_deterministic_and_obeys_rate_and_pitch(engine):
 
 
 @pytest.mark.parametrize("engine, voice, lang", [("festival", "kal", "de"), ("festival", "nsh", "en"),
-                                                 ("flite", "slt", "es")])
+                                                 ("flite", "slt", "es"), ("pico", "en-GB", "de")])
 def test_a_voice_speaks_only_its_language(engine, voice, lang):
     """And the Italian voices, which read Latin-1, speak accented words."""
     needs(engine)
@@ -75,12 +77,16 @@ def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():
         assert not persons["dev"] & persons["test"]
         assert all(len(set(voices)) == len(voices) for voices in speakers.values())
         assert len(speakers["train"]) == 45
-        if lang == "en":  # five people: kal, ked, slt train; awb dev; rms test
-            assert persons == {"train": {"kal", "ked", "slt"}, "dev": {"awb"}, "test": {"rms"}}
+        if lang == "en":  # seven people: pico's lh and kh, kal, ked, slt train; awb dev; rms test
+            assert persons == {"train": {"pico-lh", "pico-kh", "kal", "ked", "slt"},
+                               "dev": {"awb"}, "test": {"rms"}}
             assert sum(v.engine != "espeak" for v in speakers["train"]) == 22
-        elif lang in ("es", "de"):  # kal and ked by phone mapping: their English split (train)
-            assert persons == {"train": {"kal", "ked"}, "dev": set(), "test": set()}
-        else:  # one or two people: train only
+        elif lang in ("es", "de"):  # pico's own; kal and ked by phone mapping: their English split
+            own = "pico-zl" if lang == "es" else "pico-gl"
+            assert persons == {"train": {own, "kal", "ked"}, "dev": set(), "test": set()}
+        elif lang == "it":  # three people (pico's cm, festival's pc and lp): the last is tested
+            assert persons == {"train": {"pico-cm", "pc"}, "dev": set(), "test": {"lp"}}
+        else:  # one person: train only
             assert persons["train"] and not persons["dev"] and not persons["test"]
 
 
@@ -114,7 +120,9 @@ def test_espeak_only_keeps_the_previous_speakers():
 
 def test_missing_engine_warns_and_the_corpus_falls_back(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    with pytest.warns(UserWarning, match="festival .*apt-get install festival.*flite"):
+    monkeypatch.setattr(ENGINES["pico"][0], "available", staticmethod(lambda: False))
+    with pytest.warns(UserWarning, match=r"pico \(pip install ttspico\); "
+                                         r"festival \(apt-get install festival.*flite"):
         assert resolve_engines() == ["espeak"]
     with pytest.raises(ValueError, match="unknown synthesis engines"):
         resolve_engines(["espeak", "mbrola"])
@@ -152,7 +160,7 @@ def test_manifest_and_summary_record_engine_and_voice(tmp_path):
     needs("festival"), needs("flite")
     out = tmp_path / "c"
     summary = build_corpus("numbers", "tiny", out, languages=["en", "ru"], progress=False)
-    assert summary["engines"] == ["espeak", "festival", "flite"]
+    assert summary["engines"] == ["espeak", "pico", "festival", "flite"]
     rows = {split: read_manifest(out / f"{split}.csv") for split in ("train", "dev", "test")}
     engines = {(r["lang"], r["engine"]) for r in rows["train"]}
     assert {("en", "festival"), ("en", "espeak"), ("ru", "festival"), ("ru", "espeak")} <= engines

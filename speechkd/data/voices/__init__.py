@@ -2,7 +2,8 @@
 
 Engines (one module each, one :class:`~speechkd.data.voices.base.Synthesizer`
 interface): ``espeak`` (espeak-ng formant voices, every corpus language,
-PyPI ``espeakng-loader``), ``festival`` (diphone, HTS and cluster-unit voices
+PyPI ``espeakng-loader``), ``pico`` (SVOX Pico's HMM voices of recorded women:
+en, de, es, fr, it; PyPI ``ttspico``), ``festival`` (diphone, HTS and cluster-unit voices
 of recorded people: en, it, ru; Debian ``festival festvox-*``) and ``flite``
 (English voices of recorded people; Debian ``flite``). Adding an engine is a
 new module plus a row in :data:`ENGINES`.
@@ -20,9 +21,11 @@ from speechkd.data.voices.festival import (
     FestivalSynthesizer,
 )
 from speechkd.data.voices.flite import FLITE_VOICES, FliteSynthesizer
+from speechkd.data.voices.pico import PICO_VOICES, PicoSynthesizer
 
 ENGINES = {
     "espeak": (EspeakSynthesizer, ()),
+    "pico": (PicoSynthesizer, PICO_VOICES),
     "festival": (FestivalSynthesizer, FESTIVAL_VOICES),
     "flite": (FliteSynthesizer, FLITE_VOICES),
     "festival-xling": (FestivalSynthesizer, CROSS_LINGUAL_VOICES),
@@ -32,16 +35,18 @@ variants are drawn by the corpus builder itself (they speak every language).
 ``festival-xling`` is festival's English voices speaking es, de and fr by phone
 mapping (their manifest engine is ``festival``); it needs ``festival`` beside it."""
 
-DEFAULT_ENGINES = ("espeak", "festival", "flite")
+DEFAULT_ENGINES = ("espeak", "pico", "festival", "flite")
 """The engines of a build that names none (``festival-xling`` is opt-in)."""
 
-DEBIAN_PACKAGES = {
-    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
+INSTALL = {
+    "pico": "pip install ttspico",
+    "festival": "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
                 "festvox-italp16k festvox-itapc16k festvox-ru",
-    "flite": "flite",
-    "festival-xling": "festival festvox-kallpc16k festvox-kdlpc16k",
+    "flite": "apt-get install flite",
+    "festival-xling": "apt-get install festival festvox-kallpc16k festvox-kdlpc16k",
 }
-"""What ``apt-get install`` needs for each engine (the Makefile's ``debs`` installs them)."""
+"""What installs each engine: the Makefile's ``debs`` the Debian packages, its ``venv``
+the extra ``voices`` of ``pyproject.toml`` (``ttspico``)."""
 
 __all__ = [
     "DEFAULT_ENGINES",
@@ -85,7 +90,7 @@ def resolve_engines(engines=None) -> list[str]:
     if missing:
         warnings.warn(
             "speech synthesis engines not installed, corpus built without them: "
-            + "; ".join(f"{name} (apt-get install {DEBIAN_PACKAGES.get(name, name)})"
+            + "; ".join(f"{name} ({INSTALL[name]})"
                         for name in missing), stacklevel=2)
     used = [name for name in ENGINES if name in asked and name not in missing]
     if not used:
