@@ -4,7 +4,8 @@
     speechkd prepare librispeech /data/LibriSpeech data/librispeech --workers=8
     speechkd run hparams/pipelines/quickstart.yaml [--from STAGE] [--to STAGE] [--force STAGE]
     speechkd transcribe --model results/ctc/student/1234 [--resample] [--threads N] a.wav b.flac
-    speechkd evaluate --model results/ctc/student/1234 --manifest ../shared/realspeech-dev/dev.csv --resample
+    speechkd evaluate --model results/ctc/student/1234 --manifest ../shared/realspeech-dev/dev.csv --resample \
+        [--lexicon data/numbers-small/train.csv]
     speechkd teachers agreement results/quickstart/1234/cache
 """
 
@@ -57,6 +58,10 @@ def add_evaluate(subparsers):
     parser.add_argument("--data_root", help="replacement for $data_root (default: the manifest's folder)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output", help="folder for wer_<set>.txt and evaluate_<set>.json (default: MODEL/evaluate)")
+    parser.add_argument("--lexicon", help="decode over the words of this manifest's transcripts (the model's "
+                                          "train.csv) with their bigram LM, instead of greedy")
+    parser.add_argument("--lm_weight", type=float, default=0.5, help="bigram LM weight of --lexicon decoding")
+    parser.add_argument("--word_score", type=float, default=0.0, help="per-word score of --lexicon decoding")
     add_audio_options(parser)
     parser.set_defaults(func=run_evaluate)
 
@@ -69,9 +74,11 @@ def run_evaluate(args):
 
     output = args.output or os.path.join(args.model, "evaluate")
     result = evaluate_manifest(args.model, args.manifest, data_root=args.data_root, resample=args.resample,
-                               threads=args.threads, batch_size=args.batch_size, output=output)
+                               threads=args.threads, batch_size=args.batch_size, output=output,
+                               lexicon=args.lexicon, lm_weight=args.lm_weight, word_score=args.word_score)
     print(format_evaluation(result))
-    print(f"alignments: {os.path.join(output, 'wer_' + result['set'] + '.txt')}")
+    suffix = "_lexicon" if args.lexicon else ""
+    print(f"alignments: {os.path.join(output, 'wer_' + result['set'] + suffix + '.txt')}")
 
 
 def add_run(subparsers):

@@ -1,7 +1,12 @@
-"""CTC decoding: batched greedy (torch) and prefix beam search (numpy, log domain)."""
+"""CTC decoding: batched greedy (torch), prefix beam search (numpy, log domain) and a
+lexicon-constrained word beam search with a bigram LM (flashlight, through torchaudio)."""
 
 from __future__ import annotations
 
+import collections
+import math
+import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -137,3 +142,165 @@ def greedy_transcripts(log_probs: torch.Tensor, frames: torch.Tensor, inventory)
     list of str
     """
     return [inventory.decode(ids) for ids in ctc_greedy(log_probs, frames, inventory.blank_index)]
+
+
+class BigramWordLM:
+    """Word bigram language model with Dirichlet smoothing towards an add-one unigram.
+
+    ``P(w | v) = (c(v, w) + prior * P(w)) / (c(v) + prior)`` and
+    ``P(w) = (c(w) + 1) / (N + V)``, where ``v`` is the previous word or the
+    sentence start and ``w`` a word or the sentence end. Every word of the
+    vocabulary gets some probability after every history, so the decoder can
+    still say a number the training transcripts never put in that place.
+
+    Parameters
+    ----------
+    sentences : iterable of str
+        Training transcripts (words split on spaces).
+    prior : float
+        Weight of the unigram in each bigram distribution (pseudo-counts).
+
+    Attributes
+    ----------
+    words : list of str
+        The vocabulary, in order of first appearance.
+    """
+
+    START, END = "<s>", "</s>"
+
+    def __init__(self, sentences, prior: float = 5.0):
+        self.prior = float(prior)
+        unigrams: collections.Counter = collections.Counter()
+        bigrams: collections.Counter = collections.Counter()
+        for sentence in sentences:
+            words = sentence.split()
+            if not words:
+                continue
+            unigrams.update(words + [self.END])
+            bigrams.update(zip([self.START, *words], [*words, self.END]))
+        if not unigrams:
+            raise ValueError("BigramWordLM needs at least one non-empty transcript")
+        self.words = [word for word in unigrams if word != self.END]
+        total, vocabulary = sum(unigrams.values()), len(unigrams)
+        self._unigram = {word: (count + 1) / (total + vocabulary) for word, count in unigrams.items()}
+        self._bigrams = bigrams
+        self._history = collections.Counter()
+        for (previous, _), count in bigrams.items():
+            self._history[previous] += count
+
+    def log_prob(self, word: str, previous: str) -> float:
+        """Natural log of ``P(word | previous)``; ``previous`` may be ``"<s>"``, ``word`` ``"</s>"``.
+
+        A word outside the vocabulary gets ``-inf``.
+        """
+        unigram = self._unigram.get(word)
+        if unigram is None:
+            return -math.inf
+        count = self._bigrams.get((previous, word), 0)
+        return math.log((count + self.prior * unigram) / (self._history.get(previous, 0) + self.prior))
+
+
+class LexiconDecoder:
+    """CTC beam search over the words of a lexicon, with a word bigram LM.
+
+    The search is flashlight's lexicon decoder (``torchaudio.models.decoder.
+    ctc_decoder``, PyPI ``flashlight-text``): hypotheses may only spell words of
+    the lexicon, and each finished word adds ``lm_weight`` times its bigram log
+    probability (:class:`BigramWordLM`) and ``word_score``. On a closed
+    vocabulary (the ``numbers`` corpus) this turns a character model's near
+    misses (``"seen"`` for ``seven``) into words, and the bigram scores
+    word sequences.
+
+    Parameters
+    ----------
+    inventory : speechkd.text.TokenInventory
+        The acoustic model's symbols; ``" "`` separates words.
+    lm : BigramWordLM
+        Gives the lexicon (its words that the inventory can spell) and the LM scores.
+    beam : int
+        Hypotheses kept per frame.
+    lm_weight, word_score : float
+        LM weight and per-word score (a negative score discourages insertions).
+
+    Example
+    -------
+    >>> decoder = LexiconDecoder.from_transcripts(inventory, train_texts)  # doctest: +SKIP
+    >>> decoder(log_probs, frames)  # doctest: +SKIP
+    ['twenty three', 'siete']
+    """
+
+    def __init__(self, inventory, lm: BigramWordLM, beam: int = 50, lm_weight: float = 0.5,
+                 word_score: float = 0.0):
+        from torchaudio.models.decoder import ctc_decoder
+
+        if "|" in inventory.symbols:
+            raise ValueError("the inventory holds '|', which the lexicon decoder uses for the word boundary")
+        self.inventory, self.lm = inventory, lm
+        spellable = [word for word in lm.words if all(char in inventory for char in word)]
+        self.words = spellable
+        if not spellable:
+            raise ValueError("none of the LM's words can be spelled with the model's inventory")
+        tokens = ["|" if symbol == " " else symbol for symbol in inventory.symbols]
+        entries = [*spellable, "<unk>"]  # the decoder's word indices: their line numbers in lm_dict
+        with tempfile.TemporaryDirectory(prefix="speechkd-lexicon-") as folder:
+            lexicon, lm_dict = os.path.join(folder, "lexicon.txt"), os.path.join(folder, "words.txt")
+            with open(lexicon, "w", encoding="utf-8") as out:
+                out.writelines(f"{word}\t{' '.join(word)} |\n" for word in spellable)
+            with open(lm_dict, "w", encoding="utf-8") as out:
+                out.writelines(f"{word}\n" for word in entries)
+            self._decoder = ctc_decoder(
+                lexicon=lexicon, tokens=tokens, lm=_flashlight_bigram(lm, entries), lm_dict=lm_dict,
+                nbest=1, beam_size=beam, lm_weight=lm_weight, word_score=word_score, sil_score=0.0,
+                blank_token=inventory.symbols[inventory.blank_index], sil_token="|", unk_word="<unk>")
+
+    @classmethod
+    def from_transcripts(cls, inventory, texts, prior: float = 5.0, **options) -> LexiconDecoder:
+        """A decoder whose lexicon and bigram come from ``texts`` (training transcripts)."""
+        return cls(inventory, BigramWordLM(texts, prior=prior), **options)
+
+    def __call__(self, log_probs: torch.Tensor, frames: torch.Tensor) -> list[str]:
+        """Transcripts of a batch.
+
+        Parameters
+        ----------
+        log_probs : torch.Tensor
+            ``(batch, time, V)`` log-probabilities.
+        frames : torch.Tensor
+            ``(batch,)`` valid frames (absolute).
+
+        Returns
+        -------
+        list of str
+        """
+        emissions = log_probs.detach().float().cpu().contiguous()
+        lengths = torch.as_tensor(frames).long().cpu()
+        results = self._decoder(emissions, lengths)
+        return [" ".join(hypotheses[0].words) if hypotheses else "" for hypotheses in results]
+
+
+def _flashlight_bigram(lm: BigramWordLM, words: list[str]):
+    """Wrap ``lm`` as torchaudio's ``CTCDecoderLM``; ``words[i]`` is the decoder's word ``i``."""
+    from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
+
+    class FlashlightBigram(CTCDecoderLM):
+        def __init__(self):
+            super().__init__()
+            self.previous = {}  # state -> the word that led to it
+
+        def start(self, start_with_nothing: bool):
+            self.previous = {}
+            state = CTCDecoderLMState()
+            self.previous[state] = BigramWordLM.START
+            return state
+
+        def score(self, state, usr_token_idx: int):
+            child = state.child(usr_token_idx)
+            word = words[usr_token_idx]
+            self.previous.setdefault(child, word)
+            return child, lm.log_prob(word, self.previous[state])
+
+        def finish(self, state):
+            return state, lm.log_prob(BigramWordLM.END, self.previous[state])
+
+    return FlashlightBigram()
+

@@ -26,7 +26,7 @@ from speechkd.data.pipelines import (
     make_dataset,
     resolve_path,
 )
-from speechkd.decoding import greedy_transcripts
+from speechkd.decoding import LexiconDecoder, greedy_transcripts
 from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.target import TeacherTarget
@@ -82,7 +82,7 @@ def audio_rates(rows, data_root):
 
 
 def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, threads=None, batch_size=16,
-                      output=None):
+                      output=None, lexicon=None, lm_weight=0.5, word_score=0.0):
     """WER/CER of a trained model on any labelled manifest, at any sample rate.
 
     Rows are checked as the training pipeline checks them (missing, corrupt,
@@ -93,7 +93,9 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
     them, and scored as the errors they are.
     Audio at another rate than the model's is resampled with the one
     resampler every input path shares (:func:`speechkd.resampling.resample`),
-    or refused without ``resample``. Decoding is greedy; the valid frames
+    or refused without ``resample``. Decoding is greedy, or with ``lexicon``
+    a word beam search over the words of a training manifest with their
+    bigram LM (:class:`speechkd.decoding.LexiconDecoder`); the valid frames
     come from each file's sample count, so the batch size does not change
     the result.
 
@@ -110,12 +112,19 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
         torch intra-op threads.
     batch_size : int
     output : str, optional
-        Folder for ``wer_<set>.txt`` (SpeechBrain's format) and ``evaluate_<set>.json``.
+        Folder for ``wer_<set>.txt`` (SpeechBrain's format) and ``evaluate_<set>.json``
+        (``wer_<set>_lexicon.txt`` ... with ``lexicon``).
+    lexicon : str, optional
+        A manifest (the model's ``train.csv``) whose transcripts give the
+        decoder's words and bigram LM; ``None``: greedy decoding.
+    lm_weight, word_score : float
+        The lexicon decoder's LM weight and per-word score.
 
     Returns
     -------
     dict
-        :meth:`ErrorRates.summary` plus ``intervals`` (95 % bootstrap,
+        :meth:`ErrorRates.summary` plus ``decoding`` (``"greedy"`` or
+        ``"lexicon"``), ``intervals`` (95 % bootstrap,
         :meth:`ErrorRates.intervals`), ``skipped`` (reason -> rows),
         ``resampled`` (source rate -> files), ``unknown_characters`` (reference
         characters the model cannot write), ``set``, ``manifest`` and ``model``.
@@ -142,20 +151,37 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
                     model.sample_rate, ", ".join(f"{n} from {r} Hz" for r, n in sorted(foreign.items())))
     unknown = count_unknown_characters(manifest, rows, inventory, consequence="are scored as errors")
     dataset = make_dataset(manifest, data_root, resample=True)
+    decode = make_decoder(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
     error_rates = ErrorRates()
     with torch_threads(threads):
         for batch, log_probs, frames in iterate_posteriors(model, dataset, batch_size=batch_size):
-            error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
+            error_rates.append(batch.id, batch.wrd, decode(log_probs, frames),
                                langs=batch.lang, domains=batch.domain)
-    result = {**scored(error_rates), "skipped": dict(skipped),
+    decoding = "lexicon" if lexicon else "greedy"
+    result = {**scored(error_rates), "decoding": decoding, "skipped": dict(skipped),
               "speakers": len({row["spk_id"] for row in rows}),
               "unknown_characters": sum(unknown.values()),
               "resampled": {str(rate): n for rate, n in sorted(foreign.items())}, "set": set_name,
               "manifest": os.path.abspath(manifest), "model": os.path.abspath(model_folder)}
+    if lexicon:
+        result["lexicon"] = os.path.abspath(lexicon)
     if output:
-        error_rates.write_wer_file(os.path.join(output, f"wer_{set_name}.txt"))
-        write_json(os.path.join(output, f"evaluate_{set_name}.json"), result)
+        suffix = "_lexicon" if lexicon else ""
+        error_rates.write_wer_file(os.path.join(output, f"wer_{set_name}{suffix}.txt"))
+        write_json(os.path.join(output, f"evaluate_{set_name}{suffix}.json"), result)
     return result
+
+
+def make_decoder(inventory, lexicon=None, lm_weight=0.5, word_score=0.0):
+    """``decode(log_probs, frames) -> list of str``: greedy, or with ``lexicon`` (a manifest
+    whose ``wrd`` column gives the words and their bigram LM) a
+    :class:`~speechkd.decoding.LexiconDecoder`."""
+    if not lexicon:
+        return lambda log_probs, frames: greedy_transcripts(log_probs, frames, inventory)
+    texts = [row["wrd"] for row in read_manifest(lexicon) if row.get("wrd", "").strip()]
+    if not texts:
+        raise ValueError(f"{lexicon}: no transcript to build a lexicon from")
+    return LexiconDecoder.from_transcripts(inventory, texts, lm_weight=lm_weight, word_score=word_score)
 
 
 def format_evaluation(result):
@@ -167,7 +193,8 @@ def format_evaluation(result):
         return f"{rate['rate']:.1f} [{rate['low']:.1f}, {rate['high']:.1f}]"
 
     intervals = result["intervals"]
-    lines = [(f"{result['set']}: {result['n_utts']} utterances scored, "
+    lines = [(f"{result['set']}: {result['n_utts']} utterances scored ({result.get('decoding', 'greedy')} "
+              "decoding), "
              f"{sum(result['skipped'].values())} skipped, "
              f"{sum(result['resampled'].values())} resampled"),
              "", "| subset | utts | WER % [95 % CI] | CER % [95 % CI] |", "|---|---|---|---|",
@@ -178,8 +205,8 @@ def format_evaluation(result):
 
 
 def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
-                      batch_size=16):
-    """Greedy WER/CER of the ensemble's fused posteriors (``strategy`` at τ = 1).
+                      batch_size=16, decode=None):
+    """WER/CER of the ensemble's fused posteriors (``strategy`` at τ = 1), greedy by default.
 
     One code path for cached and online teachers: the KD target
     (:meth:`~speechkd.distill.target.TeacherTarget.fused_log_probs`) of
@@ -204,17 +231,20 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
     dev_wer : list of float, optional
         Teachers' dev WER for ``weighted`` (a test cache has none); defaults to the teachers'.
     batch_size : int
+    decode : callable, optional
+        ``decode(log_probs, frames) -> list of str`` (:func:`make_decoder`); default greedy.
 
     Returns
     -------
     speechkd.metrics.ErrorRates
     """
+    decode = decode or make_decoder(inventory)
     target = TeacherTarget(teachers, inventory.symbols, max(teachers.frame_shifts_ms), strategy=strategy,
                            strategy_options=strategy_options, dev_wer=dev_wer)
     error_rates = ErrorRates()
     for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
         log_probs, frames = target.fused_log_probs(teachers.teacher_batch(batch))
-        error_rates.append(batch.id, batch.wrd, greedy_transcripts(log_probs, frames, inventory),
+        error_rates.append(batch.id, batch.wrd, decode(log_probs, frames),
                            langs=batch.lang, domains=batch.domain)
     return error_rates
 

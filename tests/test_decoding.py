@@ -72,3 +72,72 @@ def test_greedy_transcripts_and_exported_runtime_skip_unk():
     assert greedy_transcripts(log_probs, torch.tensor([5]), inventory) == ["ab"]
     ids, _ = ctc_greedy_ids(log_probs[0].numpy())
     assert ids == [2, unk, 3, unk] and ids_to_text(ids, inventory.symbols) == "ab"
+
+
+# ---- lexicon decoding with a bigram word LM ----------------------------------------------
+
+from speechkd.decoding import BigramWordLM, LexiconDecoder  # noqa: E402
+from speechkd.text import TokenInventory  # noqa: E402
+
+
+def test_bigram_lm_has_the_smoothed_probabilities_by_hand():
+    lm = BigramWordLM(["one two", "one three", "two"], prior=2.0)
+    # unigrams (with </s>): one 2, two 2, three 1, </s> 3 -> N = 8, V = 4, P(w) = (c + 1) / 12
+    assert lm.words == ["one", "two", "three"]
+    assert math.isclose(lm.log_prob("two", "one"), math.log((1 + 2 * 3 / 12) / (2 + 2)))
+    assert math.isclose(lm.log_prob("one", "<s>"), math.log((2 + 2 * 3 / 12) / (3 + 2)))
+    assert math.isclose(lm.log_prob("</s>", "three"), math.log((1 + 2 * 4 / 12) / (1 + 2)))
+    assert math.isclose(lm.log_prob("three", "three"), math.log((0 + 2 * 2 / 12) / (1 + 2)))
+    for previous in ("<s>", "one", "two", "three"):  # a distribution after every history
+        total = sum(math.exp(lm.log_prob(w, previous)) for w in [*lm.words, "</s>"])
+        assert math.isclose(total, 1.0)
+    assert lm.log_prob("four", "one") == -math.inf
+    with pytest.raises(ValueError, match="at least one non-empty transcript"):
+        BigramWordLM(["", "  "])
+
+
+def _spelled(inventory, text, frames_per_char=2, floor=-8.0):
+    """(time, V) log-probs that spell ``text`` (one char per ``frames_per_char`` frames, blank between)."""
+    rows = []
+    for char in text:
+        for _ in range(frames_per_char):
+            row = torch.full((len(inventory),), floor)
+            row[inventory.index(char)] = 0.0
+            rows.append(row)
+        blank = torch.full((len(inventory),), floor)
+        blank[inventory.blank_index] = 0.0
+        rows.append(blank)
+    return torch.log_softmax(torch.stack(rows), dim=-1)
+
+
+def test_lexicon_decoder_snaps_a_misspelling_to_a_word_and_ignores_padding():
+    texts = ["seven", "seventy", "eleven", "seven eleven"]
+    inventory = TokenInventory.from_training_texts(texts)[0]
+    decoder = LexiconDecoder.from_transcripts(inventory, texts, lm_weight=0.0)
+    misspelt = _spelled(inventory, "seve")  # greedy says "seve", not a word
+    exact = _spelled(inventory, "seven eleven")
+    assert greedy_text(misspelt, inventory) == "seve"
+    assert decoder(misspelt.unsqueeze(0), torch.tensor([len(misspelt)])) == ["seven"]
+    # batch of two with padding frames that spell garbage: each utterance decodes as alone
+    garbage = _spelled(inventory, "l" * 12)
+    padded = torch.cat([misspelt, garbage])[: len(exact)]
+    batch = torch.stack([padded, exact])
+    assert decoder(batch, torch.tensor([len(misspelt), len(exact)])) == ["seven", "seven eleven"]
+
+
+def test_the_bigram_decides_between_words_the_audio_leaves_open():
+    """Frames half 'two', half 'ten' after 'one ': the LM picks the pair training said more often."""
+    inventory = TokenInventory.from_training_texts(["one two ten"])[0]
+    either = torch.logaddexp(_spelled(inventory, "two"), _spelled(inventory, "ten")) - math.log(2)
+    log_probs = torch.cat([_spelled(inventory, "one "), either]).unsqueeze(0)
+    frames = torch.tensor([log_probs.shape[1]])
+    for frequent, rare in (("two", "ten"), ("ten", "two")):
+        texts = [f"one {frequent}"] * 5 + [f"one {rare}", "two", "ten"]
+        decoder = LexiconDecoder.from_transcripts(inventory, texts, lm_weight=1.0)
+        assert decoder(log_probs, frames) == [f"one {frequent}"]
+    with pytest.raises(ValueError, match="none of the LM's words can be spelled"):
+        LexiconDecoder.from_transcripts(TokenInventory(["<blank>", " ", "x"]), ["seven"])
+
+
+def greedy_text(log_probs, inventory):
+    return inventory.decode(ctc_greedy(log_probs.unsqueeze(0), [len(log_probs)])[0])
