@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from speechkd.decoding import ctc_greedy, ctc_path_log_prob, ctc_prefix_beam
+from speechkd.decoding import (
+    BigramWordLM,
+    LexiconDecoder,
+    ctc_greedy,
+    ctc_path_log_prob,
+    ctc_prefix_beam,
+)
+from speechkd.text import TokenInventory
 
 
 def _log_posteriors(rows):
@@ -75,9 +82,6 @@ def test_greedy_transcripts_and_exported_runtime_skip_unk():
 
 
 # ---- lexicon decoding with a bigram word LM ----------------------------------------------
-
-from speechkd.decoding import BigramWordLM, LexiconDecoder  # noqa: E402
-from speechkd.text import TokenInventory  # noqa: E402
 
 
 def test_bigram_lm_has_the_smoothed_probabilities_by_hand():

@@ -171,15 +171,24 @@ def _espeak_voices(size: str, seed: int, split: str, count: int) -> list[Voice]:
 
 def _recorded_voices(size: str, seed: int, lang: str, split: str, pool: list[EngineVoice],
                      count: int) -> list[Voice]:
+    """``count`` distinct pseudo-speakers from ``pool``, taking its voices in turn; a voice
+    whose every rate and pitch is taken is passed over (Italian: festival's ``pc`` has one
+    pitch, so ten pseudo-speakers, beside Pico's woman)."""
     rng = stable_rng("recorded speakers", size, seed, lang, split)
     count = min(count, sum(len(v.rates) * len(v.pitches) for v in pool))
     voices: list[Voice] = []
+    turn = 0
     while len(voices) < count:
-        base = pool[len(voices) % len(pool)]
+        base = pool[turn % len(pool)]
+        taken = sum(voice.variant == base.variant and voice.engine == base.engine for voice in voices)
+        if taken == len(base.rates) * len(base.pitches):
+            turn += 1
+            continue
         voice = Voice(base.variant, int(rng.choice(base.rates)), int(rng.choice(base.pitches)),
                       base.engine)
         if voice not in voices:
             voices.append(voice)
+            turn += 1
     return voices
 
 

@@ -163,7 +163,7 @@ def test_manifest_and_summary_record_engine_and_voice(tmp_path):
     assert summary["engines"] == ["espeak", "pico", "festival", "flite"]
     rows = {split: read_manifest(out / f"{split}.csv") for split in ("train", "dev", "test")}
     engines = {(r["lang"], r["engine"]) for r in rows["train"]}
-    assert {("en", "festival"), ("en", "espeak"), ("ru", "festival"), ("ru", "espeak")} <= engines
+    assert {("en", "pico"), ("en", "espeak"), ("ru", "festival"), ("ru", "espeak")} <= engines
     assert {r["engine"] for r in rows["test"] if r["lang"] == "en"} == {"espeak", "flite"}
     for split, split_rows in rows.items():
         listed = {s["name"]: s for s in summary["speakers"][split]["en"]
