@@ -250,7 +250,8 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
 
 
 def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,
-                             teacher_names, train_cache=None, real_speech=None, real_strategy="average"):
+                             teacher_names, train_cache=None, real_speech=None, real_strategy="average",
+                             lexicon=None):
     """Evaluate every model and the teachers' ensemble on the test set (and on real speech).
 
     Writes ``<out>/models.json`` (per model: params, bytes, frame shift, RTF,
@@ -259,6 +260,10 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
     agreement). ``train_cache`` (a PosteriorCache folder) supplies the dev WER for ``weighted``.
     ``real_speech`` (a labelled manifest, any rate) adds ``<out>/real.json``
     (:func:`evaluate_real_speech`), the fused ensemble decoded with ``real_strategy``.
+    ``lexicon`` (the train manifest) decodes the test set a second time with its words
+    and bigram LM (:class:`~speechkd.decoding.LexiconDecoder`): ``test_lexicon`` per model
+    in models.json (alignments in ``<out>/lexicon/<model>/``), ``lexicon`` per strategy in
+    ensemble.json (``wer_<set>_ensemble_<strategy>_lexicon.txt``).
     """
     os.makedirs(out, exist_ok=True)
     test_name = os.path.splitext(os.path.basename(test_csv))[0]
@@ -277,6 +282,10 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
             "rtf_threads": threads,
             "test": results["sets"][test_name],
         }
+        if lexicon:
+            decoded = evaluate_manifest(folder, test_csv, data_root=data_folder, threads=threads,
+                                        output=os.path.join(out, "lexicon", name), lexicon=lexicon)
+            models[name]["test_lexicon"] = {key: decoded[key] for key in ("wer", "cer", "n_utts")}
     write_json(os.path.join(out, "models.json"), models)
 
     # each teacher's model.json name is its key here, so the cache names match teacher_names
@@ -285,16 +294,23 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
     dataset = make_dataset(test_csv, data_folder, ensemble.inventory, sort="none")
     cache, fused_rates = ensemble_error_rates(ensemble, dataset, test_csv, os.path.join(out, "test_cache"),
                                               strategies, dev_wer)
-    fused = {}
+    fused, fused_lexicon = {}, {}
+    lexicon_decode = make_decoder(ensemble.inventory, lexicon) if lexicon else None
     for strategy, strategy_rates in fused_rates.items():
         fused[strategy] = strategy_rates.summary()
         strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
+        if lexicon:
+            decoded = fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer,
+                                        decode=lexicon_decode)
+            fused_lexicon[strategy] = decoded.summary()
+            decoded.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}_lexicon.txt"))
     if real_speech is not None:
         evaluate_real_speech(model_folders, ensemble, real_speech, out, real_strategy, dev_wer, threads)
     agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])
     delay = student_spike_delay(load_model(model_folders["baseline"])[0], dataset, cache)
     write_json(os.path.join(out, "ensemble.json"),
-               {"strategies": fused, "agreement": agreement, "baseline_spike_delay": delay})
+               {"strategies": fused, "agreement": agreement, "baseline_spike_delay": delay,
+                **({"lexicon": fused_lexicon} if lexicon else {})})
     return models, fused
 
 

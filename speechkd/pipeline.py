@@ -306,6 +306,8 @@ class Pipeline:
             train_cache=None if self.pretrained_teachers() else self.folder("cache"),
             real_speech=self.real_speech_manifest(),
             real_strategy=self.hparams["strategy"],
+            lexicon=(os.path.join(self.data["data_folder"], "train.csv")
+                     if self.hparams.get("lexicon_decoding", False) else None),
         )
 
     def export(self):

@@ -45,11 +45,27 @@ def gap_closed(baseline_wer, student_wer, ensemble_wer):
     return 100.0 * (baseline_wer - student_wer) / gap
 
 
-def test_wer_files(out, model_folders, strategy, test_name="test"):
-    """Report name -> the ``wer_<test_name>.txt`` it was scored from (the ensemble's from the evaluate stage)."""
-    files = {name: os.path.join(folder, f"wer_{test_name}.txt") for name, folder in model_folders.items()}
-    files[f"ensemble ({strategy})"] = os.path.join(out, "evaluate", f"wer_{test_name}_ensemble_{strategy}.txt")
+def test_wer_files(out, model_folders, strategy, test_name="test", lexicon=False):
+    """Report name -> the ``wer_<test_name>.txt`` it was scored from (the ensemble's from the evaluate stage);
+    with ``lexicon`` the lexicon-decoded ones the evaluate stage wrote."""
+    if lexicon:
+        files = {name: os.path.join(out, "evaluate", "lexicon", name, f"wer_{test_name}_lexicon.txt")
+                 for name in model_folders}
+    else:
+        files = {name: os.path.join(folder, f"wer_{test_name}.txt") for name, folder in model_folders.items()}
+    suffix = "_lexicon" if lexicon else ""
+    files[f"ensemble ({strategy})"] = os.path.join(out, "evaluate",
+                                                   f"wer_{test_name}_ensemble_{strategy}{suffix}.txt")
     return files
+
+
+def gain_and_gap(intervals):
+    """``gain_wer_points``, ``gain_ci``, ``gap_closed_percent`` and ``gap_closed_ci`` of
+    :func:`confidence_intervals`' result (the gap's are None when there is no gap)."""
+    gain, closed = intervals["gain"], intervals["gap_closed"]
+    return {"gain_wer_points": gain["value"], "gain_ci": [gain["low"], gain["high"]],
+            "gap_closed_percent": closed["value"] if closed else None,
+            "gap_closed_ci": [closed["low"], closed["high"]] if closed else None}
 
 
 def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=2000, seed=0):
@@ -151,6 +167,16 @@ def collect(out, model_folders, teacher_names, strategy):
     for name, row in rows.items():
         row["wer_ci"], row["cer_ci"] = intervals["wer"][name], intervals["cer"][name]
     closed = intervals["gap_closed"]
+    lexicon = None
+    if "lexicon" in ensemble_eval and all("test_lexicon" in info for info in evaluated.values()):
+        for name, info in evaluated.items():
+            rows[name]["wer_lexicon"] = info["test_lexicon"]["wer"]
+        rows[f"ensemble ({strategy})"]["wer_lexicon"] = ensemble_eval["lexicon"][strategy]["wer"]
+        decoded = confidence_intervals(test_wer_files(out, model_folders, strategy, lexicon=True), "baseline",
+                                       "student_kd", f"ensemble ({strategy})")
+        for name, row in rows.items():
+            row["wer_lexicon_ci"] = decoded["wer"][name]
+        lexicon = gain_and_gap(decoded)
     summary = {
         "ensemble_strategy": strategy,
         "top_k": cache_meta["k"],
@@ -158,6 +184,7 @@ def collect(out, model_folders, teacher_names, strategy):
         "gap_closed_ci": [closed["low"], closed["high"]] if closed else None,
         "gain_wer_points": rows["baseline"]["wer"] - rows["student_kd"]["wer"],
         "gain_ci": [intervals["gain"]["low"], intervals["gain"]["high"]],
+        "lexicon": lexicon,
         "bootstrap": {"n_utts": intervals["n_utts"], "n_resamples": intervals["n_resamples"]},
         "compression_vs_ensemble": ensemble_params / rows["student_kd"]["params"],
         "ensemble_strategies": {name: s["wer"] for name, s in ensemble_eval["strategies"].items()},
@@ -171,8 +198,9 @@ def markdown_table(report):
     """The report's main table as markdown."""
     rows = report["models"]
     langs = sorted({lang for row in rows.values() for lang in row["per_lang"]})
-    head = ["model", "params", "MB", "shift ms", "WER % [95% CI]", "CER % [95% CI]", *[f"{l} WER" for l in langs],
-            "RTF"]
+    lexicon = all("wer_lexicon" in row for row in rows.values())
+    head = ["model", "params", "MB", "shift ms", "WER % [95% CI]", "CER % [95% CI]",
+            *(["WER % lexicon [95% CI]"] if lexicon else []), *[f"{l} WER" for l in langs], "RTF"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in rows.items():
         cells = [
@@ -182,6 +210,7 @@ def markdown_table(report):
             str(row["frame_shift_ms"]),
             with_interval(row["wer"], row.get("wer_ci")),
             with_interval(row["cer"], row.get("cer_ci")),
+            *([with_interval(row["wer_lexicon"], row.get("wer_lexicon_ci"))] if lexicon else []),
             *[f"{row['per_lang'].get(lang, float('nan')):.1f}" for lang in langs],
             f"{row['rtf']:.4f}",
         ]
@@ -255,6 +284,7 @@ def summary_lines(report):
         "(baseline minus distilled student; "
         + ("the interval excludes zero)" if s.get("gain_ci") and (s["gain_ci"][0] > 0 or s["gain_ci"][1] < 0)
            else "the interval includes zero: not distinguishable from no gain)"),
+        *lexicon_lines(s.get("lexicon")),
         f"- Student is **{s['compression_vs_ensemble']:.1f}x** smaller than the ensemble",
         f"- Ensemble ({s['ensemble_strategy']}, k={s['top_k'] or 'full'} in the cache) WER by "
         "fusion strategy: " + ", ".join(f"{k} {v:.1f}%" for k, v in s["ensemble_strategies"].items())
@@ -270,6 +300,18 @@ def summary_lines(report):
                      + " frames after the teachers (median); distillation delays the teacher "
                      "targets by `teacher_delay` frames to match")
     return "\n".join(lines)
+
+
+def lexicon_lines(lexicon):
+    """The summary line of the lexicon-decoded test set (none when it was not decoded)."""
+    if lexicon is None:
+        return []
+    gap = lexicon["gap_closed_percent"]
+    closed = (f"closes {with_interval(gap, lexicon['gap_closed_ci'], 0)} % of the gap"
+              if gap is not None else "no gap to close")
+    gain = with_interval(lexicon["gain_wer_points"], lexicon["gain_ci"])
+    return ["- Decoded over the corpus's words with their bigram LM (column `WER % lexicon`): gain "
+            + f"{gain} WER points, {closed}"]
 
 
 def record_stage_seconds(out, timings):

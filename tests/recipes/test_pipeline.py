@@ -78,6 +78,17 @@ def test_report_files_exist_and_agree_with_wer_files(tiny_run):
     with open(os.path.join(out, "report.md")) as fin:
         text = fin.read()
     assert "| student_kd |" in text and "smaller than the ensemble" in text
+    # lexicon_decoding: every model and the ensemble decoded again over train.csv's words
+    assert "WER % lexicon [95% CI]" in text and "bigram LM (column `WER % lexicon`)" in text
+    for name in [*pipeline.model_folders(), "ensemble (average)"]:
+        path = (os.path.join(out, "evaluate", "wer_test_ensemble_average_lexicon.txt") if name.startswith("ensemble")
+                else os.path.join(out, "evaluate", "lexicon", name, "wer_test_lexicon.txt"))
+        with open(path) as fin:
+            wer = float(re.match(r"%WER ([\d.]+)", fin.readline()).group(1))
+        assert report["models"][name]["wer_lexicon"] == pytest.approx(wer, abs=0.01), name
+    lexicon = report["summary"]["lexicon"]
+    assert lexicon["gain_wer_points"] == pytest.approx(
+        report["models"]["baseline"]["wer_lexicon"] - report["models"]["student_kd"]["wer_lexicon"])
     assert os.path.exists(os.path.join(out, "export", "model.int8.onnx"))
 
 
