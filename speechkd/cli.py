@@ -3,7 +3,7 @@
     speechkd corpus build --task numbers --size small --out data/numbers-small
     speechkd prepare librispeech /data/LibriSpeech data/librispeech --workers=8
     speechkd run hparams/pipelines/quickstart.yaml [--from STAGE] [--to STAGE] [--force STAGE]
-    speechkd transcribe --model results/ctc/student/1234 [--resample] [--threads N] a.wav b.flac
+    speechkd transcribe --model results/ctc/student/1234 [--resample] [--threads N] [--lexicon CSV] a.wav b.flac
     speechkd evaluate --model results/ctc/student/1234 --manifest ../shared/realspeech-dev/dev.csv --resample \
         [--lexicon data/numbers-small/train.csv]
     speechkd teachers agreement results/quickstart/1234/cache
@@ -20,6 +20,7 @@ def add_transcribe(subparsers):
     parser.add_argument("--beam", type=int, default=0, help="prefix beam width (0 = greedy)")
     parser.add_argument("--device", default="cpu")
     add_audio_options(parser)
+    add_lexicon_options(parser)
     parser.add_argument("files", nargs="+")
     parser.set_defaults(func=run_transcribe)
 
@@ -31,6 +32,14 @@ def add_audio_options(parser):
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 
 
+def add_lexicon_options(parser):
+    """``--lexicon``, ``--lm_weight`` and ``--word_score`` (:class:`speechkd.decoding.LexiconDecoder`)."""
+    parser.add_argument("--lexicon", help="decode over the words of this manifest's transcripts (the model's "
+                                          "train.csv) with their bigram LM, instead of greedy")
+    parser.add_argument("--lm_weight", type=float, default=0.5, help="bigram LM weight of --lexicon decoding")
+    parser.add_argument("--word_score", type=float, default=0.0, help="per-word score of --lexicon decoding")
+
+
 def run_transcribe(args):
     """Print ``path<TAB>text`` per file; a bad file is reported on stderr, counted, and skipped (status 1)."""
     from speechkd.evaluation import torch_threads
@@ -39,7 +48,8 @@ def run_transcribe(args):
     failed = 0
     with torch_threads(args.threads):
         transcripts = list(transcribe_files(args.model, args.files, beam=args.beam, device=args.device,
-                                            resample=args.resample))
+                                            resample=args.resample, lexicon=args.lexicon,
+                                            lm_weight=args.lm_weight, word_score=args.word_score))
     for path, text, error in transcripts:
         if error is not None:
             print(f"speechkd: error: {error}", file=sys.stderr)
@@ -58,10 +68,7 @@ def add_evaluate(subparsers):
     parser.add_argument("--data_root", help="replacement for $data_root (default: the manifest's folder)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output", help="folder for wer_<set>.txt and evaluate_<set>.json (default: MODEL/evaluate)")
-    parser.add_argument("--lexicon", help="decode over the words of this manifest's transcripts (the model's "
-                                          "train.csv) with their bigram LM, instead of greedy")
-    parser.add_argument("--lm_weight", type=float, default=0.5, help="bigram LM weight of --lexicon decoding")
-    parser.add_argument("--word_score", type=float, default=0.0, help="per-word score of --lexicon decoding")
+    add_lexicon_options(parser)
     add_audio_options(parser)
     parser.set_defaults(func=run_evaluate)
 

@@ -258,6 +258,16 @@ class LexiconDecoder:
         """A decoder whose lexicon and bigram come from ``texts`` (training transcripts)."""
         return cls(inventory, BigramWordLM(texts, prior=prior), **options)
 
+    @classmethod
+    def from_manifest(cls, inventory, manifest, **options) -> LexiconDecoder:
+        """A decoder from the ``wrd`` column of a manifest (the model's ``train.csv``)."""
+        from speechkd.data.manifest import read_manifest
+
+        texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
+        if not texts:
+            raise ValueError(f"{manifest}: no transcript to build a lexicon from")
+        return cls.from_transcripts(inventory, texts, **options)
+
     def __call__(self, log_probs: torch.Tensor, frames: torch.Tensor) -> list[str]:
         """Transcripts of a batch.
 

@@ -178,10 +178,7 @@ def make_decoder(inventory, lexicon=None, lm_weight=0.5, word_score=0.0):
     :class:`~speechkd.decoding.LexiconDecoder`."""
     if not lexicon:
         return lambda log_probs, frames: greedy_transcripts(log_probs, frames, inventory)
-    texts = [row["wrd"] for row in read_manifest(lexicon) if row.get("wrd", "").strip()]
-    if not texts:
-        raise ValueError(f"{lexicon}: no transcript to build a lexicon from")
-    return LexiconDecoder.from_transcripts(inventory, texts, lm_weight=lm_weight, word_score=word_score)
+    return LexiconDecoder.from_manifest(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
 
 
 def format_evaluation(result):

@@ -4,7 +4,7 @@ import speechbrain as sb
 import torch
 
 from speechkd.data.pipelines import BadInputError, load_audio
-from speechkd.decoding import ctc_greedy, ctc_prefix_beam
+from speechkd.decoding import LexiconDecoder, ctc_greedy, ctc_prefix_beam
 
 
 @torch.no_grad()
@@ -40,7 +40,8 @@ def iterate_posteriors(model, dataset, batch_size=16, device="cpu", signal="sig"
 
 
 @torch.no_grad()
-def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False):
+def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False, lexicon=None,
+                     lm_weight=0.5, word_score=0.0):
     """Transcribe audio files with a trained model.
 
     Parameters
@@ -54,6 +55,11 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False):
     resample : bool
         Resample files at another rate instead of refusing them
         (:func:`speechkd.data.pipelines.load_audio`, the training pipeline's reader).
+    lexicon : str, optional
+        A manifest (the model's ``train.csv``) whose transcripts give the words and
+        bigram LM of a :class:`~speechkd.decoding.LexiconDecoder` (``beam`` is then unused).
+    lm_weight, word_score : float
+        The lexicon decoder's LM weight and per-word score.
 
     Yields
     ------
@@ -65,6 +71,8 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False):
     from speechkd.experiment import load_model
 
     model, inventory = load_model(model_folder, device=device)
+    words = (LexiconDecoder.from_manifest(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
+             if lexicon else None)
     for path in paths:
         try:
             wav = load_audio(path, model.sample_rate, resample=resample).unsqueeze(0).to(device)
@@ -72,6 +80,9 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False):
             yield path, None, str(err)
             continue
         log_probs = model(wav, torch.ones(1, device=device))[0].cpu()
+        if words is not None:
+            yield path, words(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0], None
+            continue
         if beam > 0:
             ids = ctc_prefix_beam(log_probs.numpy(), beam=beam)
         else:

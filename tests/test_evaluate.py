@@ -106,6 +106,32 @@ def test_cli_prints_the_table_and_notes_the_resampling(model_folder, perfect_cor
     assert (tmp_path / "wer_dev.txt").exists() and (tmp_path / "evaluate_dev.json").exists()
 
 
+def test_lexicon_decoding_says_only_lexicon_words_and_agrees_on_every_path(model_folder, perfect_corpus, tmp_path,
+                                                                            capsys):
+    """evaluate (batch 4) and transcribe (one file at a time) give the same lexicon transcripts."""
+    from speechkd.cli import main
+    from speechkd.metrics import ErrorRates
+
+    manifest, rows, root = perfect_corpus
+    lexicon_rows = [dict(row, wrd="zero one") for row in rows[:2]] + [dict(rows[2], wrd=rows[2]["wrd"])]
+    write_manifest(root / "lexicon.csv", lexicon_rows)
+    vocabulary = {word for row in lexicon_rows for word in row["wrd"].split()}
+    assert main(["evaluate", "--model", model_folder, "--manifest", manifest, "--resample", "--batch_size", "4",
+                 "--output", str(tmp_path), "--lexicon", str(root / "lexicon.csv")]) == 0
+    assert "(lexicon decoding)" in capsys.readouterr().out
+    assert (tmp_path / "wer_dev_lexicon.txt").exists() and (tmp_path / "evaluate_dev_lexicon.json").exists()
+    result = evaluate_manifest(model_folder, manifest, resample=True, batch_size=4, lexicon=str(root / "lexicon.csv"))
+    assert result["decoding"] == "lexicon"
+    paths = [str(root / "audio" / f"u{i}.flac") for i in range(N_UTTS)]
+    said = [text for _path, text, _error in transcribe_files(model_folder, paths, resample=True,
+                                                             lexicon=str(root / "lexicon.csv"))]
+    assert any(said) and all(set(text.split()) <= vocabulary for text in said), said
+    one_by_one = ErrorRates()
+    one_by_one.append([row["ID"] for row in rows], [row["wrd"] for row in rows], said)
+    assert one_by_one.summary()["wer"] == pytest.approx(result["wer"])
+    assert one_by_one.summary()["cer"] == pytest.approx(result["cer"])
+
+
 def test_bad_rows_are_skipped_counted_and_named(model_folder, perfect_corpus, tmp_path, caplog):
     _manifest, rows, root = perfect_corpus
     nan = tmp_path / "nan.wav"
