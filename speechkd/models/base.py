@@ -56,6 +56,10 @@ class AcousticModel(nn.Module):
         shift is ``10 * subsampling`` ms.
     sample_rate : int
         Input sample rate (16000).
+    f_max : float or None
+        Top of the mel filterbank in Hz; ``None``: Nyquist (8 kHz). ``3800`` gives a
+        telephone-band front-end whose features are the same for 8 kHz audio
+        upsampled and for 16 kHz audio (RESULTS.md: it lowered the real-speech CER).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class AcousticModel(nn.Module):
         n_mels: int = 80,
         subsampling: int = 2,
         sample_rate: int = 16000,
+        f_max: float | None = None,
     ):
         super().__init__()
         if n_tokens < 2:
@@ -73,7 +78,7 @@ class AcousticModel(nn.Module):
         self.subsampling = subsampling
         self.n_stages = subsampling_stages(subsampling)
         self.sample_rate = sample_rate
-        self.features = LogMelFilterbank(sample_rate=sample_rate, n_mels=n_mels)
+        self.features = LogMelFilterbank(sample_rate=sample_rate, n_mels=n_mels, f_max=f_max)
         self.normalizer = GlobalNormalizer(n_mels)
 
     @property

@@ -84,6 +84,7 @@ class ConformerCTC(AcousticModel):
     dropout : float
         Dropout inside the Conformer layers and before the CTC layer.
     n_mels, subsampling : int
+    f_max : float or None
         See :class:`~speechkd.models.base.AcousticModel`.
 
     Notes
@@ -110,9 +111,10 @@ class ConformerCTC(AcousticModel):
         conv_channels: int = 32,
         dropout: float = 0.1,
         n_mels: int = 80,
+        f_max: float | None = None,
         subsampling: int = 2,
     ):
-        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling)
+        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling, f_max=f_max)
         self.frontend = Conv2dSubsampling(n_mels, conv_channels, d_model, self.n_stages)
         self.pos_enc = RelPosEncXL(d_model)
         self.encoder = ConformerEncoder(

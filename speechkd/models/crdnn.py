@@ -25,6 +25,7 @@ class CRDNNCTC(AcousticModel):
     dropout : float
         Dropout between blocks.
     n_mels, subsampling : int
+    f_max : float or None
         See :class:`~speechkd.models.base.AcousticModel`.
 
     Example
@@ -43,9 +44,10 @@ class CRDNNCTC(AcousticModel):
         dnn_neurons: int = 192,
         dropout: float = 0.15,
         n_mels: int = 80,
+        f_max: float | None = None,
         subsampling: int = 2,
     ):
-        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling)
+        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling, f_max=f_max)
         cnn_channels = list(cnn_channels)
         if len(cnn_channels) < self.n_stages:
             raise ValueError(f"need at least {self.n_stages} CNN blocks for subsampling {subsampling}")

@@ -67,6 +67,7 @@ class StreamingStudent(AcousticModel):
     dropout : float
         Dropout after each conv layer and before the CTC layer.
     n_mels, subsampling : int
+    f_max : float or None
         See :class:`~speechkd.models.base.AcousticModel`.
 
     Example
@@ -91,9 +92,10 @@ class StreamingStudent(AcousticModel):
         gru_layers: int = 1,
         dropout: float = 0.1,
         n_mels: int = 80,
+        f_max: float | None = None,
         subsampling: int = 2,
     ):
-        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling)
+        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling, f_max=f_max)
         if conv_layers < self.n_stages:
             raise ValueError(f"need at least {self.n_stages} conv layers for subsampling {subsampling}")
         if kernel_size < 2:

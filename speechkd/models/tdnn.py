@@ -31,6 +31,7 @@ class TDNNCTC(AcousticModel):
     dropout : float
         Dropout after each layer.
     n_mels, subsampling : int
+    f_max : float or None
         See :class:`~speechkd.models.base.AcousticModel`.
 
     Example
@@ -48,9 +49,10 @@ class TDNNCTC(AcousticModel):
         kernel_size: int = 3,
         dropout: float = 0.1,
         n_mels: int = 80,
+        f_max: float | None = None,
         subsampling: int = 2,
     ):
-        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling)
+        super().__init__(n_tokens, n_mels=n_mels, subsampling=subsampling, f_max=f_max)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         front, in_ch = [], n_mels

@@ -91,3 +91,21 @@ def test_onnx_export_parity(tmp_path):
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
+
+
+@pytest.mark.parametrize("name", ["StreamingStudent", "TDNNCTC", "CRDNNCTC", "ConformerCTC"])
+def test_a_telephone_band_front_end_does_not_hear_above_f_max(name):
+    """f_max=3800: a loud 6 kHz tone added to noise below 3.6 kHz leaves the log-mel features
+    as they were (up to window leakage); the default 8 kHz front-end hears it."""
+    from speechkd import models
+
+    noise = torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    spectrum = torch.fft.rfft(noise)
+    spectrum[torch.fft.rfftfreq(16000, 1 / 16000) > 3600] = 0
+    low = 0.1 * torch.fft.irfft(spectrum, n=16000)
+    high = low + 0.3 * torch.sin(2 * torch.pi * 6000 * torch.arange(16000) / 16000)
+    lens = torch.ones(1)
+    for f_max, hears in ((3800.0, False), (None, True)):
+        model = getattr(models, name)(n_tokens=5, f_max=f_max).eval()
+        change = (model.featurize(low[None], lens) - model.featurize(high[None], lens))[0, 3:].abs()
+        assert (change.max() > 5.0) if hears else (change.max() < 0.2 and change.mean() < 0.01), change.max()
