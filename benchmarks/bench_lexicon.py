@@ -30,6 +30,7 @@ from speechkd.data.pipelines import make_dataset
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.teachers import TeacherEnsemble
 from speechkd.evaluation import evaluate_manifest, fused_error_rates, make_decoder
+from speechkd.metrics import wer_file_name
 from speechkd.report import confidence_intervals, with_interval
 
 DECODINGS = ("greedy", "lexicon")
@@ -44,8 +45,7 @@ def models_of(run):
 
 
 def wer_path(out, name, decoding, set_name):
-    suffix = "_lexicon" if decoding == "lexicon" else ""
-    return os.path.join(out, name, f"wer_{set_name}{suffix}.txt")
+    return os.path.join(out, name, wer_file_name(set_name, decoding == "lexicon"))
 
 
 def decode_ensemble(run, teachers, test_csv, data, strategy, lexicon, out):

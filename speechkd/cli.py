@@ -78,14 +78,14 @@ def run_evaluate(args):
     import os
 
     from speechkd.evaluation import evaluate_manifest, format_evaluation
+    from speechkd.metrics import wer_file_name
 
     output = args.output or os.path.join(args.model, "evaluate")
     result = evaluate_manifest(args.model, args.manifest, data_root=args.data_root, resample=args.resample,
                                threads=args.threads, batch_size=args.batch_size, output=output,
                                lexicon=args.lexicon, lm_weight=args.lm_weight, word_score=args.word_score)
     print(format_evaluation(result))
-    suffix = "_lexicon" if args.lexicon else ""
-    print(f"alignments: {os.path.join(output, 'wer_' + result['set'] + suffix + '.txt')}")
+    print(f"alignments: {os.path.join(output, wer_file_name(result['set'], bool(args.lexicon)))}")
 
 
 def add_run(subparsers):

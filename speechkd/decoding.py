@@ -4,16 +4,20 @@ lexicon-constrained word beam search with a bigram LM (flashlight, through torch
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 _NEG_INF = -np.inf
+_CLOSED_FLOOR = -1.0e4
+"""Log-probability of every token but the space in the frame that closes an utterance's last word."""
+
+logger = logging.getLogger(__name__)
 
 
 def ctc_greedy(log_probs: torch.Tensor, lengths_abs: torch.Tensor | Sequence[int],
@@ -90,7 +94,7 @@ def ctc_prefix_beam(log_probs: torch.Tensor | np.ndarray, beam: int = 8, blank: 
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG_INF)}
     for frame in log_probs:
         candidates = np.argpartition(-frame, n_candidates - 1)[:n_candidates]
-        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [_NEG_INF, _NEG_INF])
+        nxt: dict[tuple[int, ...], list[float]] = collections.defaultdict(lambda: [_NEG_INF, _NEG_INF])
         for prefix, (p_blank, p_token) in beams.items():
             p_total = _logsumexp(p_blank, p_token)
             entry = nxt[prefix]
@@ -222,6 +226,20 @@ class LexiconDecoder:
     lm_weight, word_score : float
         LM weight and per-word score (a negative score discourages insertions).
 
+    Attributes
+    ----------
+    words : list of str
+        The lexicon: the LM's words the inventory can spell (the others are
+        left out with a warning).
+
+    Notes
+    -----
+    A lexicon word ends with the word boundary (the space), which the
+    acoustic model writes between words but not after the last one; each
+    utterance is therefore given one more frame that says "space", so its
+    last word is finished too. One decoder serves one thread at a time (its
+    LM keeps per-utterance state).
+
     Example
     -------
     >>> decoder = LexiconDecoder.from_transcripts(inventory, train_texts)  # doctest: +SKIP
@@ -235,11 +253,17 @@ class LexiconDecoder:
 
         if "|" in inventory.symbols:
             raise ValueError("the inventory holds '|', which the lexicon decoder uses for the word boundary")
+        if " " not in inventory.symbols:
+            raise ValueError("the inventory has no space: a lexicon decoder needs the word boundary")
         self.inventory, self.lm = inventory, lm
         spellable = [word for word in lm.words if all(char in inventory for char in word)]
         self.words = spellable
         if not spellable:
             raise ValueError("none of the LM's words can be spelled with the model's inventory")
+        if len(spellable) < len(lm.words):
+            logger.warning("lexicon decoder: %d of %d words have characters the model cannot write "
+                           "and are left out", len(lm.words) - len(spellable), len(lm.words))
+        self._space = inventory.index(" ")
         tokens = ["|" if symbol == " " else symbol for symbol in inventory.symbols]
         entries = [*spellable, "<unk>"]  # the decoder's word indices: their line numbers in lm_dict
         with tempfile.TemporaryDirectory(prefix="speechkd-lexicon-") as folder:
@@ -282,9 +306,15 @@ class LexiconDecoder:
         -------
         list of str
         """
-        emissions = log_probs.detach().float().cpu().contiguous()
+        emissions = log_probs.detach().float().cpu()
         lengths = torch.as_tensor(frames).long().cpu()
-        results = self._decoder(emissions, lengths)
+        batch, time, vocabulary = emissions.shape
+        closed = torch.full((batch, time + 1, vocabulary), _CLOSED_FLOOR)
+        closed[:, :time] = emissions
+        rows = torch.arange(batch)
+        closed[rows, lengths] = _CLOSED_FLOOR  # the frame after each utterance's last: a space
+        closed[rows, lengths, self._space] = 0.0
+        results = self._decoder(closed.contiguous(), lengths + 1)
         return [" ".join(hypotheses[0].words) if hypotheses else "" for hypotheses in results]
 
 
@@ -293,19 +323,22 @@ def _flashlight_bigram(lm: BigramWordLM, words: list[str]):
     from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
 
     class FlashlightBigram(CTCDecoderLM):
+        """A bigram's state is its last word: every state is a child of the start state,
+        so flashlight merges hypotheses that end in the same word."""
+
         def __init__(self):
             super().__init__()
+            self.start_state = None
             self.previous = {}  # state -> the word that led to it
 
         def start(self, start_with_nothing: bool):
-            self.previous = {}
-            state = CTCDecoderLMState()
-            self.previous[state] = BigramWordLM.START
-            return state
+            self.start_state = CTCDecoderLMState()
+            self.previous = {self.start_state: BigramWordLM.START}
+            return self.start_state
 
         def score(self, state, usr_token_idx: int):
-            child = state.child(usr_token_idx)
             word = words[usr_token_idx]
+            child = self.start_state.child(usr_token_idx)
             self.previous.setdefault(child, word)
             return child, lm.log_prob(word, self.previous[state])
 

@@ -33,7 +33,7 @@ from speechkd.distill.target import TeacherTarget
 from speechkd.distill.teachers import TeacherEnsemble, build_cache
 from speechkd.experiment import load_model, write_json
 from speechkd.inference import iterate_posteriors
-from speechkd.metrics import ErrorRates
+from speechkd.metrics import ErrorRates, wer_file_name
 from speechkd.models import count_parameters
 
 logger = logging.getLogger(__name__)
@@ -166,9 +166,8 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
     if lexicon:
         result["lexicon"] = os.path.abspath(lexicon)
     if output:
-        suffix = "_lexicon" if lexicon else ""
-        error_rates.write_wer_file(os.path.join(output, f"wer_{set_name}{suffix}.txt"))
-        write_json(os.path.join(output, f"evaluate_{set_name}{suffix}.json"), result)
+        error_rates.write_wer_file(os.path.join(output, wer_file_name(set_name, bool(lexicon))))
+        write_json(os.path.join(output, f"evaluate_{set_name}{'_lexicon' if lexicon else ''}.json"), result)
     return result
 
 
@@ -300,7 +299,7 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
             decoded = fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer,
                                         decode=lexicon_decode)
             fused_lexicon[strategy] = decoded.summary()
-            decoded.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}_lexicon.txt"))
+            decoded.write_wer_file(os.path.join(out, wer_file_name(f"{test_name}_ensemble_{strategy}", True)))
     if real_speech is not None:
         evaluate_real_speech(model_folders, ensemble, real_speech, out, real_strategy, dev_wer, threads)
     agreement = teacher_agreement(cache, read_manifest(test_csv), strategies=[])

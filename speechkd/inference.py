@@ -57,7 +57,7 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False, 
         (:func:`speechkd.data.pipelines.load_audio`, the training pipeline's reader).
     lexicon : str, optional
         A manifest (the model's ``train.csv``) whose transcripts give the words and
-        bigram LM of a :class:`~speechkd.decoding.LexiconDecoder` (``beam`` is then unused).
+        bigram LM of a :class:`~speechkd.decoding.LexiconDecoder` (not with ``beam``).
     lm_weight, word_score : float
         The lexicon decoder's LM weight and per-word score.
 
@@ -70,9 +70,12 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False, 
     """
     from speechkd.experiment import load_model
 
+    if lexicon and beam > 0:
+        raise ValueError("--beam is the prefix beam search without a lexicon; --lexicon has its own beam: "
+                         "give one of them")
     model, inventory = load_model(model_folder, device=device)
-    words = (LexiconDecoder.from_manifest(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
-             if lexicon else None)
+    lexicon_decoder = (LexiconDecoder.from_manifest(inventory, lexicon, lm_weight=lm_weight,
+                                                    word_score=word_score) if lexicon else None)
     for path in paths:
         try:
             wav = load_audio(path, model.sample_rate, resample=resample).unsqueeze(0).to(device)
@@ -80,8 +83,8 @@ def transcribe_files(model_folder, paths, beam=0, device="cpu", resample=False, 
             yield path, None, str(err)
             continue
         log_probs = model(wav, torch.ones(1, device=device))[0].cpu()
-        if words is not None:
-            yield path, words(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0], None
+        if lexicon_decoder is not None:
+            yield path, lexicon_decoder(log_probs.unsqueeze(0), torch.tensor([log_probs.shape[0]]))[0], None
             continue
         if beam > 0:
             ids = ctc_prefix_beam(log_probs.numpy(), beam=beam)

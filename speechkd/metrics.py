@@ -312,6 +312,12 @@ def write_results_json(path: str | os.PathLike, payload: dict) -> dict:
 _UTTERANCE_LINE = re.compile(r"^(\S+), %WER [\d.]+ \[ (\d+) / (\d+),", flags=re.MULTILINE)
 
 
+def wer_file_name(set_name: str, lexicon: bool = False) -> str:
+    """``wer_<set_name>.txt``, or ``wer_<set_name>_lexicon.txt`` for lexicon decoding
+    (:class:`speechkd.decoding.LexiconDecoder`), beside each other in one folder."""
+    return f"wer_{set_name}{'_lexicon' if lexicon else ''}.txt"
+
+
 def read_utterance_errors(wer_file: str | os.PathLike) -> dict[str, tuple[int, int]]:
     """Per-utterance ``(word edits, reference words)`` from a ``wer_<set>.txt`` (SpeechBrain's format)."""
     with open(wer_file, encoding="utf-8") as fin:

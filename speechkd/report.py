@@ -27,6 +27,7 @@ from speechkd.metrics import (
     interval,
     read_utterance_char_errors,
     read_utterance_errors,
+    wer_file_name,
 )
 
 STUDENTS = ("baseline", "student_kd")
@@ -49,13 +50,12 @@ def test_wer_files(out, model_folders, strategy, test_name="test", lexicon=False
     """Report name -> the ``wer_<test_name>.txt`` it was scored from (the ensemble's from the evaluate stage);
     with ``lexicon`` the lexicon-decoded ones the evaluate stage wrote."""
     if lexicon:
-        files = {name: os.path.join(out, "evaluate", "lexicon", name, f"wer_{test_name}_lexicon.txt")
+        files = {name: os.path.join(out, "evaluate", "lexicon", name, wer_file_name(test_name, True))
                  for name in model_folders}
     else:
-        files = {name: os.path.join(folder, f"wer_{test_name}.txt") for name, folder in model_folders.items()}
-    suffix = "_lexicon" if lexicon else ""
+        files = {name: os.path.join(folder, wer_file_name(test_name)) for name, folder in model_folders.items()}
     files[f"ensemble ({strategy})"] = os.path.join(out, "evaluate",
-                                                   f"wer_{test_name}_ensemble_{strategy}{suffix}.txt")
+                                                   wer_file_name(f"{test_name}_ensemble_{strategy}", lexicon))
     return files
 
 
@@ -166,7 +166,6 @@ def collect(out, model_folders, teacher_names, strategy):
                                      f"ensemble ({strategy})")
     for name, row in rows.items():
         row["wer_ci"], row["cer_ci"] = intervals["wer"][name], intervals["cer"][name]
-    closed = intervals["gap_closed"]
     lexicon = None
     if "lexicon" in ensemble_eval and all("test_lexicon" in info for info in evaluated.values()):
         for name, info in evaluated.items():
@@ -180,10 +179,7 @@ def collect(out, model_folders, teacher_names, strategy):
     summary = {
         "ensemble_strategy": strategy,
         "top_k": cache_meta["k"],
-        "gap_closed_percent": gap_closed(rows["baseline"]["wer"], rows["student_kd"]["wer"], fused["wer"]),
-        "gap_closed_ci": [closed["low"], closed["high"]] if closed else None,
-        "gain_wer_points": rows["baseline"]["wer"] - rows["student_kd"]["wer"],
-        "gain_ci": [intervals["gain"]["low"], intervals["gain"]["high"]],
+        **gain_and_gap(intervals),
         "lexicon": lexicon,
         "bootstrap": {"n_utts": intervals["n_utts"], "n_resamples": intervals["n_resamples"]},
         "compression_vs_ensemble": ensemble_params / rows["student_kd"]["params"],

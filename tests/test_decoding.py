@@ -120,13 +120,27 @@ def test_lexicon_decoder_snaps_a_misspelling_to_a_word_and_ignores_padding():
     decoder = LexiconDecoder.from_transcripts(inventory, texts, lm_weight=0.0)
     misspelt = _spelled(inventory, "seve")  # greedy says "seve", not a word
     exact = _spelled(inventory, "seven eleven")
-    assert greedy_text(misspelt, inventory) == "seve"
+    assert _greedy_text(misspelt, inventory) == "seve"
     assert decoder(misspelt.unsqueeze(0), torch.tensor([len(misspelt)])) == ["seven"]
     # batch of two with padding frames that spell garbage: each utterance decodes as alone
     garbage = _spelled(inventory, "l" * 12)
     padded = torch.cat([misspelt, garbage])[: len(exact)]
     batch = torch.stack([padded, exact])
     assert decoder(batch, torch.tensor([len(misspelt), len(exact)])) == ["seven", "seven eleven"]
+
+
+@pytest.mark.parametrize("floor", [-8.0, -80.0])
+def test_the_last_word_is_kept_though_nothing_follows_it(floor):
+    """The model writes no space after the last word; confident frames (floor -80) leave
+    no path to a word boundary but the one the decoder adds."""
+    texts = ["seven eleven", "seven", "eleven seven"]
+    inventory = TokenInventory.from_training_texts(texts)[0]
+    decoder = LexiconDecoder.from_transcripts(inventory, texts, lm_weight=0.0)
+    for text in ("seven eleven", "seven", "eleven seven"):
+        log_probs = _spelled(inventory, text, floor=floor).unsqueeze(0)
+        assert decoder(log_probs, torch.tensor([log_probs.shape[1]])) == [text]
+    empty = torch.zeros(1, 0, len(inventory))
+    assert decoder(empty, torch.tensor([0])) == [""]
 
 
 def test_the_bigram_decides_between_words_the_audio_leaves_open():
@@ -141,7 +155,11 @@ def test_the_bigram_decides_between_words_the_audio_leaves_open():
         assert decoder(log_probs, frames) == [f"one {frequent}"]
     with pytest.raises(ValueError, match="none of the LM's words can be spelled"):
         LexiconDecoder.from_transcripts(TokenInventory(["<blank>", " ", "x"]), ["seven"])
+    with pytest.raises(ValueError, match="has no space"):
+        LexiconDecoder.from_transcripts(TokenInventory(["<blank>", "x"]), ["x"])
+    with pytest.raises(ValueError, match="holds '|'"):
+        LexiconDecoder.from_transcripts(TokenInventory(["<blank>", " ", "|", "x"]), ["x"])
 
 
-def greedy_text(log_probs, inventory):
+def _greedy_text(log_probs, inventory):
     return inventory.decode(ctc_greedy(log_probs.unsqueeze(0), [len(log_probs)])[0])

@@ -113,7 +113,7 @@ def test_lexicon_decoding_says_only_lexicon_words_and_agrees_on_every_path(model
     from speechkd.metrics import ErrorRates
 
     manifest, rows, root = perfect_corpus
-    lexicon_rows = [dict(row, wrd="zero one") for row in rows[:2]] + [dict(rows[2], wrd=rows[2]["wrd"])]
+    lexicon_rows = [dict(row, wrd="zero one") for row in rows[:2]] + [rows[2]]
     write_manifest(root / "lexicon.csv", lexicon_rows)
     vocabulary = {word for row in lexicon_rows for word in row["wrd"].split()}
     assert main(["evaluate", "--model", model_folder, "--manifest", manifest, "--resample", "--batch_size", "4",

@@ -27,7 +27,7 @@ SAMPLES = {  # engine: (lang, text, voice, the same voice 25 % faster, the same 
 
 def needs(engine):
     if not ENGINES[engine][0].available():
-        pytest.skip(f"{engine} is not installed (make debs installs it)")
+        pytest.skip(f"{engine} is not installed (make venv debs installs it)")
 
 
 @pytest.mark.parametrize("engine", ALL)
@@ -157,7 +157,7 @@ def test_missing_festival_voice_package_warns_and_the_voice_is_left_out(tmp_path
 
 
 def test_manifest_and_summary_record_engine_and_voice(tmp_path):
-    needs("festival"), needs("flite")
+    needs("pico"), needs("festival"), needs("flite")
     out = tmp_path / "c"
     summary = build_corpus("numbers", "tiny", out, languages=["en", "ru"], progress=False)
     assert summary["engines"] == ["espeak", "pico", "festival", "flite"]

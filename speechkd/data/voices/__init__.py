@@ -39,6 +39,7 @@ DEFAULT_ENGINES = ("espeak", "pico", "festival", "flite")
 """The engines of a build that names none (``festival-xling`` is opt-in)."""
 
 INSTALL = {
+    "espeak": "pip install espeakng-loader",
     "pico": "pip install ttspico",
     "festival": "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
                 "festvox-italp16k festvox-itapc16k festvox-ru",
@@ -64,9 +65,10 @@ __all__ = [
 def resolve_engines(engines=None) -> list[str]:
     """The engines a corpus build uses: those asked for (default all) that are installed.
 
-    An engine that is not installed is left out with one warning naming the
-    Debian packages it needs, and so are voices of an installed engine whose
-    package is missing; espeak-ng is always there (a dependency).
+    An engine that is not installed is left out with one warning naming what
+    installs it (:data:`INSTALL`: Debian packages, or ``ttspico`` from PyPI), and
+    so are voices of an installed engine whose package is missing; espeak-ng is
+    always there (a dependency).
 
     Parameters
     ----------

@@ -87,7 +87,7 @@ class EngineVoice:
 
 
 SPEEDS = tuple(range(80, 130, 5))
-"""Speaking rates drawn for festival and flite voices, in percent of the voice's own."""
+"""Speaking rates drawn for pico, festival and flite voices, in percent of the voice's own."""
 LOW_F0 = tuple(range(85, 140, 10))
 """Mean f0 targets (Hz) drawn for low-pitched voices (festival's diphone voices default to 105)."""
 HIGH_F0 = tuple(range(150, 235, 15))

@@ -69,7 +69,7 @@ class PicoSynthesizer:
 
     @staticmethod
     def missing_voices(voices) -> dict:
-        """None: ``ttspico`` ships every language file."""
+        """``{}``: ``ttspico`` ships every language file."""
         return {}
 
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
@@ -86,7 +86,8 @@ class PicoSynthesizer:
         import ttspico
 
         find_engine_voice(PICO_VOICES, voice, lang)
-        engine = ttspico.TtsEngine(voice.variant)
+        # the language files ttspico ships, before any system-wide /usr/share/pico/lang
+        engine = ttspico.TtsEngine(voice.variant, lang_dir=ttspico._LANG_DIR)
         engine.rate = voice.rate
         engine.pitch = voice.pitch or 100
         pcm = engine.speak(text)
