@@ -131,6 +131,31 @@ class Synthesizer(Protocol):
         """
 
 
+class EngineSynthesizer:
+    """What the engines share: the finishing settings, and no voice packages to miss.
+
+    Parameters
+    ----------
+    trim_keep_s : float
+        Silence kept before the first and after the last voiced frame.
+    peak : float
+        Peak amplitude every utterance is normalised to.
+    """
+
+    def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
+        self.trim_keep_s, self.peak = trim_keep_s, peak
+
+    @staticmethod
+    def missing_voices(voices) -> dict:
+        """``{}``: the engine ships its voices (festival's come in packages of their own)."""
+        return {}
+
+    def finish(self, raw: np.ndarray, rate: int) -> np.ndarray:
+        """:func:`finish_waveform` with this synthesiser's settings: (samples,) at ``rate`` ->
+        (samples',) float32 at 16 kHz."""
+        return finish_waveform(raw, rate, self.trim_keep_s, self.peak)
+
+
 def finish_waveform(raw: np.ndarray, rate: int, trim_keep_s: float = 0.1,
                     peak: float = 0.5) -> np.ndarray:
     """An engine's output to the corpus format: 16 kHz, trimmed, peak-normalised float32.

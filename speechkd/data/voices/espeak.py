@@ -19,7 +19,7 @@ import ctypes
 
 import numpy as np
 
-from speechkd.data.voices.base import Voice, finish_waveform
+from speechkd.data.voices.base import EngineSynthesizer, Voice
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 ESPEAK_CHARS_UTF8 = 1
@@ -52,7 +52,7 @@ SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 )
 
 
-class EspeakSynthesizer:
+class EspeakSynthesizer(EngineSynthesizer):
     """espeak-ng in synchronous mode, returning 16 kHz float32 audio.
 
     espeak-ng keeps static state between utterances (pitch flutter phase,
@@ -78,11 +78,6 @@ class EspeakSynthesizer:
         import importlib.util
         return importlib.util.find_spec("espeakng_loader") is not None
 
-    @staticmethod
-    def missing_voices(voices) -> dict:
-        """None: espeak-ng's variants come with its data."""
-        return {}
-
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
         try:
             import espeakng_loader
@@ -91,8 +86,7 @@ class EspeakSynthesizer:
                 "speech synthesis needs the PyPI package espeakng-loader: "
                 "pip install espeakng-loader"
             ) from error
-        self.trim_keep_s = trim_keep_s
-        self.peak = peak
+        super().__init__(trim_keep_s, peak)
         self._library_path = espeakng_loader.get_library_path()
         self._data_path = espeakng_loader.get_data_path().encode()
         self._chunks: list[np.ndarray] = []
@@ -188,7 +182,7 @@ class EspeakSynthesizer:
             Shape ``(samples,)``, dtype float32, values within ``[-peak, peak]``.
         """
         raw = self.synthesize_raw(text, lang, voice).astype(np.float32) / 32768.0
-        return finish_waveform(raw, self.espeak_rate, self.trim_keep_s, self.peak)
+        return self.finish(raw, self.espeak_rate)
 
 
 def _word_phonemes(lib, word: str) -> list[str]:

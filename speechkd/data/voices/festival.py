@@ -31,10 +31,10 @@ import numpy as np
 from speechkd.data.voices.base import (
     LOW_F0,
     SPEEDS,
+    EngineSynthesizer,
     EngineVoice,
     Voice,
     find_engine_voice,
-    finish_waveform,
     read_wave_pcm,
     scratch_wave,
 )
@@ -86,7 +86,7 @@ VOICE_FOLDERS = ("/usr/share/festival/voices", "/usr/lib/festival/voices")
 DONE = "SPEECHKD-UTTERANCE-DONE"
 
 
-class FestivalSynthesizer:
+class FestivalSynthesizer(EngineSynthesizer):
     """Festival in one long-lived process per voice, returning 16 kHz float32 audio.
 
     Parameters
@@ -110,7 +110,7 @@ class FestivalSynthesizer:
                            for folder in VOICE_FOLDERS)}
 
     def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
-        self.trim_keep_s, self.peak = trim_keep_s, peak
+        super().__init__(trim_keep_s, peak)
         self._processes: dict = {}
         self._count = 0
         self._transcriber = None
@@ -216,4 +216,4 @@ class FestivalSynthesizer:
                 raise RuntimeError(f"festival wrote no audio for {text!r} ({lang}, {voice.name}): "
                                    + " | ".join(errors[-3:] + log[-3:]))
             raw, rate = read_wave_pcm(path)
-        return finish_waveform(raw, rate, self.trim_keep_s, self.peak)
+        return self.finish(raw, rate)

@@ -15,10 +15,10 @@ from speechkd.data.voices.base import (
     HIGH_F0,
     LOW_F0,
     SPEEDS,
+    EngineSynthesizer,
     EngineVoice,
     Voice,
     find_engine_voice,
-    finish_waveform,
     read_wave_pcm,
     scratch_wave,
 )
@@ -33,7 +33,7 @@ FLITE_VOICES = (
 behind festival's ``kal`` and ``slt``)."""
 
 
-class FliteSynthesizer:
+class FliteSynthesizer(EngineSynthesizer):
     """flite, one process per utterance, returning 16 kHz float32 audio.
 
     Parameters
@@ -48,14 +48,6 @@ class FliteSynthesizer:
     def available() -> bool:
         """Whether the ``flite`` binary is on ``PATH``."""
         return shutil.which("flite") is not None
-
-    @staticmethod
-    def missing_voices(voices) -> dict:
-        """None: the voices are built into Debian's ``flite``."""
-        return {}
-
-    def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
-        self.trim_keep_s, self.peak = trim_keep_s, peak
 
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Speak ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
@@ -77,4 +69,4 @@ class FliteSynthesizer:
                 raise RuntimeError(f"flite failed for {text!r} ({voice.name}, exit "
                                    f"{done.returncode}): {done.stderr.strip()[-300:]}")
             raw, rate = read_wave_pcm(path)
-        return finish_waveform(raw, rate, self.trim_keep_s, self.peak)
+        return self.finish(raw, rate)

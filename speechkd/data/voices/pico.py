@@ -19,10 +19,10 @@ import numpy as np
 
 from speechkd.data.voices.base import (
     SPEEDS,
+    EngineSynthesizer,
     EngineVoice,
     Voice,
     find_engine_voice,
-    finish_waveform,
 )
 
 PICO_RATE = 16000
@@ -44,7 +44,7 @@ PICO_VOICES = (
 names are those of Pico's language files: ``en-US_lh0_sg.bin`` ...)."""
 
 
-class PicoSynthesizer:
+class PicoSynthesizer(EngineSynthesizer):
     """SVOX Pico through ``ttspico``, returning 16 kHz float32 audio.
 
     ``Voice.rate`` is the speed and ``Voice.pitch`` the pitch, both in percent
@@ -67,14 +67,6 @@ class PicoSynthesizer:
             return False
         return True
 
-    @staticmethod
-    def missing_voices(voices) -> dict:
-        """``{}``: ``ttspico`` ships every language file."""
-        return {}
-
-    def __init__(self, trim_keep_s: float = 0.1, peak: float = 0.5):
-        self.trim_keep_s, self.peak = trim_keep_s, peak
-
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Speak ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
 
@@ -94,4 +86,4 @@ class PicoSynthesizer:
         if not pcm:
             raise RuntimeError(f"pico spoke nothing for {text!r} ({voice.name})")
         raw = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        return finish_waveform(raw, PICO_RATE, self.trim_keep_s, self.peak)
+        return self.finish(raw, PICO_RATE)
