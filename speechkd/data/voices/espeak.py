@@ -64,10 +64,8 @@ class EspeakSynthesizer(EngineSynthesizer):
 
     Parameters
     ----------
-    trim_keep_s : float
-        Silence kept before the first and after the last voiced frame.
-    peak : float
-        Peak amplitude every utterance is normalised to.
+    trim_keep_s, peak : float
+        As :class:`~speechkd.data.voices.base.EngineSynthesizer`.
     """
 
     engine = "espeak"
