@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import machine_line
 
 from speechkd.data.pipelines import make_dataset
+from speechkd.decoding import BigramWordLM
 from speechkd.evaluation import make_decoder
 from speechkd.experiment import load_model
 from speechkd.inference import iterate_posteriors
@@ -37,10 +38,10 @@ def main():
     parser.add_argument("--word_scores", type=float, nargs="+", default=[0.0, -1.0])
     args = parser.parse_args()
     model, inventory = load_model(args.model)
-    lexicon = os.path.join(args.data, "train.csv")
+    word_lm = BigramWordLM.from_manifest(os.path.join(args.data, "train.csv"))
     settings = list(itertools.product(args.lm_weights, args.word_scores))
     decoders = {"greedy": make_decoder(inventory)}
-    decoders.update({f"lexicon, LM weight {w:g}, word score {s:g}": make_decoder(inventory, lexicon, w, s)
+    decoders.update({f"lexicon, LM weight {w:g}, word score {s:g}": make_decoder(inventory, word_lm, w, s)
                      for w, s in settings})
     rates = {name: ErrorRates() for name in decoders}
     dataset = make_dataset(os.path.join(args.data, "dev.csv"), args.data, inventory)

@@ -192,6 +192,16 @@ class BigramWordLM:
         for (previous, _), count in bigrams.items():
             self._history[previous] += count
 
+    @classmethod
+    def from_manifest(cls, manifest, prior: float = 5.0) -> BigramWordLM:
+        """The bigram of a manifest's ``wrd`` column (the model's ``train.csv``)."""
+        from speechkd.data.manifest import read_manifest
+
+        texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
+        if not texts:
+            raise ValueError(f"{manifest}: no transcript to build a lexicon from")
+        return cls(texts, prior=prior)
+
     def log_prob(self, word: str, previous: str) -> float:
         """Natural log of ``P(word | previous)``; ``previous`` may be ``"<s>"``, ``word`` ``"</s>"``.
 
@@ -283,14 +293,9 @@ class LexiconDecoder:
         return cls(inventory, BigramWordLM(texts, prior=prior), **options)
 
     @classmethod
-    def from_manifest(cls, inventory, manifest, **options) -> LexiconDecoder:
+    def from_manifest(cls, inventory, manifest, prior: float = 5.0, **options) -> LexiconDecoder:
         """A decoder from the ``wrd`` column of a manifest (the model's ``train.csv``)."""
-        from speechkd.data.manifest import read_manifest
-
-        texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
-        if not texts:
-            raise ValueError(f"{manifest}: no transcript to build a lexicon from")
-        return cls.from_transcripts(inventory, texts, **options)
+        return cls(inventory, BigramWordLM.from_manifest(manifest, prior=prior), **options)
 
     def __call__(self, log_probs: torch.Tensor, frames: torch.Tensor) -> list[str]:
         """Transcripts of a batch.

@@ -26,7 +26,7 @@ from speechkd.data.pipelines import (
     make_dataset,
     resolve_path,
 )
-from speechkd.decoding import LexiconDecoder, greedy_transcripts
+from speechkd.decoding import BigramWordLM, LexiconDecoder, greedy_transcripts
 from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
 from speechkd.distill.target import TeacherTarget
@@ -82,7 +82,7 @@ def audio_rates(rows, data_root):
 
 
 def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, threads=None, batch_size=16,
-                      output=None, lexicon=None, lm_weight=0.5, word_score=0.0):
+                      output=None, lexicon=None, lm_weight=0.5, word_score=0.0, decode=None):
     """WER/CER of a trained model on any labelled manifest, at any sample rate.
 
     Rows are checked as the training pipeline checks them (missing, corrupt,
@@ -119,6 +119,9 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
         decoder's words and bigram LM; ``None``: greedy decoding.
     lm_weight, word_score : float
         The lexicon decoder's LM weight and per-word score.
+    decode : callable, optional
+        The decoder of ``lexicon`` already built for the model's inventory
+        (:func:`make_decoder`), so that several models share one.
 
     Returns
     -------
@@ -151,7 +154,7 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
                     model.sample_rate, ", ".join(f"{n} from {r} Hz" for r, n in sorted(foreign.items())))
     unknown = count_unknown_characters(manifest, rows, inventory, consequence="are scored as errors")
     dataset = make_dataset(manifest, data_root, resample=True)
-    decode = make_decoder(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
+    decode = decode or make_decoder(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
     error_rates = ErrorRates()
     with torch_threads(threads):
         for batch, log_probs, frames in iterate_posteriors(model, dataset, batch_size=batch_size):
@@ -173,10 +176,12 @@ def evaluate_manifest(model_folder, manifest, data_root=None, resample=False, th
 
 def make_decoder(inventory, lexicon=None, lm_weight=0.5, word_score=0.0):
     """``decode(log_probs, frames) -> list of str``: greedy, or with ``lexicon`` (a manifest
-    whose ``wrd`` column gives the words and their bigram LM) a
-    :class:`~speechkd.decoding.LexiconDecoder`."""
-    if not lexicon:
+    whose ``wrd`` column gives the words and their bigram LM, or that
+    :class:`~speechkd.decoding.BigramWordLM` itself) a :class:`~speechkd.decoding.LexiconDecoder`."""
+    if lexicon is None:
         return lambda log_probs, frames: greedy_transcripts(log_probs, frames, inventory)
+    if isinstance(lexicon, BigramWordLM):
+        return LexiconDecoder(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
     return LexiconDecoder.from_manifest(inventory, lexicon, lm_weight=lm_weight, word_score=word_score)
 
 
@@ -263,6 +268,15 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
     """
     os.makedirs(out, exist_ok=True)
     test_name = os.path.splitext(os.path.basename(test_csv))[0]
+    # one bigram for every model, one decoder per token inventory (the models usually share one)
+    word_lm = BigramWordLM.from_manifest(lexicon) if lexicon else None
+    lexicon_decoders = {}
+
+    def lexicon_decoder(inventory):
+        if inventory.fingerprint not in lexicon_decoders:
+            lexicon_decoders[inventory.fingerprint] = make_decoder(inventory, word_lm)
+        return lexicon_decoders[inventory.fingerprint]
+
     models = {}
     for name, folder in model_folders.items():
         model, inventory = load_model(folder)
@@ -280,7 +294,8 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
         }
         if lexicon:
             decoded = evaluate_manifest(folder, test_csv, data_root=data_folder, threads=threads,
-                                        output=os.path.join(out, "lexicon", name), lexicon=lexicon)
+                                        output=os.path.join(out, "lexicon", name), lexicon=lexicon,
+                                        decode=lexicon_decoder(inventory))
             models[name]["test_lexicon"] = {key: decoded[key] for key in ("wer", "cer", "n_utts")}
     write_json(os.path.join(out, "models.json"), models)
 
@@ -291,13 +306,12 @@ def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategi
     cache, fused_rates = ensemble_error_rates(ensemble, dataset, test_csv, os.path.join(out, "test_cache"),
                                               strategies, dev_wer)
     fused, fused_lexicon = {}, {}
-    lexicon_decode = make_decoder(ensemble.inventory, lexicon) if lexicon else None
     for strategy, strategy_rates in fused_rates.items():
         fused[strategy] = strategy_rates.summary()
         strategy_rates.write_wer_file(os.path.join(out, f"wer_{test_name}_ensemble_{strategy}.txt"))
         if lexicon:
             decoded = fused_error_rates(cache, ensemble.inventory, dataset, strategy, dev_wer=dev_wer,
-                                        decode=lexicon_decode)
+                                        decode=lexicon_decoder(ensemble.inventory))
             fused_lexicon[strategy] = decoded.summary()
             decoded.write_wer_file(os.path.join(out, wer_file_name(f"{test_name}_ensemble_{strategy}", True)))
     if real_speech is not None:
