@@ -251,7 +251,8 @@ class Pipeline:
         stages.append(self.recipe_stage("cache", "recipes/distill/cache_teachers.py", self.hparams["cache"],
                                         {**kd_common, **cache_extra},
                                         self.folder("cache"), after=tuple(teacher_stages),
-                                        folder_key="cache_folder", inputs=self.pretrained_files()))
+                                        folder_key="cache_folder", inputs=self.pretrained_files(),
+                                        parallel=True))
         kd_common["cache_folder"] = self.folder("cache")
         distill_spec = {**self.hparams["distill"], "overrides": {**self.hparams["student"]["overrides"],
                                                         **self.hparams["distill"]["overrides"]}}
@@ -260,6 +261,7 @@ class Pipeline:
             "distill", "recipes/distill/train.py", distill_spec,
             {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common,
              **({} if transfer is None else {"unlabelled_csv": transfer})}, self.folder("distill"), after=("cache",),
+            parallel=True,
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,
@@ -327,9 +329,12 @@ class Pipeline:
 def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
     """Run a pipeline YAML from the shell (``speechkd run``).
 
-    The teachers and the baseline student do not depend on each other: with
-    ``workers`` > 1 in the YAML they train side by side, each in its own
-    process running this same command for that one stage.
+    With ``workers`` > 1 in the YAML, the recipe stages (teachers, baseline,
+    cache, distill) run in their own processes, each running this same
+    command for that one stage, ``workers`` at a time, each as soon as the
+    stages it reads are done: the teachers and the baseline side by side,
+    and the cache and the distilled student as soon as the teachers are
+    done, beside a baseline still training.
     """
     override_dict = parse_overrides(overrides)
     hparams, _ = load_hparams(pipeline_file, override_dict)

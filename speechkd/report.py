@@ -328,7 +328,7 @@ def timing_line(seconds):
     if not seconds:
         return ""
     parts = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
-    return f"Stage wall times (teachers and baseline run side by side): {parts}"
+    return f"Stage wall times (recipe stages run side by side, `workers` at a time): {parts}"
 
 
 def plot_wer_vs_size(report, path):

@@ -119,12 +119,12 @@ def upstream_of(stages, names):
 
 def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None, workers=1,
                timings=None):
-    """Run ``stages`` in order, skipping those already done with the same inputs.
+    """Run ``stages``, each once the stages it reads are done, skipping those done with the same inputs.
 
     Parameters
     ----------
     stages : list of Stage
-        In execution order; ``after`` may only name earlier stages.
+        In preferred order; ``after`` may only name earlier stages.
     start, stop : str, optional
         First and last stage to consider (``--from`` / ``--to``); the stages
         those depend on must already be done.
@@ -135,13 +135,14 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
     launch : callable, optional
         ``launch(stage) -> subprocess.Popen`` running that one stage in its
         own process (which writes the stage's ``.done``). With ``workers`` > 1,
-        neighbouring ``parallel`` stages that do not depend on each other run
-        this way, ``workers`` at a time.
+        every ``parallel`` stage runs this way, up to ``workers`` at a time,
+        as soon as the stages it reads are done: a stage does not wait for
+        unrelated ones (the distilled student trains beside the baseline once
+        the teachers are cached). The other stages run in this process, alone.
     workers : int
         Processes for parallel stages.
     timings : dict, optional
-        Receives stage name -> wall seconds of each stage run (a parallel
-        stage: from its group's start to its own end).
+        Receives stage name -> wall seconds of each stage run.
 
     Returns
     -------
@@ -156,37 +157,53 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
     last = names.index(stop) if stop else len(stages) - 1
     needed = upstream_of(stages, names[first : last + 1])
     prints, status, ran = stage_fingerprints(stages), {}, set()
-    for index, stage in enumerate(stages):
-        if stage.name in status:  # ran in a parallel group
-            continue
-        done = read_done(stage.folder) == prints[stage.name]
-        if index < first or index > last:
-            status[stage.name] = "not run"
-            if index < first and stage.name in needed and not done:
-                raise StageFailed(
-                    f"stage '{stage.name}' is not done (or its inputs changed) but --from "
-                    f"starts at '{start}'; run it first"
-                )
-            continue
-        forced = stage.name in force or any(dep in ran for dep in stage.after)
-        if done and not forced:
-            echo(f"[{stage.name}] up to date, skipped")
-            status[stage.name] = "skipped"
-            continue
-        if stage.parallel and launch is not None and workers > 1:
-            group = parallel_group(stages, index, last, prints, force, ran)
-            finished = run_parallel(group, launch, workers, prints, echo)
-            if timings is not None:
-                timings.update(finished)
-            for member in group:
-                status[member.name] = "done"
-                ran.add(member.name)
-            continue
-        seconds = run_one(stage, prints[stage.name], echo, fresh=forced)
-        if timings is not None:
-            timings[stage.name] = seconds
-        status[stage.name] = "done"
-        ran.add(stage.name)
+    timings = {} if timings is None else timings
+    pending = list(enumerate(stages))
+    running = {}  # name -> (stage, process, start time)
+    in_processes = launch is not None and workers > 1
+    try:
+        while pending or running:
+            unresolved = {stage.name for _, stage in pending} | set(running)
+            for index, stage in list(pending):
+                if any(dep in unresolved for dep in stage.after):
+                    continue
+                done = read_done(stage.folder) == prints[stage.name]
+                if index < first or index > last:
+                    if index < first and stage.name in needed and not done:
+                        raise StageFailed(
+                            f"stage '{stage.name}' is not done (or its inputs changed) but --from "
+                            f"starts at '{start}'; run it first"
+                        )
+                    status[stage.name] = "not run"
+                elif done and not (stage.name in force or any(dep in ran for dep in stage.after)):
+                    echo(f"[{stage.name}] up to date, skipped")
+                    status[stage.name] = "skipped"
+                elif in_processes and stage.parallel:
+                    if len(running) >= workers:
+                        continue
+                    os.makedirs(stage.folder, exist_ok=True)
+                    echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
+                    running[stage.name] = (stage, launch(stage), time.perf_counter())
+                elif running:  # a stage run in this process runs alone
+                    continue
+                else:
+                    forced = stage.name in force or any(dep in ran for dep in stage.after)
+                    timings[stage.name] = run_one(stage, prints[stage.name], echo, fresh=forced)
+                    status[stage.name] = "done"
+                    ran.add(stage.name)
+                pending.remove((index, stage))
+                break  # the stages it unblocks are looked at from the start of the list again
+            else:
+                if running:
+                    time.sleep(0.5)
+                    for name, seconds in poll_finished(running, prints).items():
+                        timings[name] = seconds
+                        echo(f"[{name}] done in {seconds:.1f} s")
+                        status[name] = "done"
+                        ran.add(name)
+    finally:  # a failure, or an interrupt of this process: the others stop too
+        for _, process, _ in running.values():
+            process.terminate()
     return status
 
 
@@ -244,50 +261,32 @@ def run_one(stage, stage_print, echo, fresh=False):
     return seconds
 
 
-def parallel_group(stages, index, last, prints, force, ran):
-    """The run of ``parallel`` stages from ``index`` that need running and don't depend on each other."""
-    group = []
-    for stage in stages[index : last + 1]:
-        if not stage.parallel or any(dep in {g.name for g in group} for dep in stage.after):
-            break
-        done = read_done(stage.folder) == prints[stage.name]
-        if not done or stage.name in force or any(dep in ran for dep in stage.after):
-            group.append(stage)
-    return group
+def poll_finished(running, prints):
+    """Remove the finished processes from ``running``; raise StageFailed on the first failure.
 
-
-def run_parallel(group, launch, workers, prints, echo):
-    """Run ``group`` as processes, ``workers`` at a time; raise StageFailed on the first failure.
+    Parameters
+    ----------
+    running : dict
+        Stage name -> ``(stage, process, start time)``; finished ones are removed.
+    prints : dict
+        Stage name -> the fingerprint its ``.done`` must hold.
 
     Returns
     -------
     dict
-        Stage name -> seconds from the group's start to the stage's end.
+        Stage name -> wall seconds, for the stages that finished.
     """
-    pending, running, finished = list(group), [], {}
-    begin = time.perf_counter()
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                stage = pending.pop(0)
-                os.makedirs(stage.folder, exist_ok=True)
-                echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
-                running.append((stage, launch(stage)))
-            time.sleep(0.5)
-            for stage, proc in list(running):
-                if proc.poll() is None:
-                    continue
-                running.remove((stage, proc))
-                if proc.returncode != 0 or read_done(stage.folder) != prints[stage.name]:
-                    raise StageFailed(
-                        f"stage '{stage.name}' failed (exit code {proc.returncode}; log in "
-                        f"{stage.folder}/stage.log; rerun the same command to continue from this stage)"
-                    )
-                finished[stage.name] = time.perf_counter() - begin
-                echo(f"[{stage.name}] done at {finished[stage.name]:.1f} s")
-    finally:  # a failure, or an interrupt of this process: the others stop too
-        for _, proc in running:
-            proc.terminate()
+    finished = {}
+    for name, (stage, process, begin) in list(running.items()):
+        if process.poll() is None:
+            continue
+        del running[name]
+        if process.returncode != 0 or read_done(stage.folder) != prints[name]:
+            raise StageFailed(
+                f"stage '{name}' failed (exit code {process.returncode}; log in "
+                f"{stage.folder}/stage.log; rerun the same command to continue from this stage)"
+            )
+        finished[name] = time.perf_counter() - begin
     return finished
 
 

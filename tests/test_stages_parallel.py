@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from speechkd.stages import DONE_FILE, Stage, StageFailed, fingerprint, run_stages
+from speechkd.stages import DONE_FILE, Stage, StageFailed, fingerprint, run_stages, stage_fingerprints
 
 
 def stages(tmp_path, calls):
@@ -58,3 +58,34 @@ def test_one_worker_runs_parallel_stages_in_process(tmp_path):
     launch, launched = launcher()
     run_stages(stages(tmp_path, calls), launch=launch, workers=1, echo=lambda line: None)
     assert launched == [] and calls == ["a", "p1", "p2", "z"]
+
+
+def test_a_stage_starts_when_its_own_inputs_are_done_beside_a_slow_unrelated_one(tmp_path):
+    """distill-like `next` needs only `fast`: it runs while `slow` (a baseline) still trains."""
+    def record(name):
+        return lambda: calls.append(name)
+
+    calls = []
+    graph = [
+        Stage("a", str(tmp_path / "a"), record("a"), 1),
+        Stage("slow", str(tmp_path / "slow"), record("slow"), 2, after=("a",), parallel=True),
+        Stage("fast", str(tmp_path / "fast"), record("fast"), 3, after=("a",), parallel=True),
+        Stage("next", str(tmp_path / "next"), record("next"), 4, after=("fast",), parallel=True),
+        Stage("z", str(tmp_path / "z"), record("z"), 5, after=("slow", "next")),
+    ]
+    prints = stage_fingerprints(graph)
+    slow_done = tmp_path / "slow" / DONE_FILE
+    seen = {}
+
+    def launch(stage):
+        seen[stage.name] = slow_done.exists()
+        delay = 3.0 if stage.name == "slow" else 0.0
+        code = f"import time; time.sleep({delay}); open({str(stage.folder + '/' + DONE_FILE)!r}, 'w').write({prints[stage.name]!r})"
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    timings = {}
+    status = run_stages(graph, launch=launch, workers=2, echo=lambda line: None, timings=timings)
+    assert status == dict.fromkeys(["a", "slow", "fast", "next", "z"], "done")
+    assert seen == {"slow": False, "fast": False, "next": False}  # `next` launched while `slow` ran
+    assert calls == ["a", "z"]  # z, run in this process, waited for both
+    assert timings["slow"] >= 3.0 and timings["next"] < 3.0
