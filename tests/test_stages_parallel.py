@@ -5,7 +5,14 @@ import sys
 
 import pytest
 
-from speechkd.stages import DONE_FILE, Stage, StageFailed, fingerprint, run_stages, stage_fingerprints
+from speechkd.stages import (
+    DONE_FILE,
+    Stage,
+    StageFailed,
+    fingerprint,
+    run_stages,
+    stage_fingerprints,
+)
 
 
 def stages(tmp_path, calls):
