@@ -232,17 +232,45 @@ class Pipeline:
         return Stage("corpus", self.folder("corpus"), self.build_corpus,
                      {**self.data, "prepare": describe_call(self.hparams["prepare"])}, restart=restart)
 
+    def teacher_guide_stages(self):
+        """``(stages, teacher script, teacher overrides, teacher after)`` for ``teacher_guide``.
+
+        ``teacher_guide: null`` (default): the teachers train on CTC alone
+        (``recipes/ctc/train.py``) from the corpus. ``teacher_guide: baseline``:
+        the baseline student trains first, a ``guide_cache`` stage caches its
+        posteriors on train and dev, and every teacher trains with
+        ``recipes/distill/train.py`` on CTC plus the guide's spike timing (its
+        YAML one of ``hparams/distill/guided/``; see
+        ``hparams/common/guided_teacher.yaml``), so that the teachers spike
+        together, and where the student does.
+        """
+        guide = self.hparams.get("teacher_guide")
+        if guide is None:
+            return [], "recipes/ctc/train.py", {}, ("corpus",)
+        if guide != "baseline":
+            raise ValueError(f"teacher_guide must be null or 'baseline' (the student trained alone), got {guide!r}")
+        guide_folders = [self.folder("baseline")]
+        cache = self.recipe_stage("guide_cache", "recipes/distill/cache_teachers.py", self.hparams["cache"],
+                                  {"teachers": guide_folders, "top_k": self.hparams["top_k"]}, self.folder("guide"),
+                                  after=("baseline",), folder_key="cache_folder", parallel=True)
+        overrides = {"teachers": guide_folders, "cache_folder": self.folder("guide"), "top_k": self.hparams["top_k"]}
+        return [cache], "recipes/distill/train.py", overrides, (cache.name,)
+
     def stages(self):
         stages = [self.corpus_stage()]
+        baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
+                                     self.folder("baseline"), after=("corpus",), parallel=True)
+        guide_stages, teacher_script, teacher_overrides, teacher_after = self.teacher_guide_stages()
+        if guide_stages:  # the baseline is the guide: it goes first
+            stages += [baseline, *guide_stages]
         teacher_stages = []
         for name, spec in self.hparams["teachers"].items():
-            stage = self.recipe_stage(f"teacher_{name}", "recipes/ctc/train.py", spec, {"name": name},
-                                      self.folder("teachers", name), after=("corpus",),
-                                      parallel=True)
+            stage = self.recipe_stage(f"teacher_{name}", teacher_script, spec, {"name": name, **teacher_overrides},
+                                      self.folder("teachers", name), after=teacher_after, parallel=True)
             stages.append(stage)
             teacher_stages.append(stage.name)
-        stages.append(self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
-                                        self.folder("baseline"), after=("corpus",), parallel=True))
+        if not guide_stages:  # the teachers, longer, start first
+            stages.append(baseline)
         kd_common = {"teachers": [*self.teacher_folders(), *self.pretrained_teachers()], "top_k": self.hparams["top_k"]}
         transfer = self.transfer_set()
         cache_extra = {} if transfer is None else {"cache_splits": {

@@ -159,3 +159,24 @@ def test_a_missing_real_speech_manifest_is_a_note(tmp_path):
     section = real_speech_section(real_speech_rows(str(tmp_path)))
     assert section == f"## Real speech\n\nSkipped: {missing} not found: no real-speech evaluation."
     assert real_speech_section(real_speech_rows(str(tmp_path / "never-evaluated"))) == ""
+
+
+def test_the_main_job_trains_every_model_on_the_same_duration_bucketed_batches():
+    """Teachers, baseline and distilled student all get the pipeline's `dynamic_batching`, and the
+    two students differ only in what distillation adds (same epochs, same batches)."""
+    from speechkd.experiment import load_hparams
+    from speechkd.pipeline import Pipeline
+
+    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml")
+    batching = hparams["dynamic_batching"]
+    assert batching["max_batch_length"] > 0 and batching["num_buckets"] > 1
+    stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
+    training = [name for name in stages if name.startswith("teacher_")] + ["baseline", "distill"]
+    assert len(training) >= 4
+    for name in training:
+        assert stages[name].config["overrides"]["dynamic_batching"] == batching, name
+    baseline, distill = stages["baseline"].config["overrides"], stages["distill"].config["overrides"]
+    assert baseline["number_of_epochs"] == distill["number_of_epochs"]
+    # the cache and the distilled student run in their own processes as soon as the teachers are done
+    assert stages["cache"].parallel and stages["distill"].parallel
+    assert set(stages["distill"].after) == {"cache"}
