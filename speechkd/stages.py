@@ -204,7 +204,7 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
     finally:  # a failure, or an interrupt of this process: the others stop too
         for _, process, _ in running.values():
             process.terminate()
-    return status
+    return {name: status[name] for name in names}  # in the stages' order, whatever order they finished in
 
 
 def stage_fingerprints(stages):

@@ -180,3 +180,31 @@ def test_the_main_job_trains_every_model_on_the_same_duration_bucketed_batches()
     # the cache and the distilled student run in their own processes as soon as the teachers are done
     assert stages["cache"].parallel and stages["distill"].parallel
     assert set(stages["distill"].after) == {"cache"}
+
+
+def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
+    """teacher_guide: baseline puts baseline -> guide_cache -> teachers (distill recipe, the baseline as
+    the guide); null keeps the teachers on CTC alone, beside the baseline from the start."""
+    from speechkd.experiment import load_hparams
+    from speechkd.pipeline import Pipeline
+
+    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml")
+    assert hparams["teacher_guide"] == "baseline"
+    stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
+    guide = stages["guide_cache"].config["overrides"]
+    assert stages["guide_cache"].after == ("baseline",) and guide["teachers"] == [os.path.join(hparams["output_folder"], "baseline")]
+    for name in ("teacher_tdnn", "teacher_conformer"):
+        stage = stages[name]
+        assert stage.after == ("guide_cache",) and stage.config["script"] == "recipes/distill/train.py"
+        assert stage.config["overrides"]["cache_folder"] == guide["cache_folder"]
+        assert stage.config["overrides"]["teachers"] == guide["teachers"]
+    assert stages["distill"].config["overrides"]["teacher_delay"] == 0
+
+    unguided, _ = load_hparams("hparams/pipelines/quickstart.yaml", {
+        "teacher_guide": None,
+        "teachers": {"tdnn": {"hparams": "hparams/ctc/tdnn.yaml", "overrides": {}}}})
+    stages = {stage.name: stage for stage in Pipeline(unguided).stages()}
+    assert "guide_cache" not in stages
+    assert stages["teacher_tdnn"].after == ("corpus",) and stages["teacher_tdnn"].config["script"] == "recipes/ctc/train.py"
+    with pytest.raises(ValueError, match="teacher_guide must be null or 'baseline'"):
+        Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "tdnn"})[0]).stages()
