@@ -1,4 +1,4 @@
-"""Greedy test WER of any set of CTC teachers, alone and fused by every strategy.
+"""Greedy test WER of CTC teachers, alone and fused by every strategy.
 
 Runs the teachers once over a manifest into a full-distribution posterior
 cache (:func:`speechkd.evaluation.ensemble_error_rates`, as the pipeline's
@@ -10,6 +10,11 @@ at frames of their own, and their average then smears it (benchmarks/RESULTS.md,
 ``--train_cache`` (a cache of the same teachers with a dev split, e.g. a
 pipeline run's ``cache``) gives the dev WERs of the ``weighted`` strategy;
 without it ``weighted`` is skipped.
+
+A teacher "alone" is the fusion with all the weight on it: decoded in the
+teachers' shared inventory at the coarsest frame shift, so for teachers of
+one frame rate it is the model's own greedy WER. The teachers must share
+one token inventory (speechkd's own models do).
 
 Usage::
 
@@ -45,7 +50,13 @@ def main():
 
     data_root = args.data_root or os.path.dirname(os.path.abspath(args.manifest))
     ensemble = TeacherEnsemble(args.teachers)
-    dev_wer = PosteriorCache.open(args.train_cache).dev_wer_list() if args.train_cache else None
+    dev_wer = None
+    if args.train_cache:  # the cache's teachers may be in another order than the command line's
+        recorded = PosteriorCache.open(args.train_cache).dev_wer or {}
+        missing = [name for name in ensemble.teacher_names if name not in recorded]
+        if missing:
+            raise SystemExit(f"--train_cache {args.train_cache} records no dev WER for {missing}")
+        dev_wer = [recorded[name] for name in ensemble.teacher_names]
     dataset = make_dataset(args.manifest, data_root, ensemble.inventory, sort="none")
     strategies = [s for s in STRATEGIES if s != "best"]
     cache, fused = ensemble_error_rates(ensemble, dataset, args.manifest, os.path.join(args.out, "test_cache"),

@@ -4,8 +4,10 @@ Stages, in order (each the recipes' own library code, each skipped when
 rerun with unchanged inputs; see :mod:`speechkd.stages`):
 
     corpus            build the embedded corpus
-    teacher_<name>    train each teacher (recipes/ctc/train.py)
     baseline          train the student alone (recipes/ctc/train.py)
+    guide_cache       with ``teacher_guide: baseline``: the baseline's posteriors on train and dev
+    teacher_<name>    train each teacher: on CTC alone (recipes/ctc/train.py), or guided by the
+                      baseline's spike timing (recipes/distill/train.py, hparams/distill/guided/)
     cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py), on the
                       transfer set too when ``corpus_unlabelled_minutes`` > 0
     distill           distil the ensemble into the same student (recipes/distill/train.py),
@@ -28,7 +30,7 @@ import shutil
 import subprocess
 import sys
 
-from speechkd.experiment import load_hparams
+from speechkd.experiment import load_hparams, resolved_yaml_text, yaml_blocks
 from speechkd.report import record_stage_seconds
 from speechkd.stages import (
     LOCK_HELD_ENV,
@@ -51,8 +53,6 @@ PREPARED = YamlText("!name:speechkd.data.corpora.common.prepared_beforehand")
 
 def recipe_config(hparams_file, overrides):
     """The part of a stage's fingerprint that describes a recipe run."""
-    from speechkd.experiment import resolved_yaml_text
-
     return {"hparams": resolved_yaml_text(hparams_file), "overrides": overrides}
 
 
@@ -256,11 +256,24 @@ class Pipeline:
         overrides = {"teachers": guide_folders, "cache_folder": self.folder("guide"), "top_k": self.hparams["top_k"]}
         return [cache], "recipes/distill/train.py", overrides, (cache.name,)
 
+    def check_teacher_recipes(self, guided):
+        """Refuse, naming it, a teacher YAML that does not fit ``teacher_guide``: a guided teacher
+        needs a guide cache (``cache_folder``, as in ``hparams/distill/guided/``), a CTC recipe has none."""
+        for name, spec in self.hparams["teachers"].items():
+            takes_guide = "cache_folder" in yaml_blocks(resolved_yaml_text(spec["hparams"]))
+            if takes_guide != guided:
+                wanted = "hparams/distill/guided/<model>.yaml" if guided else "hparams/ctc/<model>.yaml"
+                raise ValueError(
+                    f"teacher {name!r}: {spec['hparams']} does not fit teacher_guide: "
+                    f"{self.hparams.get('teacher_guide') or 'null'} (use a YAML like {wanted}, or "
+                    f"{'teacher_guide: null' if guided else 'teacher_guide: baseline'})")
+
     def stages(self):
         stages = [self.corpus_stage()]
         baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                      self.folder("baseline"), after=("corpus",), parallel=True)
         guide_stages, teacher_script, teacher_overrides, teacher_after = self.teacher_guide_stages()
+        self.check_teacher_recipes(guided=bool(guide_stages))
         if guide_stages:  # the baseline is the guide: it goes first
             stages += [baseline, *guide_stages]
         teacher_stages = []
@@ -368,10 +381,10 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
     hparams, _ = load_hparams(pipeline_file, override_dict)
     pipeline = Pipeline(hparams)
 
-    def launch(stage):
+    def launch(stage, fresh=False):
         command = [sys.executable, "-m", "speechkd.cli", "run", pipeline_file, *overrides,
                    "--workers=1", "--from", stage.name, "--to", stage.name]
-        if stage.name in force:
+        if fresh:  # forced, or a stage it reads was redone: its own `.done` would still match
             command += ["--force", stage.name]
         env = {**library_env(), "OMP_NUM_THREADS": "1", LOCK_HELD_ENV: os.path.abspath(pipeline.out)}
         with open(os.path.join(stage.folder, "stage.log"), "w") as log:  # the child keeps its copy
@@ -381,8 +394,9 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
         try:
             status = run_stages(pipeline.stages(), start=start, stop=stop, force=force, launch=launch,
                                 workers=hparams["workers"], timings=pipeline.timings)
-        finally:  # a failed run keeps the times of the stages it finished
-            record_stage_seconds(pipeline.out, pipeline.timings)
+        finally:  # a failed run keeps the times of the stages it finished (the launching run records them)
+            if os.environ.get(LOCK_HELD_ENV) != os.path.abspath(pipeline.out):
+                record_stage_seconds(pipeline.out, pipeline.timings)
     return pipeline, status
 
 

@@ -60,8 +60,8 @@ class Stage:
     after : tuple of str
         Stages whose outputs this one reads.
     parallel : bool
-        May run in its own process beside neighbouring parallel stages
-        (see ``launch`` in :func:`run_stages`).
+        May run in its own process beside other stages, as soon as the
+        stages it reads are done (see ``launch`` in :func:`run_stages`).
     restart : callable, optional
         ``restart()`` removes the stage's partial work; called before a run
         that must start clean (forced, or inputs changed since it last
@@ -133,8 +133,10 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
     echo : callable
         Receives one progress line per stage.
     launch : callable, optional
-        ``launch(stage) -> subprocess.Popen`` running that one stage in its
-        own process (which writes the stage's ``.done``). With ``workers`` > 1,
+        ``launch(stage, fresh) -> subprocess.Popen`` running that one stage in
+        its own process (which writes the stage's ``.done``); ``fresh``: the
+        stage must be redone from a clean start (forced, or a stage it reads
+        was just redone), which the process must be told (``--force``). With ``workers`` > 1,
         every ``parallel`` stage runs this way, up to ``workers`` at a time,
         as soon as the stages it reads are done: a stage does not wait for
         unrelated ones (the distilled student trains beside the baseline once
@@ -168,6 +170,7 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                 if any(dep in unresolved for dep in stage.after):
                     continue
                 done = read_done(stage.folder) == prints[stage.name]
+                forced = stage.name in force or any(dep in ran for dep in stage.after)
                 if index < first or index > last:
                     if index < first and stage.name in needed and not done:
                         raise StageFailed(
@@ -175,7 +178,7 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                             f"starts at '{start}'; run it first"
                         )
                     status[stage.name] = "not run"
-                elif done and not (stage.name in force or any(dep in ran for dep in stage.after)):
+                elif done and not forced:
                     echo(f"[{stage.name}] up to date, skipped")
                     status[stage.name] = "skipped"
                 elif in_processes and stage.parallel:
@@ -183,11 +186,10 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                         continue
                     os.makedirs(stage.folder, exist_ok=True)
                     echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
-                    running[stage.name] = (stage, launch(stage), time.perf_counter())
+                    running[stage.name] = (stage, launch(stage, fresh=forced), time.perf_counter())
                 elif running:  # a stage run in this process runs alone
                     continue
                 else:
-                    forced = stage.name in force or any(dep in ran for dep in stage.after)
                     timings[stage.name] = run_one(stage, prints[stage.name], echo, fresh=forced)
                     status[stage.name] = "done"
                     ran.add(stage.name)

@@ -31,8 +31,8 @@ def launcher(fail=None):
     """Each launched stage is a process that writes the stage's .done marker (as `speechkd run` does)."""
     launched = []
 
-    def launch(stage):
-        launched.append(stage.name)
+    def launch(stage, fresh=False):
+        launched.append((stage.name, fresh) if fresh else stage.name)
         upstream = {"a": fingerprint({"config": 1, "upstream": {}})}
         mark = fingerprint({"config": stage.config, "upstream": upstream})
         code = "import sys; sys.exit(3)" if stage.name == fail else (
@@ -46,12 +46,25 @@ def test_parallel_group_runs_in_processes(tmp_path):
     calls = []
     launch, launched = launcher()
     status = run_stages(stages(tmp_path, calls), launch=launch, workers=2, echo=lambda line: None)
-    assert sorted(launched) == ["p1", "p2"]
+    assert sorted(launched) == [("p1", True), ("p2", True)]  # `a` has just been (re)done: start clean
     assert calls == ["a", "z"]  # p1, p2 ran in the launched processes, not here
     assert status == {"a": "done", "p1": "done", "p2": "done", "z": "done"}
     calls.clear()
     status = run_stages(stages(tmp_path, calls), launch=launch, workers=2, echo=lambda line: None)
     assert set(status.values()) == {"skipped"} and calls == []
+
+
+def test_a_redone_stage_makes_the_processes_of_its_dependents_start_clean(tmp_path):
+    """`--force a`: p1 and p2 still hold a matching `.done`, so their processes must be told to redo."""
+    launch, launched = launcher()
+    run_stages(stages(tmp_path, []), launch=launch, workers=2, echo=lambda line: None)
+    launched.clear()
+    status = run_stages(stages(tmp_path, []), force=["a"], launch=launch, workers=2, echo=lambda line: None)
+    assert sorted(launched) == [("p1", True), ("p2", True)]
+    assert status == dict.fromkeys(["a", "p1", "p2", "z"], "done")
+    launched.clear()
+    run_stages(stages(tmp_path, []), force=["p2"], launch=launch, workers=2, echo=lambda line: None)
+    assert launched == [("p2", True)]  # p1 did not change: it is skipped, not relaunched
 
 
 def test_failed_parallel_stage_is_named(tmp_path):
@@ -84,7 +97,7 @@ def test_a_stage_starts_when_its_own_inputs_are_done_beside_a_slow_unrelated_one
     slow_done = tmp_path / "slow" / DONE_FILE
     seen = {}
 
-    def launch(stage):
+    def launch(stage, fresh=False):
         seen[stage.name] = slow_done.exists()
         delay = 3.0 if stage.name == "slow" else 0.0
         code = f"import time; time.sleep({delay}); open({str(stage.folder + '/' + DONE_FILE)!r}, 'w').write({prints[stage.name]!r})"

@@ -202,9 +202,11 @@ def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
 
     unguided, _ = load_hparams("hparams/pipelines/quickstart.yaml", {
         "teacher_guide": None,
-        "teachers": {"tdnn": {"hparams": "hparams/ctc/tdnn.yaml", "overrides": {}}}})
+        "teachers": {name: {"hparams": f"hparams/ctc/{name}.yaml"} for name in ("tdnn", "conformer")}})
     stages = {stage.name: stage for stage in Pipeline(unguided).stages()}
     assert "guide_cache" not in stages
     assert stages["teacher_tdnn"].after == ("corpus",) and stages["teacher_tdnn"].config["script"] == "recipes/ctc/train.py"
+    with pytest.raises(ValueError, match="teacher 'tdnn': hparams/distill/guided/tdnn.yaml does not fit teacher_guide: null"):
+        Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": None})[0]).stages()
     with pytest.raises(ValueError, match="teacher_guide must be null or 'baseline'"):
         Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "tdnn"})[0]).stages()
