@@ -245,6 +245,7 @@ class Pipeline:
         together, and where the student does.
         """
         guide = self.hparams.get("teacher_guide")
+        self.check_teacher_recipes(guided=guide is not None)
         if guide is None:
             return [], "recipes/ctc/train.py", {}, ("corpus",)
         if guide != "baseline":
@@ -273,7 +274,6 @@ class Pipeline:
         baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                      self.folder("baseline"), after=("corpus",), parallel=True)
         guide_stages, teacher_script, teacher_overrides, teacher_after = self.teacher_guide_stages()
-        self.check_teacher_recipes(guided=bool(guide_stages))
         if guide_stages:  # the baseline is the guide: it goes first
             stages += [baseline, *guide_stages]
         teacher_stages = []
