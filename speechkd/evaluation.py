@@ -45,16 +45,34 @@ def checkpoint_bytes(folder):
     return max(sizes) if sizes else None
 
 
-def measure_rtf(model, dataset, threads, repeats=3):
+def measure_rtf(model, dataset, threads, repeats=3, max_audio_seconds=60.0):
     """CPU real-time factor, one utterance at a time, median of ``repeats`` passes.
+
+    Parameters
+    ----------
+    model : speechkd.models.AcousticModel
+    dataset : DynamicItemDataset
+        Provides ``duration`` and ``sig``.
+    threads : int or None
+        Torch intra-op threads (``None``: torch's choice).
+    repeats : int
+        Passes timed; their median is reported.
+    max_audio_seconds : float or None
+        Time only the dataset's first utterances, up to about this much audio (a
+        rate per audio second needs no whole test set; ``None``: all of it).
 
     Returns
     -------
     float
         Compute seconds per audio second.
     """
+    durations = [dataset[i]["duration"] for i in range(len(dataset))]
+    count = len(durations)
+    if max_audio_seconds is not None:
+        count = next((n for n in range(1, count + 1) if sum(durations[:n]) >= max_audio_seconds), count)
+        dataset = dataset.filtered_sorted(select_n=count)
+    audio = sum(durations[:count])
     with torch_threads(threads):
-        audio = sum(dataset[i]["duration"] for i in range(len(dataset)))
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -5,9 +5,10 @@ rerun with unchanged inputs; see :mod:`speechkd.stages`):
 
     corpus            build the embedded corpus
     baseline          train the student alone (recipes/ctc/train.py)
-    guide_cache       with ``teacher_guide: baseline``: the baseline's posteriors on train and dev
+    guide             with ``teacher_guide: student``: the student trained alone for ``guide_epochs``
+    guide_cache       with a ``teacher_guide``: the guide's posteriors on train and dev
     teacher_<name>    train each teacher: on CTC alone (recipes/ctc/train.py), or guided by the
-                      baseline's spike timing (recipes/distill/train.py, hparams/distill/guided/)
+                      student's spike timing (recipes/distill/train.py, hparams/distill/guided/)
     cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py), on the
                       transfer set too when ``corpus_unlabelled_minutes`` > 0
     distill           distil the ensemble into the same student (recipes/distill/train.py),
@@ -33,6 +34,7 @@ import sys
 from speechkd.experiment import load_hparams, resolved_yaml_text, yaml_blocks
 from speechkd.report import record_stage_seconds
 from speechkd.stages import (
+    BACKGROUND_NICE,
     LOCK_HELD_ENV,
     REPO_ROOT,
     Stage,
@@ -189,7 +191,7 @@ class Pipeline:
         return listing
 
     def recipe_stage(self, name, script, spec, overrides, folder, after, folder_key="output_folder",
-                     parallel=False, inputs=None):
+                     parallel=False, background=False, inputs=None):
         """A stage that runs a recipe script on its YAML, with overrides.
 
         ``spec`` holds ``hparams`` (the recipe YAML), ``overrides`` and
@@ -215,7 +217,7 @@ class Pipeline:
         config = {**recipe_config(hparams_file, overrides), "script": script, "threads": threads,
                   **({"nproc": nproc} if nproc > 1 else {}), **({"inputs": inputs} if inputs else {})}
         return Stage(name, folder, run, config, after=after, parallel=parallel and nproc == 1,
-                     restart=lambda: empty_folder(folder))
+                     background=background and nproc == 1, restart=lambda: empty_folder(folder))
 
     def corpus_stage(self):
         """The ``corpus`` stage. A real corpus (``recipes_read_prepared``) forced or with changed
@@ -236,26 +238,43 @@ class Pipeline:
         """``(stages, teacher script, teacher overrides, teacher after)`` for ``teacher_guide``.
 
         ``teacher_guide: null`` (default): the teachers train on CTC alone
-        (``recipes/ctc/train.py``) from the corpus. ``teacher_guide: baseline``:
-        the baseline student trains first, a ``guide_cache`` stage caches its
-        posteriors on train and dev, and every teacher trains with
+        (``recipes/ctc/train.py``) from the corpus. Otherwise a guide, the
+        student trained alone, times the teachers: a ``guide_cache`` stage
+        caches its posteriors on train and dev, and every teacher trains with
         ``recipes/distill/train.py`` on CTC plus the guide's spike timing (its
         YAML one of ``hparams/distill/guided/``; see
         ``hparams/common/guided_teacher.yaml``), so that the teachers spike
-        together, and where the student does.
+        together, and where the student does. ``teacher_guide: baseline``:
+        the guide is the baseline, which then trains before the teachers;
+        ``teacher_guide: student``: a ``guide`` stage trains the student
+        alone for ``guide_epochs`` (its timing is set long before its
+        accuracy), and the baseline trains beside the teachers.
         """
         guide = self.hparams.get("teacher_guide")
         self.check_teacher_recipes(guided=guide is not None)
         if guide is None:
             return [], "recipes/ctc/train.py", {}, ("corpus",)
-        if guide != "baseline":
-            raise ValueError(f"teacher_guide must be null or 'baseline' (the student trained alone), got {guide!r}")
-        guide_folders = [self.folder("baseline")]
+        if guide == "baseline":
+            guide_training, guide_folder = [], self.folder("baseline")
+        elif guide == "student":
+            epochs = self.hparams.get("guide_epochs")
+            if not isinstance(epochs, int) or epochs < 1:
+                raise ValueError(f"teacher_guide: student needs guide_epochs, a positive number of epochs; got {epochs!r}")
+            student = self.hparams["student"]
+            guide_spec = {**student, "overrides": {**student["overrides"], "number_of_epochs": epochs}}
+            guide_folder = self.folder("guide", "model")
+            guide_training = [self.recipe_stage("guide", "recipes/ctc/train.py", guide_spec, {"name": "guide"},
+                                                guide_folder, after=("corpus",), parallel=True)]
+        else:
+            raise ValueError(f"teacher_guide must be null, 'baseline' (the student trained alone) or 'student' "
+                             f"(the student trained alone for guide_epochs), got {guide!r}")
         cache = self.recipe_stage("guide_cache", "recipes/distill/cache_teachers.py", self.hparams["cache"],
-                                  {"teachers": guide_folders, "top_k": self.hparams["top_k"]}, self.folder("guide"),
-                                  after=("baseline",), folder_key="cache_folder", parallel=True)
-        overrides = {"teachers": guide_folders, "cache_folder": self.folder("guide"), "top_k": self.hparams["top_k"]}
-        return [cache], "recipes/distill/train.py", overrides, (cache.name,)
+                                  {"teachers": [guide_folder], "top_k": self.hparams["top_k"]},
+                                  self.folder("guide", "cache"), after=(guide_training[0].name if guide_training
+                                                                          else "baseline",),
+                                  folder_key="cache_folder", parallel=True)
+        overrides = {"teachers": [guide_folder], "cache_folder": cache.folder, "top_k": self.hparams["top_k"]}
+        return [*guide_training, cache], "recipes/distill/train.py", overrides, (cache.name,)
 
     def check_teacher_recipes(self, guided):
         """Refuse, naming it, a teacher YAML that does not fit ``teacher_guide``: a guided teacher
@@ -267,22 +286,27 @@ class Pipeline:
                 raise ValueError(
                     f"teacher {name!r}: {spec['hparams']} does not fit teacher_guide: "
                     f"{self.hparams.get('teacher_guide') or 'null'} (use a YAML like {wanted}, or "
-                    f"{'teacher_guide: null' if guided else 'teacher_guide: baseline'})")
+                    f"{'teacher_guide: null' if guided else 'teacher_guide: student'})")
 
     def stages(self):
         stages = [self.corpus_stage()]
-        baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
-                                     self.folder("baseline"), after=("corpus",), parallel=True)
         guide_stages, teacher_script, teacher_overrides, teacher_after = self.teacher_guide_stages()
-        if guide_stages:  # the baseline is the guide: it goes first
-            stages += [baseline, *guide_stages]
+        baseline_guides = self.hparams.get("teacher_guide") == "baseline"
+        # Unless it guides the teachers, only the evaluation reads the baseline: it trains at low
+        # priority from the start, on the CPU time the stages towards the distilled student leave idle
+        baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
+                                     self.folder("baseline"), after=("corpus",), parallel=True,
+                                     background=not baseline_guides)
+        if baseline_guides:  # it goes first
+            stages.append(baseline)
+        stages += guide_stages
         teacher_stages = []
         for name, spec in self.hparams["teachers"].items():
             stage = self.recipe_stage(f"teacher_{name}", teacher_script, spec, {"name": name, **teacher_overrides},
                                       self.folder("teachers", name), after=teacher_after, parallel=True)
             stages.append(stage)
             teacher_stages.append(stage.name)
-        if not guide_stages:  # the teachers, longer, start first
+        if not baseline_guides:  # the teachers, longer, start first
             stages.append(baseline)
         kd_common = {"teachers": [*self.teacher_folders(), *self.pretrained_teachers()], "top_k": self.hparams["top_k"]}
         transfer = self.transfer_set()
@@ -388,7 +412,8 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
             command += ["--force", stage.name]
         env = {**library_env(), "OMP_NUM_THREADS": "1", LOCK_HELD_ENV: os.path.abspath(pipeline.out)}
         with open(os.path.join(stage.folder, "stage.log"), "w") as log:  # the child keeps its copy
-            return spawn(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            return spawn(command, nice=BACKGROUND_NICE if stage.background else 0, stdout=log,
+                         stderr=subprocess.STDOUT, env=env)
 
     with folder_lock(pipeline.out):
         try:

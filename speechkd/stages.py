@@ -36,6 +36,8 @@ STARTED_FILE = ".started"
 LOCK_FILE = ".speechkd.lock"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The checkout this ``speechkd`` is imported from."""
+BACKGROUND_NICE = 19
+"""CPU priority decrease of a ``background`` stage's process: it gets only the CPU time others leave idle."""
 LOCK_HELD_ENV = "SPEECHKD_LOCK_HELD"
 _LOCKED_HERE = set()
 """(pid, folder) of the locks this process holds: taking one again is a no-op (a forked child holds none)."""
@@ -62,6 +64,12 @@ class Stage:
     parallel : bool
         May run in its own process beside other stages, as soon as the
         stages it reads are done (see ``launch`` in :func:`run_stages`).
+    background : bool
+        A parallel stage that no later stage is waiting on in a hurry (the
+        baseline student, which only the evaluation reads): it starts as
+        soon as it can, beside the ``workers`` others and not counted among
+        them, at the lowest CPU priority (``nice`` 19), so that it takes the
+        CPU time they leave idle and slows none of them.
     restart : callable, optional
         ``restart()`` removes the stage's partial work; called before a run
         that must start clean (forced, or inputs changed since it last
@@ -74,6 +82,7 @@ class Stage:
     config: object
     after: tuple = ()
     parallel: bool = False
+    background: bool = False
     restart: object = None
 
 
@@ -140,9 +149,12 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
         every ``parallel`` stage runs this way, up to ``workers`` at a time,
         as soon as the stages it reads are done: a stage does not wait for
         unrelated ones (the distilled student trains beside the baseline once
-        the teachers are cached). The other stages run in this process, alone.
+        the teachers are cached). ``background`` stages run this way too,
+        beside those and not counted in ``workers`` (``launch`` runs them at
+        low priority). The other stages run in this process, when no
+        foreground process runs.
     workers : int
-        Processes for parallel stages.
+        Processes for parallel stages, background ones not counted.
     timings : dict, optional
         Receives stage name -> wall seconds of each stage run.
 
@@ -182,13 +194,15 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
                     echo(f"[{stage.name}] up to date, skipped")
                     status[stage.name] = "skipped"
                 elif in_processes and stage.parallel:
-                    if len(running) >= workers:
+                    foreground = [name for name, (other, _, _) in running.items() if not other.background]
+                    if not stage.background and len(foreground) >= workers:
                         continue
                     os.makedirs(stage.folder, exist_ok=True)
-                    echo(f"[{stage.name}] running in its own process (log: {stage.folder}/stage.log) ...")
+                    priority = " at low priority" if stage.background else ""
+                    echo(f"[{stage.name}] running in its own process{priority} (log: {stage.folder}/stage.log) ...")
                     running[stage.name] = (stage, launch(stage, fresh=forced), time.perf_counter())
-                elif running:  # a stage run in this process runs alone
-                    continue
+                elif any(not other.background for other, _, _ in running.values()):
+                    continue  # a stage run in this process runs alone, background processes aside
                 else:
                     timings[stage.name] = run_one(stage, prints[stage.name], echo, fresh=forced)
                     status[stage.name] = "done"
@@ -351,23 +365,30 @@ def library_env(*extra_paths):
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def spawn(command, **popen_kwargs):
+def spawn(command, nice=0, **popen_kwargs):
     """``subprocess.Popen(command)`` whose process ends when this one ends (Linux: ``PR_SET_PDEATHSIG``).
 
     So killing a run, even with ``kill -9``, leaves no stage or recipe running
     as an orphan: each process started this way gets SIGTERM when its parent
-    dies, and passes it on to the processes it started the same way.
+    dies, and passes it on to the processes it started the same way. ``nice``
+    lowers the process's CPU priority by that much (19: it runs only on CPU
+    time that others leave idle); the processes it starts inherit it.
     """
     if sys.platform.startswith("linux"):
-        popen_kwargs["preexec_fn"] = functools.partial(die_with_parent, os.getpid())
+        popen_kwargs["preexec_fn"] = functools.partial(start_child, os.getpid(), nice)
+    elif nice:
+        popen_kwargs["preexec_fn"] = functools.partial(os.nice, nice)
     return subprocess.Popen(command, **popen_kwargs)
 
 
-def die_with_parent(parent_pid):
-    """In a just-forked child: ask the kernel for SIGTERM when the parent dies (and exit if it already has)."""
+def start_child(parent_pid, nice=0):
+    """In a just-forked child: ask the kernel for SIGTERM when the parent dies (and exit if it already has);
+    lower the child's CPU priority by ``nice``."""
     import ctypes
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != parent_pid:
         os._exit(1)
+    if nice:
+        os.nice(nice)

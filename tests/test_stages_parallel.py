@@ -1,5 +1,6 @@
 """Parallel stages: run in their own processes, failures name the stage."""
 
+import os
 import subprocess
 import sys
 
@@ -109,3 +110,45 @@ def test_a_stage_starts_when_its_own_inputs_are_done_beside_a_slow_unrelated_one
     assert seen == {"slow": False, "fast": False, "next": False}  # `next` launched while `slow` ran
     assert calls == ["a", "z"]  # z, run in this process, waited for both
     assert timings["slow"] >= 3.0 and timings["next"] < 3.0
+
+
+def test_a_background_stage_runs_beside_the_workers_and_an_in_process_stage_does_not_wait_for_it(tmp_path):
+    """A baseline-like `background` stage starts at once beside `workers` = 2 foreground processes, not
+    counted among them; an in-process stage that does not read it runs while it still trains."""
+    bg_done = tmp_path / "bg" / DONE_FILE
+    export_ran_while_bg_trained = []
+    graph = [
+        Stage("a", str(tmp_path / "a"), lambda: None, 1),
+        Stage("bg", str(tmp_path / "bg"), None, 2, after=("a",), parallel=True, background=True),
+        Stage("fg1", str(tmp_path / "fg1"), None, 3, after=("a",), parallel=True),
+        Stage("fg2", str(tmp_path / "fg2"), None, 4, after=("a",), parallel=True),
+        Stage("export", str(tmp_path / "export"), lambda: export_ran_while_bg_trained.append(not bg_done.exists()), 5,
+              after=("fg1", "fg2")),
+        Stage("z", str(tmp_path / "z"), lambda: None, 6, after=("bg", "export")),
+    ]
+    prints = stage_fingerprints(graph)
+    launched = []
+
+    def launch(stage, fresh=False):
+        launched.append((stage.name, stage.background, bg_done.exists()))
+        delay = 3.0 if stage.name == "bg" else 0.0
+        code = f"import time; time.sleep({delay}); open({str(stage.folder + '/' + DONE_FILE)!r}, 'w').write({prints[stage.name]!r})"
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    timings = {}
+    status = run_stages(graph, launch=launch, workers=2, echo=lambda line: None, timings=timings)
+    assert set(status.values()) == {"done"}
+    # three processes at once with two workers: the background one is not counted
+    assert launched == [("bg", True, False), ("fg1", False, False), ("fg2", False, False)]
+    assert export_ran_while_bg_trained == [True]
+    assert timings["fg2"] < 3.0 <= timings["bg"]
+
+
+def test_spawn_lowers_the_priority_of_a_background_process():
+    """`nice` in spawn: the child (and what it starts) runs that much lower than this process."""
+    from speechkd.stages import spawn
+
+    here = os.nice(0)
+    child = spawn([sys.executable, "-c", "import os; print(os.nice(0))"], nice=5, stdout=subprocess.PIPE, text=True)
+    out, _ = child.communicate(timeout=60)
+    assert int(out) == min(here + 5, 19)

@@ -188,9 +188,10 @@ def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
     from speechkd.experiment import load_hparams
     from speechkd.pipeline import Pipeline
 
-    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml")
-    assert hparams["teacher_guide"] == "baseline"
+    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "baseline"})
     stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
+    assert "guide" not in stages and list(stages).index("baseline") < list(stages).index("teacher_tdnn")
+    assert not stages["baseline"].background  # the teachers wait for it
     guide = stages["guide_cache"].config["overrides"]
     assert stages["guide_cache"].after == ("baseline",) and guide["teachers"] == [os.path.join(hparams["output_folder"], "baseline")]
     for name in ("teacher_tdnn", "teacher_conformer"):
@@ -208,5 +209,38 @@ def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
     assert stages["teacher_tdnn"].after == ("corpus",) and stages["teacher_tdnn"].config["script"] == "recipes/ctc/train.py"
     with pytest.raises(ValueError, match="teacher 'tdnn': hparams/distill/guided/tdnn.yaml does not fit teacher_guide: null"):
         Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": None})[0]).stages()
-    with pytest.raises(ValueError, match="teacher_guide must be null or 'baseline'"):
+    with pytest.raises(ValueError, match="teacher_guide must be null, 'baseline' .* or 'student'"):
         Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "tdnn"})[0]).stages()
+
+
+def test_a_short_student_run_guides_the_teachers_while_the_baseline_trains_beside_them():
+    """teacher_guide: student: a `guide` stage (the student recipe, guide_epochs) -> guide_cache ->
+    teachers; the baseline no longer gates the teachers, and guide_epochs must be given."""
+    from speechkd.experiment import load_hparams
+    from speechkd.pipeline import Pipeline
+
+    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml", {"guide_epochs": 3})
+    assert hparams["teacher_guide"] == "student"  # the main job's
+    stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
+    guide, cache, baseline = stages["guide"], stages["guide_cache"], stages["baseline"]
+    assert guide.after == ("corpus",) and guide.parallel and guide.config["script"] == "recipes/ctc/train.py"
+    assert guide.config["overrides"]["number_of_epochs"] == 3
+    assert baseline.config["overrides"]["number_of_epochs"] == hparams["student"]["overrides"]["number_of_epochs"]
+    # the guide is the student's recipe and batches, only shorter
+    assert guide.config["hparams"] == baseline.config["hparams"]
+    for key in ("dynamic_batching", "seed", "data_folder"):
+        assert guide.config["overrides"][key] == baseline.config["overrides"][key], key
+    assert cache.after == ("guide",) and cache.config["overrides"]["teachers"] == [guide.folder]
+    # only the evaluation reads the baseline: it trains from the start, at low priority
+    assert baseline.after == ("corpus",) and baseline.parallel and baseline.background
+    assert not any(stage.background for stage in stages.values() if stage.name != "baseline")
+    for name in ("teacher_tdnn", "teacher_conformer"):
+        assert stages[name].after == ("guide_cache",)
+        assert stages[name].config["overrides"]["teachers"] == [guide.folder]
+        assert stages[name].config["overrides"]["cache_folder"] == cache.folder
+    assert len({guide.folder, cache.folder, baseline.folder}) == 3
+    # the teachers, longer, are preferred to the baseline when a worker frees up
+    order = list(stages)
+    assert order.index("teacher_tdnn") < order.index("baseline")
+    with pytest.raises(ValueError, match="teacher_guide: student needs guide_epochs"):
+        Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "student", "guide_epochs": 0})[0]).stages()
