@@ -14,7 +14,12 @@ most probable token equals the aligned label (blank included). Two levels:
   where wrong (Meng et al.'s frame-level selection);
 - ``utterance``: per utterance, the teacher's whole target when its greedy
   transcript equals the reference, one-hot aligned labels on every frame
-  otherwise.
+  otherwise;
+- ``alignment``: one-hot aligned labels on every labelled frame: the teacher
+  gives only the timing of the reference (frame-level cross-entropy on its
+  forced alignment), none of its own posteriors. For a guide that is far
+  from converged (:mod:`speechkd.pipeline`'s ``teacher_guide: student``),
+  whose spike timing is worth learning and its uncertainty is not.
 
 Utterances without a label (the unlabelled part of the target data) always
 learn from the teacher. The domain-adaptation student's objective is
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 
 from speechkd.decoding import ctc_greedy
 
-LEVELS = ("frame", "utterance")
+LEVELS = ("frame", "utterance", "alignment")
 
 
 @torch.no_grad()
@@ -150,7 +155,7 @@ def conditional_targets(
         ``-1`` where there is none.
     labelled : torch.Tensor
         ``(batch,)`` bool: which utterances have a usable transcript.
-    level : {"frame", "utterance"}
+    level : {"frame", "utterance", "alignment"}
     utterance_right : torch.Tensor, optional
         ``(batch,)`` bool, required for ``level="utterance"``
         (:func:`greedy_matches_reference`).
@@ -170,6 +175,8 @@ def conditional_targets(
     usable = labelled[:, None] & aligned
     if level == "frame":
         wrong = teacher_target[..., :vocab].argmax(-1) != alignment
+    elif level == "alignment":
+        wrong = torch.ones_like(aligned)
     else:
         if utterance_right is None:
             raise ValueError("level='utterance' needs utterance_right")

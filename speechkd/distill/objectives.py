@@ -213,11 +213,11 @@ class PosteriorKL(ObjectiveTerm):
         Frames whose target blank probability (at τ = 1) exceeds it get
         weight ``blank_weight`` instead of one.
     blank_weight : float
-    conditional : {None, "frame", "utterance"}
+    conditional : {None, "frame", "utterance", "alignment"}
         Conditional T/S (Meng et al. 2019) on labelled utterances: where the
         teacher is wrong against the force-aligned transcript (per frame, or
-        per utterance on its greedy transcript), the target is the one-hot
-        aligned label (:mod:`speechkd.distill.conditional`). ``stats`` then
+        per utterance on its greedy transcript; ``alignment``: everywhere), the
+        target is the one-hot aligned label (:mod:`speechkd.distill.conditional`). ``stats`` then
         holds ``teacher_frames``, the share of labelled frames learnt from the teacher.
     """
 

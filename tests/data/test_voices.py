@@ -77,8 +77,8 @@ def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():
         assert not persons["dev"] & persons["test"]
         assert all(len(set(voices)) == len(voices) for voices in speakers.values())
         assert len(speakers["train"]) == 45
-        if lang == "en":  # seven people: pico's lh and kh, kal, ked, slt train; awb dev; rms test
-            assert persons == {"train": {"pico-lh", "pico-kh", "kal", "ked", "slt"},
+        if lang == "en":  # eight people: piper's joe, pico's lh and kh, kal, ked, slt train; awb dev; rms test
+            assert persons == {"train": {"piper-joe", "pico-lh", "pico-kh", "kal", "ked", "slt"},
                                "dev": {"awb"}, "test": {"rms"}}
             assert sum(v.engine != "espeak" for v in speakers["train"]) == 22
         elif lang in ("es", "de"):  # pico's own; kal and ked by phone mapping: their English split

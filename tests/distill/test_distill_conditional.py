@@ -137,3 +137,26 @@ def test_utterance_level_conditional_kd_on_a_wrong_utterance_is_cross_entropy_ev
     plain = adaptation_objective(0.0, logits, torch.tensor([1.0]), teacher, None, None, None)
     assert right["teacher_frames"] == 1.0
     assert right["kd"].item() == pytest.approx(plain["kd"].item(), rel=1e-12)
+
+
+def test_alignment_level_learns_only_the_teacher_s_timing():
+    # the teacher is right (its alignment of "a b": a at frame 1, b at frame 3) but unsure: the target
+    # is the one-hot alignment on every frame, so KD = cross-entropy on it, whatever its confidence
+    teacher_probs = peaked([BLANK, A, BLANK, B], peak=0.6)
+    teacher = teacher_batch_from_log_probs([teacher_probs.log()[None]], [torch.tensor([4])], k=0)
+    logits = torch.zeros(1, 4, 4, dtype=torch.float64)  # uniform student
+    parts = adaptation_objective(0.0, logits, torch.tensor([1.0]), teacher,
+                                 torch.tensor([[A, B]]), torch.tensor([1.0]), torch.tensor([True]), "alignment")
+    assert parts["teacher_frames"] == 0.0
+    assert parts["kd"].item() == pytest.approx(math.log(4), rel=1e-9)
+    # a student on the teacher's timing pays less than one a frame late
+    on_time = torch.log(peaked([BLANK, A, BLANK, B], peak=0.9))[None]
+    late = torch.log(peaked([BLANK, BLANK, A, B], peak=0.9))[None]
+    costs = [adaptation_objective(0.0, student, torch.tensor([1.0]), teacher, torch.tensor([[A, B]]),
+                                  torch.tensor([1.0]), torch.tensor([True]), "alignment")["kd"].item()
+             for student in (on_time, late)]
+    assert costs[0] < costs[1]
+    # an unlabelled utterance keeps the teacher's posteriors
+    target, from_teacher = conditional_targets(torch.cat([teacher_probs, torch.zeros(4, 1, dtype=torch.float64)], -1)[None],
+                                               torch.tensor([[BLANK, A, BLANK, B]]), torch.tensor([False]), "alignment")
+    assert bool(from_teacher.all())

@@ -161,6 +161,35 @@ def test_a_missing_real_speech_manifest_is_a_note(tmp_path):
     assert real_speech_section(real_speech_rows(str(tmp_path / "never-evaluated"))) == ""
 
 
+def test_a_guided_teacher_trains_on_the_guide_s_cached_posteriors_end_to_end(tiny_corpus, tmp_path):
+    """The main job's path, tiny: guide (the student, 1 epoch) -> guide_cache -> a TDNN teacher trained
+    on CTC plus the KL to the guide's posteriors -> the teachers' cache; the baseline trains beside."""
+    from speechkd.distill.cache import PosteriorCache
+
+    pipeline_file = tmp_path / "guided.yaml"
+    pipeline_file.write_text(
+        f"defaults:\n    - {os.path.abspath('hparams/pipelines/tiny.yaml')}\n"
+        "teacher_guide: student\nguide_epochs: 1\n"
+        "teachers:\n    tdnn:\n        hparams: hparams/distill/guided/tdnn.yaml\n"
+        "        overrides: {number_of_epochs: 1, channels: 32, dilations: [1, 2]}\n")
+    out = str(tmp_path / "run")
+    pipeline, status = run(str(pipeline_file), overrides=[f"--output_folder={out}", f"--data_folder={tiny_corpus}"],
+                           stop="cache")
+    assert [name for name, state in status.items() if state == "done"] == [
+        "corpus", "guide", "guide_cache", "teacher_tdnn", "baseline", "cache"]
+    guide, teacher = os.path.join(out, "guide", "model"), os.path.join(out, "teachers", "tdnn")
+    with open(os.path.join(guide, "train_log.txt")) as fin:
+        assert len(fin.read().splitlines()) == 1  # guide_epochs
+    assert PosteriorCache.open(os.path.join(out, "guide", "cache")).teacher_names == ["guide"]
+    with open(os.path.join(teacher, "train_log.txt")) as fin:
+        log = fin.read()
+    assert "train ctc:" in log and "train kd:" in log  # CTC plus the guide's KL
+    with open(os.path.join(teacher, "hyperparams.yaml")) as fin:
+        teacher_hparams = fin.read()
+    assert "conditional: frame" in teacher_hparams and os.path.join(out, "guide", "cache") in teacher_hparams
+    assert PosteriorCache.open(os.path.join(out, "cache")).teacher_names == ["tdnn"]
+
+
 def test_the_main_job_trains_every_model_on_the_same_duration_bucketed_batches():
     """Teachers, baseline and distilled student all get the pipeline's `dynamic_batching`, and the
     two students differ only in what distillation adds (same epochs, same batches)."""

