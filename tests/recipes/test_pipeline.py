@@ -173,7 +173,7 @@ def test_a_guided_teacher_trains_on_the_guide_s_cached_posteriors_end_to_end(tin
         "teachers:\n    tdnn:\n        hparams: hparams/distill/guided/tdnn.yaml\n"
         "        overrides: {number_of_epochs: 1, channels: 32, dilations: [1, 2]}\n")
     out = str(tmp_path / "run")
-    pipeline, status = run(str(pipeline_file), overrides=[f"--output_folder={out}", f"--data_folder={tiny_corpus}"],
+    _, status = run(str(pipeline_file), overrides=[f"--output_folder={out}", f"--data_folder={tiny_corpus}"],
                            stop="cache")
     assert [name for name, state in status.items() if state == "done"] == [
         "corpus", "guide", "guide_cache", "teacher_tdnn", "baseline", "cache"]
