@@ -52,34 +52,43 @@ def measure_rtf(model, dataset, threads, repeats=3, max_audio_seconds=60.0):
     ----------
     model : speechkd.models.AcousticModel
     dataset : DynamicItemDataset
-        Provides ``duration`` and ``sig``.
+        Provides ``sig``; its static data a ``duration`` per utterance (seconds).
     threads : int or None
         Torch intra-op threads (``None``: torch's choice).
     repeats : int
         Passes timed; their median is reported.
     max_audio_seconds : float or None
-        Time only the dataset's first utterances, up to about this much audio (a
-        rate per audio second needs no whole test set; ``None``: all of it).
+        Time every k-th utterance only, k the largest that still gives at least
+        this much audio: a rate per audio second needs no whole test set, and
+        utterances spread over the set keep every language (manifests are
+        grouped by language). ``None``: all of it.
 
     Returns
     -------
     float
         Compute seconds per audio second.
     """
-    durations = [dataset[i]["duration"] for i in range(len(dataset))]
-    count = len(durations)
-    if max_audio_seconds is not None:
-        count = next((n for n in range(1, count + 1) if sum(durations[:n]) >= max_audio_seconds), count)
-        dataset = dataset.filtered_sorted(select_n=count)
-    audio = sum(durations[:count])
+    timed = rtf_subset(dataset, max_audio_seconds)
+    audio = sum(float(dataset.data[utt_id]["duration"]) for utt_id in timed.data_ids)
     with torch_threads(threads):
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
-            for _batch in iterate_posteriors(model, dataset, batch_size=1):
+            for _batch in iterate_posteriors(model, timed, batch_size=1):
                 pass
             runs.append(time.perf_counter() - start)
         return sorted(runs)[len(runs) // 2] / audio
+
+
+def rtf_subset(dataset, max_audio_seconds):
+    """Every k-th utterance of ``dataset``, k the largest giving at least ``max_audio_seconds`` of audio
+    (durations read from the static data, no audio loaded); the whole set when that is None or more."""
+    ids = list(dataset.data_ids)
+    total = sum(float(dataset.data[utt_id]["duration"]) for utt_id in ids)
+    step = 1 if max_audio_seconds is None else max(1, int(total // max_audio_seconds))
+    while step > 1 and sum(float(dataset.data[utt_id]["duration"]) for utt_id in ids[::step]) < max_audio_seconds:
+        step -= 1
+    return sb.dataio.dataset.FilteredSortedDynamicItemDataset(dataset, ids[::step])
 
 
 @contextlib.contextmanager

@@ -258,11 +258,11 @@ class Pipeline:
             guide_training, guide_folder = [], self.folder("baseline")
         elif guide == "student":
             epochs = self.hparams.get("guide_epochs")
-            if not isinstance(epochs, int) or epochs < 1:
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 raise ValueError(f"teacher_guide: student needs guide_epochs, a positive number of epochs; got {epochs!r}")
             student = self.hparams["student"]
             guide_spec = {**student, "overrides": {**student["overrides"], "number_of_epochs": epochs}}
-            guide_folder = self.folder("guide", "model")
+            guide_folder = self.folder("guide_model")
             guide_training = [self.recipe_stage("guide", "recipes/ctc/train.py", guide_spec, {"name": "guide"},
                                                 guide_folder, after=("corpus",), parallel=True)]
         else:
@@ -270,7 +270,7 @@ class Pipeline:
                              f"(the student trained alone for guide_epochs), got {guide!r}")
         cache = self.recipe_stage("guide_cache", "recipes/distill/cache_teachers.py", self.hparams["cache"],
                                   {"teachers": [guide_folder], "top_k": self.hparams["top_k"]},
-                                  self.folder("guide", "cache"), after=(guide_training[0].name if guide_training
+                                  self.folder("guide"), after=(guide_training[0].name if guide_training
                                                                           else "baseline",),
                                   folder_key="cache_folder", parallel=True)
         overrides = {"teachers": [guide_folder], "cache_folder": cache.folder, "top_k": self.hparams["top_k"]}
@@ -286,7 +286,7 @@ class Pipeline:
                 raise ValueError(
                     f"teacher {name!r}: {spec['hparams']} does not fit teacher_guide: "
                     f"{self.hparams.get('teacher_guide') or 'null'} (use a YAML like {wanted}, or "
-                    f"{'teacher_guide: null' if guided else 'teacher_guide: student'})")
+                    f"{'teacher_guide: null' if guided else 'teacher_guide: baseline'})")
 
     def stages(self):
         stages = [self.corpus_stage()]
@@ -397,9 +397,11 @@ def run(pipeline_file, overrides=(), start=None, stop=None, force=()):
     With ``workers`` > 1 in the YAML, the recipe stages (teachers, baseline,
     cache, distill) run in their own processes, each running this same
     command for that one stage, ``workers`` at a time, each as soon as the
-    stages it reads are done: the teachers and the baseline side by side,
-    and the cache and the distilled student as soon as the teachers are
-    done, beside a baseline still training.
+    stages it reads are done: the teachers side by side, and the cache and
+    the distilled student as soon as the teachers are done. The baseline,
+    unless it guides the teachers, is a background stage: it starts at once,
+    beside those and at the lowest CPU priority (``BACKGROUND_NICE``), and
+    trains on the CPU time they leave idle.
     """
     override_dict = parse_overrides(overrides)
     hparams, _ = load_hparams(pipeline_file, override_dict)

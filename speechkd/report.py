@@ -328,7 +328,8 @@ def timing_line(seconds):
     if not seconds:
         return ""
     parts = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
-    return f"Stage wall times (recipe stages run side by side, `workers` at a time): {parts}"
+    return (f"Stage wall times (recipe stages run side by side, `workers` at a time; a background stage, "
+            f"the baseline unless it guides the teachers, counts the time it waited at low priority): {parts}")
 
 
 def plot_wer_vs_size(report, path):

@@ -69,7 +69,9 @@ class Stage:
         baseline student, which only the evaluation reads): it starts as
         soon as it can, beside the ``workers`` others and not counted among
         them, at the lowest CPU priority (``nice`` 19), so that it takes the
-        CPU time they leave idle and slows none of them.
+        CPU time they leave idle and slows none of them. Its recorded wall
+        time includes those waits. It fails the run as any stage does (the
+        other processes are stopped), and is stopped when another fails.
     restart : callable, optional
         ``restart()`` removes the stage's partial work; called before a run
         that must start clean (forced, or inputs changed since it last

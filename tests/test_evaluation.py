@@ -93,3 +93,21 @@ def test_online_ensemble_refuses_strategies_it_has_no_inputs_for():
                                  strategy_options={"weights": [1.0, 1.0]}, batch_size=2)
     average = fused_error_rates(ensemble, INVENTORY, dataset(), "average", batch_size=2)
     assert [u.hyp for u in weighted.utterances] == [u.hyp for u in average.utterances]
+
+
+def test_the_rtf_is_timed_on_utterances_spread_over_the_set():
+    """measure_rtf's subset: every k-th utterance, at least the asked audio, every language of a
+    manifest grouped by language; durations from the static data (no audio is read)."""
+    from speechkd.evaluation import rtf_subset
+
+    rows = {f"{lang}-{i}": {"duration": 2.0, "lang": lang} for lang in ("en", "es") for i in range(10)}
+    dataset = DynamicItemDataset(rows)
+    subset = rtf_subset(dataset, 10.0)
+    chosen = list(subset.data_ids)
+    assert chosen == list(rows)[::4]  # 40 s of audio, k = 4: five utterances, 10 s
+    assert {rows[utt]["lang"] for utt in chosen} == {"en", "es"}
+    assert sum(rows[utt]["duration"] for utt in chosen) >= 10.0
+    assert list(rtf_subset(dataset, 9.0).data_ids) == chosen  # k = 4 still gives 10 s >= 9
+    assert list(rtf_subset(dataset, 11.0).data_ids) == list(rows)[::3]  # k = 3 is the largest with >= 11 s
+    assert list(rtf_subset(dataset, None).data_ids) == list(rows)
+    assert list(rtf_subset(dataset, 1000.0).data_ids) == list(rows)

@@ -144,11 +144,35 @@ def test_a_background_stage_runs_beside_the_workers_and_an_in_process_stage_does
     assert timings["fg2"] < 3.0 <= timings["bg"]
 
 
-def test_spawn_lowers_the_priority_of_a_background_process():
-    """`nice` in spawn: the child (and what it starts) runs that much lower than this process."""
+def test_spawn_lowers_the_priority_of_a_background_process_and_of_what_it_starts():
+    """`nice` in spawn: the child, and the recipe processes it starts, run that much lower."""
     from speechkd.stages import spawn
 
     here = os.nice(0)
-    child = spawn([sys.executable, "-c", "import os; print(os.nice(0))"], nice=5, stdout=subprocess.PIPE, text=True)
+    code = ("import os, subprocess, sys; print(os.nice(0)); "
+            "print(subprocess.run([sys.executable, '-c', 'import os; print(os.nice(0))'], "
+            "capture_output=True, text=True).stdout)")
+    child = spawn([sys.executable, "-c", code], nice=5, stdout=subprocess.PIPE, text=True)
     out, _ = child.communicate(timeout=60)
-    assert int(out) == min(here + 5, 19)
+    assert [int(line) for line in out.split()] == [min(here + 5, 19)] * 2
+
+
+def test_the_pipeline_launches_background_stages_at_the_lowest_priority(tmp_path, monkeypatch):
+    """speechkd run's `launch` gives a background stage's process BACKGROUND_NICE, others none."""
+    import speechkd.pipeline as pipeline_module
+    from speechkd.stages import BACKGROUND_NICE
+
+    launched = {}
+
+    def fake_run_stages(stages, launch=None, **kwargs):
+        for stage in (Stage("bg", str(tmp_path / "bg"), None, 1, parallel=True, background=True),
+                      Stage("fg", str(tmp_path / "fg"), None, 2, parallel=True)):
+            os.makedirs(stage.folder)
+            launch(stage)
+        return {}
+
+    monkeypatch.setattr(pipeline_module, "run_stages", fake_run_stages)
+    monkeypatch.setattr(pipeline_module, "spawn", lambda command, nice=0, **kwargs: launched.setdefault(
+        command[command.index("--from") + 1], nice))
+    pipeline_module.run("hparams/pipelines/tiny.yaml", overrides=[f"--output_folder={tmp_path / 'run'}"])
+    assert launched == {"bg": BACKGROUND_NICE, "fg": 0}

@@ -8,7 +8,7 @@ is right and from the (one-hot) label where it is wrong.
 "Right" is decided on the teacher's own timing. The reference transcript is
 force-aligned (CTC Viterbi) to the teacher's frame posteriors
 (:func:`ctc_forced_alignment`); at frame ``t`` the teacher is right when its
-most probable token equals the aligned label (blank included). Two levels:
+most probable token equals the aligned label (blank included). Three levels:
 
 - ``frame``: per frame, teacher target where right, one-hot aligned label
   where wrong (Meng et al.'s frame-level selection);

