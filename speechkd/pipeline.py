@@ -255,24 +255,23 @@ class Pipeline:
         if guide is None:
             return [], "recipes/ctc/train.py", {}, ("corpus",)
         if guide == "baseline":
-            guide_training, guide_folder = [], self.folder("baseline")
+            guide_training, guide_stage, guide_folder = [], "baseline", self.folder("baseline")
         elif guide == "student":
             epochs = self.hparams.get("guide_epochs")
             if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 raise ValueError(f"teacher_guide: student needs guide_epochs, a positive number of epochs; got {epochs!r}")
             student = self.hparams["student"]
             guide_spec = {**student, "overrides": {**student["overrides"], "number_of_epochs": epochs}}
-            guide_folder = self.folder("guide_model")
-            guide_training = [self.recipe_stage("guide", "recipes/ctc/train.py", guide_spec, {"name": "guide"},
+            guide_stage, guide_folder = "guide", self.folder("guide_model")
+            guide_training = [self.recipe_stage(guide_stage, "recipes/ctc/train.py", guide_spec, {"name": "guide"},
                                                 guide_folder, after=("corpus",), parallel=True)]
         else:
             raise ValueError(f"teacher_guide must be null, 'baseline' (the student trained alone) or 'student' "
                              f"(the student trained alone for guide_epochs), got {guide!r}")
         cache = self.recipe_stage("guide_cache", "recipes/distill/cache_teachers.py", self.hparams["cache"],
                                   {"teachers": [guide_folder], "top_k": self.hparams["top_k"]},
-                                  self.folder("guide"), after=(guide_training[0].name if guide_training
-                                                                          else "baseline",),
-                                  folder_key="cache_folder", parallel=True)
+                                  self.folder("guide"), after=(guide_stage,), folder_key="cache_folder",
+                                  parallel=True)
         overrides = {"teachers": [guide_folder], "cache_folder": cache.folder, "top_k": self.hparams["top_k"]}
         return [*guide_training, cache], "recipes/distill/train.py", overrides, (cache.name,)
 

@@ -8,6 +8,7 @@ same way, so the corpus builder never sees which engine spoke.
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -92,6 +93,16 @@ LOW_F0 = tuple(range(85, 140, 10))
 """Mean f0 targets (Hz) drawn for low-pitched voices (festival's diphone voices default to 105)."""
 HIGH_F0 = tuple(range(150, 235, 15))
 """Mean f0 targets (Hz) drawn for high-pitched voices."""
+
+
+def importable(*modules: str) -> bool:
+    """Whether every one of ``modules`` imports (an engine's ``available()`` for PyPI engines)."""
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def find_engine_voice(catalogue, voice: Voice, lang: str) -> EngineVoice:

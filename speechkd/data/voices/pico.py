@@ -23,6 +23,7 @@ from speechkd.data.voices.base import (
     EngineVoice,
     Voice,
     find_engine_voice,
+    importable,
 )
 
 PICO_RATE = 16000
@@ -61,11 +62,7 @@ class PicoSynthesizer(EngineSynthesizer):
     @staticmethod
     def available() -> bool:
         """Whether ``ttspico`` imports (``pip install 'speechkd[voices]'``)."""
-        try:
-            import ttspico  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return importable("ttspico")
 
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Speak ``text``; 16 kHz, silence-trimmed, peak-normalised float32.

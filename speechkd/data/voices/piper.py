@@ -39,6 +39,7 @@ from speechkd.data.voices.base import (
     EngineVoice,
     Voice,
     find_engine_voice,
+    importable,
 )
 
 PIPER_VOICES = (
@@ -57,15 +58,6 @@ NOISE_SCALE = 0.0
 audio that never changes between calls."""
 NOISE_W_SCALE = 0.0
 """Scale of the duration predictor's noise (Piper's ``noise_w``; the voice's own is 0.8)."""
-
-
-def _importable(module: str) -> bool:
-    """Whether ``module`` imports."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
 
 
 @cache
@@ -119,8 +111,7 @@ class PiperSynthesizer(EngineSynthesizer):
         A voice without its package would leave Piper with nothing to speak, so the engine
         counts as installed only with both, as Pico with ``ttspico``.
         """
-        return _importable("piper") and all(_importable(module)
-                                            for module in VOICE_PACKAGES.values())
+        return importable("piper", *VOICE_PACKAGES.values())
 
     def synthesize(self, text: str, lang: str, voice: Voice) -> np.ndarray:
         """Speak ``text``; 16 kHz, silence-trimmed, peak-normalised float32.
