@@ -6,11 +6,15 @@ full distributions (the reference), from top-k fp16 values plus each frame's
 log rest mass as cache format 2 stores it, and from the top-k values alone
 (format 1: rest = 1 − Σ cached, lost to fp16 rounding on confident frames).
 Prints, per strategy and temperature, the mean total-variation distance to
-the reference over all frames, and the largest error of the mass outside
-the fused target's top-k (the loss's rest bucket), and the largest
-per-frame distance between the two top-k targets.
+the reference over all frames, the same distance as the KL sees the target
+(:func:`speechkd.distill.losses.topk_kl` reads only the reference's top-k
+tokens and one rest bucket), the largest error of the mass outside the fused
+target's top-k (the loss's rest bucket), and the largest per-frame distance
+between the two top-k targets.
 
     python benchmarks/bench_rest_mass.py --teachers T1 T2 T3 --manifest data/numbers-small/dev.csv
+    python benchmarks/bench_rest_mass.py --teachers T1 T2 --manifest train.csv --strategies weighted \
+        --dev-wer 23.4 34.0
 """
 
 from __future__ import annotations
@@ -34,13 +38,24 @@ from speechkd.distill.target import TeacherTarget
 from speechkd.distill.teachers import TeacherEnsemble, teacher_posteriors
 
 
-def distances(reference: torch.Tensor, approx: torch.Tensor, valid: torch.Tensor, k: int) -> tuple[float, float]:
-    """Summed total variation over valid frames, and the largest rest-bucket error (outside the reference's top-k)."""
+def distances(reference: torch.Tensor, approx: torch.Tensor, valid: torch.Tensor, k: int) -> tuple[float, float, float]:
+    """Distances between two ``(batch, time, V + 1)`` targets over the valid ``(batch, time)`` frames.
+
+    Returns
+    -------
+    tuple of float
+        The summed total variation; the summed total variation over the k + 1
+        buckets the KL reads (the reference's top-k tokens, the rest summed);
+        the largest rest-bucket error.
+    """
     tv = 0.5 * (reference - approx).abs().sum(-1)
     top = torch.topk(reference[..., :-1], k, dim=-1).indices
     outside = torch.ones_like(reference, dtype=torch.bool).scatter_(-1, top, False)
     rest_error = ((reference * outside).sum(-1) - (approx * outside).sum(-1)).abs()
-    return float(tv[valid].sum()), float(rest_error[valid].max()) if bool(valid.any()) else 0.0
+    bucket_tv = 0.5 * ((reference - approx).gather(-1, top).abs().sum(-1) + rest_error)
+    if not bool(valid.any()):
+        return 0.0, 0.0, 0.0
+    return float(tv[valid].sum()), float(bucket_tv[valid].sum()), float(rest_error[valid].max())
 
 
 def main(argv=None) -> None:
@@ -51,7 +66,12 @@ def main(argv=None) -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--taus", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--strategies", nargs="+", default=["average", "geometric"])
+    parser.add_argument("--dev-wer", type=float, nargs="+",
+                        help="the teachers' dev WER (percent), for the `weighted` strategy (a cache's teacher_errors.json)")
     parser.add_argument("--utterances", type=int, default=200)
+    parser.add_argument("--nearby-tau", type=float,
+                        help="also print the mean TV between the full targets at tau and at this temperature "
+                             "(a perturbation of known size, to set the top-k error beside)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     ensemble = TeacherEnsemble(args.teachers)
@@ -62,7 +82,7 @@ def main(argv=None) -> None:
 
     def target(k, strategy):
         source = SimpleNamespace(teacher_names=ensemble.names, symbols=ensemble.symbols, k=k,
-                                 frame_shifts_ms=ensemble.frame_shifts_ms, dev_wer_list=lambda: None)
+                                 frame_shifts_ms=ensemble.frame_shifts_ms, dev_wer_list=lambda: args.dev_wer)
         return TeacherTarget(source, symbols, shift, strategy=strategy)
 
     targets = {strategy: (target(0, strategy), target(args.k, strategy)) for strategy in args.strategies}
@@ -82,10 +102,15 @@ def main(argv=None) -> None:
                 approx = {}
                 for name, batch in (("with rest mass", topk), ("values only", lossy)):
                     approx[name] = cached(batch, frames, time, tau, torch.float64)
-                    tv, rest = distances(ref, approx[name], valid, args.k)
-                    entry = totals.setdefault((strategy, tau, name), [0.0, 0.0])
+                    tv, bucket_tv, rest = distances(ref, approx[name], valid, args.k)
+                    entry = totals.setdefault((strategy, tau, name), [0.0, 0.0, 0.0])
                     entry[0] += tv
-                    entry[1] = max(entry[1], rest)
+                    entry[1] += bucket_tv
+                    entry[2] = max(entry[2], rest)
+                if args.nearby_tau:
+                    nearby = reference(full, frames, time, args.nearby_tau, torch.float64)
+                    totals.setdefault((strategy, tau, "nearby"), [0.0])[0] += float(
+                        0.5 * (ref - nearby).abs().sum(-1)[valid].sum())
                 between = 0.5 * (approx["with rest mass"] - approx["values only"]).abs().sum(-1)[valid]
                 totals[strategy, tau, "between"] = max(totals.get((strategy, tau, "between"), 0.0),
                                                        float(between.max()))
@@ -94,13 +119,20 @@ def main(argv=None) -> None:
     print(f"Date: {datetime.date.today().isoformat()}")
     print(f"{len(dataset)} utterances, {frames_total} frames, teachers {ensemble.names}, k = {args.k}\n")
     print("| strategy | tau | mean TV to full, values only (format 1) | with rest mass (format 2) "
+          "| mean TV over the KL's k + 1 buckets (format 2) "
           "| max rest-bucket error, values only | with rest mass | max TV between the two |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for strategy in args.strategies:
         for tau in args.taus:
             old, new = totals[strategy, tau, "values only"], totals[strategy, tau, "with rest mass"]
             print(f"| {strategy} | {tau:g} | {old[0] / frames_total:.4e} | {new[0] / frames_total:.4e} "
-                  f"| {old[1]:.4f} | {new[1]:.4f} | {totals[strategy, tau, 'between']:.2e} |")
+                  f"| {new[1] / frames_total:.4e} | {old[2]:.4f} | {new[2]:.4f} "
+                  f"| {totals[strategy, tau, 'between']:.2e} |")
+    if args.nearby_tau:
+        print(f"\nThe full target at tau against the full target at tau = {args.nearby_tau:g}, mean TV:")
+        for strategy in args.strategies:
+            for tau in args.taus:
+                print(f"- {strategy}, tau {tau:g}: {totals[strategy, tau, 'nearby'][0] / frames_total:.4e}")
 
 
 if __name__ == "__main__":
