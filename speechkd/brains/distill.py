@@ -11,11 +11,12 @@ wrapping works), and the Brain is configured through its constructor and the
 YAML: ``objective`` (:class:`speechkd.distill.Objective`), ``teacher_target``
 (a ``!name:speechkd.distill.TeacherTarget`` partial, when a term needs
 teachers), ``augment``, ``batch_size``, ``epoch_counter``, ``train_logger``,
-``lr_annealing`` (optional), ``student_signal`` (optional, default ``sig``)
-and ``output_folder``.
+``lr_annealing`` (optional), ``student_signal`` (optional, default ``sig``),
+``average_checkpoints`` (optional, default 1) and ``output_folder``.
 """
 
 import collections
+import logging
 import os
 
 import speechbrain as sb
@@ -29,8 +30,13 @@ from speechkd.metrics import ErrorRates, write_results_json
 from speechkd.models import count_parameters
 from speechkd.models.layers import LayerRecorder
 
+logger = logging.getLogger(__name__)
+
 # Schedulers that anneal by epoch number (LinearDecay is one); the others (NewBob) follow the dev loss
 EPOCH_SCHEDULERS = (sb.nnet.schedulers.LinearScheduler, sb.nnet.schedulers.StepScheduler)
+
+AVERAGED = "averaged"
+"""Meta key of the checkpoint :meth:`DistillBrain.add_averaged_checkpoint` writes: how many it averages."""
 
 
 class DistillBrain(sb.Brain):
@@ -48,7 +54,10 @@ class DistillBrain(sb.Brain):
 
     Dev and test loss is CTC on the transcripts (the LR schedule follows it);
     dev WER picks the checkpoint; ``evaluate(test_set, name=...)`` writes
-    ``wer_<name>.txt`` and merges ``<name>`` into ``results.json``.
+    ``wer_<name>.txt`` and merges ``<name>`` into ``results.json``. With
+    ``average_checkpoints: N`` (N > 1) the N best-dev-WER checkpoints are kept
+    and averaged after the last epoch into one more candidate
+    (:meth:`add_averaged_checkpoint`).
     """
 
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None,
@@ -79,6 +88,9 @@ class DistillBrain(sb.Brain):
                                                       blank_index=inventory.blank_index)
         self.dev_ctc = CTCTerm(blank_index=inventory.blank_index)
         self.test_name = "test"
+        self.average_count = int(getattr(self.hparams, "average_checkpoints", 1) or 1)
+        if self.average_count < 1:
+            raise ValueError(f"average_checkpoints must be >= 1 (1: off), got {self.average_count}")
 
     # ------------------------------------------------------------------ forward and objective
     def compute_forward(self, batch, stage):
@@ -147,7 +159,60 @@ class DistillBrain(sb.Brain):
             fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size * world)
         kwargs.setdefault("train_loader_kwargs", self.train_loader_kwargs(train_set))
         kwargs.setdefault("valid_loader_kwargs", self.eval_loader_kwargs(valid_set))
-        return super().fit(epoch_counter, train_set, valid_set, **kwargs)
+        super().fit(epoch_counter, train_set, valid_set, **kwargs)
+        if self.average_count > 1 and valid_set is not None:
+            self.add_averaged_checkpoint(valid_set)
+
+    def add_averaged_checkpoint(self, valid_set):
+        """Average the best checkpoints' weights into one more checkpoint, scored on ``valid_set``.
+
+        The ``average_checkpoints`` checkpoints with the lowest dev WER (kept
+        for this by :meth:`on_stage_end`) are averaged parameter by parameter
+        (SpeechBrain's ``average_checkpoints``, with :func:`average_weights`),
+        as SpeechBrain's and ESPnet's recipes do before testing: at the end of
+        a budget-bound run the weights wander between epochs, and their mean
+        sits nearer the middle of the valley than any one of them. The average
+        is decoded on ``valid_set`` and saved as a checkpoint whose ``WER`` is
+        that dev WER and whose ``averaged`` is how many it averages; the test,
+        ``transcribe`` and ``export`` load the lowest dev WER of all, so the
+        average is used only where it wins on dev. Written once: a rerun finds
+        it and leaves it.
+
+        Parameters
+        ----------
+        valid_set : DynamicItemDataset
+            The dev set of :meth:`fit`.
+        """
+        if self.checkpointer.find_checkpoints(ckpt_predicate=lambda ckpt: AVERAGED in ckpt.meta):
+            return
+        best = self.checkpointer.find_checkpoints(min_key="WER", max_num_checkpoints=self.average_count,
+                                                  ckpt_predicate=lambda ckpt: AVERAGED not in ckpt.meta)
+        if len(best) < 2:
+            return
+        averaged = sb.utils.checkpoints.average_checkpoints(best, "model", averager=average_weights)
+        self.student.load_state_dict(averaged)
+        summary = self.score(valid_set)
+        self.checkpointer.save_checkpoint(meta={"WER": summary["wer"], AVERAGED: len(best)},
+                                          name=f"average-of-{len(best)}")
+        logger.info("Averaged the %d best checkpoints (dev WER %s): dev WER %.2f, CER %.2f",
+                    len(best), ", ".join(f"{ckpt.meta['WER']:.2f}" for ckpt in best), summary["wer"], summary["cer"])
+
+    @torch.no_grad()
+    def score(self, dataset):
+        """Greedy WER/CER of the model as it is on ``dataset`` (no checkpoint loaded or saved).
+
+        Returns
+        -------
+        dict
+            :meth:`speechkd.metrics.ErrorRates.summary` (``wer``, ``cer``, ...), every rank's share gathered.
+        """
+        loader = self.make_dataloader(dataset, sb.Stage.VALID, **self.eval_loader_kwargs(dataset))
+        self.on_stage_start(sb.Stage.VALID)
+        self.modules.eval()
+        for batch in loader:
+            log_probs, frames = self.compute_forward(batch, sb.Stage.VALID)
+            self.track_errors(log_probs, frames, batch)
+        return self.error_rates.gathered().summary()
 
     def train_loader_kwargs(self, train_set):
         """``batch_size`` and ``shuffle``, or a duration-bucketed batch sampler when the YAML's
@@ -214,7 +279,8 @@ class DistillBrain(sb.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats,
             )
-            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"],
+                                                 num_to_keep=self.average_count)
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats,
@@ -232,6 +298,40 @@ class DistillBrain(sb.Brain):
             "frame_shift_ms": self.student.frame_shift_ms,
             "sets": {self.test_name: summary},
         })
+
+
+def average_weights(state_dicts):
+    """The parameter-wise mean of model state dicts (an ``averager`` for SpeechBrain's ``average_checkpoints``).
+
+    Floating-point tensors are averaged; the others (a fitted flag, counters)
+    are taken from the first state dict, the best checkpoint's.
+
+    Parameters
+    ----------
+    state_dicts : iterable of dict
+        State dicts of one architecture.
+
+    Returns
+    -------
+    dict
+        Name -> tensor.
+    """
+    iterator = iter(state_dicts)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("no state dicts to average")
+    sums = {name: value.double() if value.is_floating_point() else value for name, value in first.items()}
+    count = 1
+    for state in iterator:
+        if state.keys() != first.keys():
+            raise ValueError(f"cannot average checkpoints of different models: parameters "
+                             f"{sorted(state.keys() ^ first.keys())[:5]} are in one and not the other")
+        for name, value in state.items():
+            if value.is_floating_point():
+                sums[name] += value.double()
+        count += 1
+    return {name: (value / count).to(first[name].dtype) if first[name].is_floating_point() else value
+            for name, value in sums.items()}
 
 
 def mean_across_ranks(value):
