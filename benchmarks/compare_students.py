@@ -28,7 +28,11 @@ from speechkd.report import confidence_intervals, parse_train_log, with_interval
 
 
 def wer_file(path):
-    return path if os.path.isfile(path) else os.path.join(path, "wer_test.txt")
+    """``path`` itself when it is a file, else its folder's ``wer_test.txt``; exits naming it when absent."""
+    found = path if os.path.isfile(path) else os.path.join(path, "wer_test.txt")
+    if not os.path.isfile(found):
+        sys.exit(f"compare_students: error: {found} does not exist (is the run finished and tested?)")
+    return found
 
 
 def main():
