@@ -206,7 +206,9 @@ class DistillBrain(sb.Brain):
         dict
             :meth:`speechkd.metrics.ErrorRates.summary` (``wer``, ``cer``, ...), every rank's share gathered.
         """
-        loader = self.make_dataloader(dataset, sb.Stage.VALID, **self.eval_loader_kwargs(dataset))
+        # ckpt_prefix=None: SpeechBrain would otherwise register the loader as a recoverable, and every
+        # checkpoint saved before it would then lack that file and be skipped as incomplete
+        loader = self.make_dataloader(dataset, sb.Stage.VALID, ckpt_prefix=None, **self.eval_loader_kwargs(dataset))
         self.on_stage_start(sb.Stage.VALID)
         self.modules.eval()
         for batch in loader:

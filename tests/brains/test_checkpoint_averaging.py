@@ -62,6 +62,12 @@ def test_a_run_keeps_its_best_checkpoints_and_adds_their_average_scored_on_dev(t
         return all(torch.equal(record.state_dict()[name], value) for name, value in model.state_dict().items())
 
     assert any(holds_record(ckpt) for ckpt in saved if ckpt.meta["WER"] == lowest)
+    # ... and the one the recipe tested: every checkpoint holds the same files (none skipped as incomplete)
+    files = {ckpt.path.name: sorted(path.name for path in ckpt.path.iterdir()) for ckpt in saved}
+    assert len({tuple(names) for names in files.values()}) == 1, files
+    with open(f"{folder}/log.txt") as fin:
+        tested = [line.rsplit("/", 1)[-1].strip() for line in fin if "Loading a checkpoint from" in line][-1]
+    assert tested in {ckpt.path.name for ckpt in saved if ckpt.meta["WER"] == lowest}
 
     # A rerun (nothing left to train) finds the average and does not add another
     run_recipe("ctc/train.py", "ctc/student.yaml", **overrides)
