@@ -6,11 +6,13 @@ full distributions (the reference), from top-k fp16 values plus each frame's
 log rest mass as cache format 2 stores it, and from the top-k values alone
 (format 1: rest = 1 − Σ cached, lost to fp16 rounding on confident frames).
 Prints, per strategy and temperature, the mean total-variation distance to
-the reference over all frames, the same distance as the KL sees the target
-(:func:`speechkd.distill.losses.topk_kl` reads only the reference's top-k
-tokens and one rest bucket), the largest error of the mass outside the fused
-target's top-k (the loss's rest bucket), and the largest per-frame distance
-between the two top-k targets.
+the reference over all frames, the same distance over the k + 1 buckets
+that :func:`speechkd.distill.losses.topk_kl` reads of the target it trains
+on (that target's top-k tokens and one rest bucket), the largest error of
+the mass outside the reference's top-k (the loss's rest bucket), and the
+largest per-frame distance between the two top-k targets. With
+``--nearby-tau`` it also prints both distances between the full target at
+τ and the full target at another temperature, a perturbation of known size.
 
     python benchmarks/bench_rest_mass.py --teachers T1 T2 T3 --manifest data/numbers-small/dev.csv
     python benchmarks/bench_rest_mass.py --teachers T1 T2 --manifest train.csv --strategies weighted \
@@ -45,14 +47,21 @@ def distances(reference: torch.Tensor, approx: torch.Tensor, valid: torch.Tensor
     -------
     tuple of float
         The summed total variation; the summed total variation over the k + 1
-        buckets the KL reads (the reference's top-k tokens, the rest summed);
-        the largest rest-bucket error.
+        buckets a KL trained on ``approx`` reads (``approx``'s top-k tokens,
+        the rest summed); the largest rest-bucket error (mass outside the
+        reference's top-k).
     """
     tv = 0.5 * (reference - approx).abs().sum(-1)
-    top = torch.topk(reference[..., :-1], k, dim=-1).indices
-    outside = torch.ones_like(reference, dtype=torch.bool).scatter_(-1, top, False)
+
+    def outside_top_k(target):
+        top = torch.topk(target[..., :-1], k, dim=-1).indices
+        return top, torch.ones_like(target, dtype=torch.bool).scatter_(-1, top, False)
+
+    _, outside = outside_top_k(reference)
     rest_error = ((reference * outside).sum(-1) - (approx * outside).sum(-1)).abs()
-    bucket_tv = 0.5 * ((reference - approx).gather(-1, top).abs().sum(-1) + rest_error)
+    top, outside = outside_top_k(approx)
+    bucket_rest = ((reference * outside).sum(-1) - (approx * outside).sum(-1)).abs()
+    bucket_tv = 0.5 * ((reference - approx).gather(-1, top).abs().sum(-1) + bucket_rest)
     if not bool(valid.any()):
         return 0.0, 0.0, 0.0
     return float(tv[valid].sum()), float(bucket_tv[valid].sum()), float(rest_error[valid].max())
@@ -109,8 +118,10 @@ def main(argv=None) -> None:
                     entry[2] = max(entry[2], rest)
                 if args.nearby_tau:
                     nearby = reference(full, frames, time, args.nearby_tau, torch.float64)
-                    totals.setdefault((strategy, tau, "nearby"), [0.0])[0] += float(
-                        0.5 * (ref - nearby).abs().sum(-1)[valid].sum())
+                    tv, bucket_tv, _ = distances(ref, nearby, valid, args.k)
+                    entry = totals.setdefault((strategy, tau, "nearby"), [0.0, 0.0])
+                    entry[0] += tv
+                    entry[1] += bucket_tv
                 between = 0.5 * (approx["with rest mass"] - approx["values only"]).abs().sum(-1)[valid]
                 totals[strategy, tau, "between"] = max(totals.get((strategy, tau, "between"), 0.0),
                                                        float(between.max()))
@@ -129,10 +140,11 @@ def main(argv=None) -> None:
                   f"| {new[1] / frames_total:.4e} | {old[2]:.4f} | {new[2]:.4f} "
                   f"| {totals[strategy, tau, 'between']:.2e} |")
     if args.nearby_tau:
-        print(f"\nThe full target at tau against the full target at tau = {args.nearby_tau:g}, mean TV:")
+        print(f"\nThe full target at tau against the full target at tau = {args.nearby_tau:g}:")
         for strategy in args.strategies:
             for tau in args.taus:
-                print(f"- {strategy}, tau {tau:g}: {totals[strategy, tau, 'nearby'][0] / frames_total:.4e}")
+                tv, bucket_tv = (value / frames_total for value in totals[strategy, tau, "nearby"])
+                print(f"- {strategy}, tau {tau:g}: mean TV {tv:.4e}, over the k + 1 buckets {bucket_tv:.4e}")
 
 
 if __name__ == "__main__":

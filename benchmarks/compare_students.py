@@ -41,11 +41,13 @@ def main():
     parser.add_argument("--ensemble", required=True, help="the target the gap is measured to")
     parser.add_argument("students", nargs="+")
     args = parser.parse_args()
+    baseline, ensemble = wer_file(args.baseline), wer_file(args.ensemble)
+    students = {student: wer_file(student) for student in args.students}  # every file found before the table
     print(machine_line())
     print("| student | epochs | s/epoch | test WER % [95% CI] | CER % [95% CI] | gain, WER points | gap closed % |")
     print("|---|---:|---:|---|---|---|---|")
-    for student in args.students:
-        files = {"baseline": wer_file(args.baseline), "student": wer_file(student), "ensemble": wer_file(args.ensemble)}
+    for student, student_file in students.items():
+        files = {"baseline": baseline, "student": student_file, "ensemble": ensemble}
         result = confidence_intervals(files, "baseline", "student", "ensemble")
         gain, closed = result["gain"], result["gap_closed"]
         log = os.path.join(student, "train_log.txt")

@@ -88,7 +88,7 @@ class DistillBrain(sb.Brain):
                                                       blank_index=inventory.blank_index)
         self.dev_ctc = CTCTerm(blank_index=inventory.blank_index)
         self.test_name = "test"
-        self.average_count = int(getattr(self.hparams, "average_checkpoints", 1) or 1)
+        self.average_count = int(getattr(self.hparams, "average_checkpoints", 1))
         if self.average_count < 1:
             raise ValueError(f"average_checkpoints must be >= 1 (1: off), got {self.average_count}")
 
@@ -149,7 +149,9 @@ class DistillBrain(sb.Brain):
         YAML's ``batch_size``, the training one shuffled when ``sorting: random``,
         or batched by total duration with ``dynamic_batching`` (see
         :meth:`train_loader_kwargs`). A training utterance missing from the
-        posterior cache is refused here, before the first epoch.
+        posterior cache is refused here, before the first epoch. With
+        ``average_checkpoints`` above 1 the best checkpoints are averaged
+        after the last epoch (:meth:`add_averaged_checkpoint`).
         """
         if self.target is not None and isinstance(self.teachers, PosteriorCache):
             self.teachers.require(train_set.data_ids, f"the training set ({len(train_set)} utterances)")
@@ -167,39 +169,62 @@ class DistillBrain(sb.Brain):
         """Average the best checkpoints' weights into one more checkpoint, scored on ``valid_set``.
 
         The ``average_checkpoints`` checkpoints with the lowest dev WER (kept
-        for this by :meth:`on_stage_end`) are averaged parameter by parameter
-        (SpeechBrain's ``average_checkpoints``, with :func:`average_weights`),
-        as SpeechBrain's and ESPnet's recipes do before testing: at the end of
-        a budget-bound run the weights wander between epochs, and their mean
-        sits nearer the middle of the valley than any one of them. The average
-        is decoded on ``valid_set`` and saved as a checkpoint whose ``WER`` is
-        that dev WER and whose ``averaged`` is how many it averages; the test,
-        ``transcribe`` and ``export`` load the lowest dev WER of all, so the
-        average is used only where it wins on dev. Written once: a rerun finds
-        it and leaves it.
+        for this by :meth:`on_stage_end`, beside as many of the most recent) are
+        averaged parameter by parameter (SpeechBrain's ``average_checkpoints``,
+        with :func:`average_weights`), as SpeechBrain's and ESPnet's recipes do
+        before testing. The average is decoded on ``valid_set`` and saved as a
+        checkpoint whose ``WER`` is that dev WER, ``averaged`` how many it
+        averages and ``of`` their folders; the test, ``transcribe`` and
+        ``export`` load the lowest dev WER of all, so the average is used only
+        where it wins on dev (a tie goes to the trained checkpoint). A rerun
+        with the same best checkpoints leaves it; one that trained more epochs
+        replaces it.
 
         Parameters
         ----------
         valid_set : DynamicItemDataset
             The dev set of :meth:`fit`.
         """
-        if self.checkpointer.find_checkpoints(ckpt_predicate=lambda ckpt: AVERAGED in ckpt.meta):
-            return
+        trained = self.checkpointer.find_checkpoints(ckpt_predicate=lambda ckpt: AVERAGED not in ckpt.meta)
         best = self.checkpointer.find_checkpoints(min_key="WER", max_num_checkpoints=self.average_count,
                                                   ckpt_predicate=lambda ckpt: AVERAGED not in ckpt.meta)
+        sources = sorted(ckpt.path.name for ckpt in best)
+        old = self.checkpointer.find_checkpoints(ckpt_predicate=lambda ckpt: AVERAGED in ckpt.meta)
+        if [ckpt.meta.get("of") for ckpt in old] == [sources]:
+            return
+        if old:  # from before this run trained more epochs
+            self.checkpointer.delete_checkpoints(num_to_keep=0, ckpt_predicate=lambda ckpt: AVERAGED in ckpt.meta)
+        if len(best) < self.average_count:
+            logger.warning("average_checkpoints is %d, but %s holds %d checkpoints with a dev WER (a run started "
+                           "before the key was set keeps one): averaging %d", self.average_count,
+                           self.checkpointer.checkpoints_dir, len(best), len(best))
         if len(best) < 2:
             return
         averaged = sb.utils.checkpoints.average_checkpoints(best, "model", averager=average_weights)
         self.student.load_state_dict(averaged)
         summary = self.score(valid_set)
-        self.checkpointer.save_checkpoint(meta={"WER": summary["wer"], AVERAGED: len(best)},
-                                          name=f"average-of-{len(best)}")
+        # Dated before every trained checkpoint: SpeechBrain resumes from the most recent checkpoint
+        # (training more epochs must go on from the last epoch's weights, not from the average) and
+        # breaks dev-WER ties by recency (a tie must keep the trained checkpoint)
+        oldest = min(ckpt.meta["unixtime"] for ckpt in trained)
+        self.checkpointer.save_checkpoint(
+            meta={"WER": summary["wer"], AVERAGED: len(best), "of": sources, "unixtime": oldest - 1.0},
+            name=f"average-of-{len(best)}")
+        self.hparams.train_logger.log_stats(stats_meta={"averaged checkpoints": len(best)},
+                                            valid_stats={"WER": summary["wer"], "CER": summary["cer"]})
         logger.info("Averaged the %d best checkpoints (dev WER %s): dev WER %.2f, CER %.2f",
                     len(best), ", ".join(f"{ckpt.meta['WER']:.2f}" for ckpt in best), summary["wer"], summary["cer"])
 
     @torch.no_grad()
     def score(self, dataset):
         """Greedy WER/CER of the model as it is on ``dataset`` (no checkpoint loaded or saved).
+
+        Starts a dev stage: resets the Brain's ``error_rates`` and puts the modules in eval mode.
+
+        Parameters
+        ----------
+        dataset : DynamicItemDataset
+            Provides ``sig``, ``wrd``, ``lang`` and ``domain``.
 
         Returns
         -------
@@ -329,6 +354,9 @@ def average_weights(state_dicts):
             raise ValueError(f"cannot average checkpoints of different models: parameters "
                              f"{sorted(state.keys() ^ first.keys())[:5]} are in one and not the other")
         for name, value in state.items():
+            if value.shape != first[name].shape:
+                raise ValueError(f"cannot average checkpoints of different models: {name} is "
+                                 f"{tuple(value.shape)} in one and {tuple(first[name].shape)} in the other")
             if value.is_floating_point():
                 sums[name] += value.double()
         count += 1
