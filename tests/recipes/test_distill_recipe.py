@@ -84,3 +84,16 @@ def test_teachers_agreement_cli_reads_the_cache_and_its_manifest(cache, capsys):
     assert main(["teachers", "agreement", cache]) == 0
     out = capsys.readouterr().out
     assert "Overall agreement" in out and "| teacher tdnn |" in out and "| weighted |" in out
+
+
+def test_the_non_streaming_student_recipe_distils_a_tdnn(teachers, cache, tiny_corpus, tmp_path):
+    """hparams/distill/tdnn_student.yaml: the same run as student.yaml with a TDNN as the student."""
+    folder = str(tmp_path / "tdnn_student")
+    overrides = {**tiny_overrides("tdnn", tiny_corpus, folder),
+                 "teachers": "[" + ",".join(teachers) + "]", "cache_folder": cache}
+    run_recipe("distill/train.py", "distill/tdnn_student.yaml", **overrides)
+    with open(os.path.join(folder, "model.json")) as fin:
+        card = json.load(fin)
+    assert card["class"] == "speechkd.models.tdnn.TDNNCTC" and card["kwargs"]["channels"] == 32
+    with open(os.path.join(folder, "train_log.txt")) as fin:
+        assert re.search(r"train ctc: [\d.e+-]+, train kd: [\d.e+-]+", fin.read())
