@@ -291,7 +291,7 @@ def summary_lines(report):
                      f"token in another teacher): {100 * s['teacher_agreement']:.0f}%")
     delay = s.get("baseline_spike_delay_frames")
     if delay:
-        lines.append("- The causal student trained alone spikes "
+        lines.append("- The student trained alone spikes "
                      + ", ".join(f"{v:+.0f}" for v in delay.values() if v is not None)
                      + " frames after the teachers (median); distillation delays the teacher "
                      "targets by `teacher_delay` frames to match")
