@@ -84,9 +84,9 @@ def rtf_subset(dataset, max_audio_seconds):
     """Every k-th utterance of ``dataset``, k the largest giving at least ``max_audio_seconds`` of audio
     (durations read from the static data, no audio loaded); the whole set when that is None or more."""
     ids = list(dataset.data_ids)
-    total = sum(float(dataset.data[utt_id]["duration"]) for utt_id in ids)
-    step = 1 if max_audio_seconds is None else max(1, int(total // max_audio_seconds))
-    while step > 1 and sum(float(dataset.data[utt_id]["duration"]) for utt_id in ids[::step]) < max_audio_seconds:
+    durations = [float(dataset.data[utt_id]["duration"]) for utt_id in ids]
+    step = 1 if max_audio_seconds is None else max(1, int(sum(durations) // max_audio_seconds))
+    while step > 1 and sum(durations[::step]) < max_audio_seconds:
         step -= 1
     return sb.dataio.dataset.FilteredSortedDynamicItemDataset(dataset, ids[::step])
 
