@@ -39,9 +39,13 @@ def read_json(path):
 
 
 def gap_closed(baseline_wer, student_wer, ensemble_wer):
-    """Share (in %) of the baseline-to-ensemble WER gap that distillation closed."""
+    """Share (in %) of the baseline-to-ensemble WER gap that distillation closed.
+
+    None when there is no gap: an ensemble no better than the baseline (a
+    ratio of two negative numbers would read as a share closed).
+    """
     gap = baseline_wer - ensemble_wer
-    if abs(gap) < 1e-9:
+    if gap < 1e-9:
         return None
     return 100.0 * (baseline_wer - student_wer) / gap
 
@@ -84,8 +88,8 @@ def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=200
     dict
         ``rates`` and ``cer_rates`` (name -> WER, CER), ``wer`` and ``cer`` (name -> ``[low, high]``), ``gain`` (baseline minus
         student WER in points: ``{"value", "low", "high"}``), ``gap_closed``
-        (in %, same keys; None when the baseline already matches the
-        ensemble), ``n_utts`` and ``n_resamples``.
+        (in %, same keys; None when the ensemble is no better than the
+        baseline), ``n_utts`` and ``n_resamples``.
     """
     words = bootstrap_error_rates({name: read_utterance_errors(path) for name, path in wer_files.items()},
                                   n_resamples, seed)
@@ -275,7 +279,7 @@ def summary_lines(report):
     lines = [
         f"- Distilled student closes **{with_interval(gap, s.get('gap_closed_ci'), 0)} %** of the "
         "baseline-to-ensemble WER gap (95 % paired bootstrap interval over test utterances)"
-        if gap is not None else "- The baseline already matches the ensemble: no gap to close",
+        if gap is not None else "- The ensemble is no better than the baseline: no gap to close",
         f"- Gain from distillation: {with_interval(s['gain_wer_points'], s.get('gain_ci'))} WER points "
         "(baseline minus distilled student; "
         + ("the interval excludes zero)" if s.get("gain_ci") and (s["gain_ci"][0] > 0 or s["gain_ci"][1] < 0)

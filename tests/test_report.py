@@ -57,6 +57,21 @@ def test_no_gap_to_close_gives_no_interval(tmp_path):
     assert result["gain"] == pytest.approx({"value": 0.0, "low": 0.0, "high": 0.0})
 
 
+def test_an_ensemble_worse_than_the_baseline_leaves_no_gap_to_close(tmp_path):
+    # the 2026-11-30 ten-seed run: baseline 33.5, student 58.1, ensemble 70.9 % read as "closes 66 %"
+    refs = ["one two three four"] * 20
+    files = systems(tmp_path, ["one too three four"] * 20, ["one too tree four"] * 20,
+                    ["won too tree four"] * 20, refs)
+    result = confidence_intervals(files, "baseline", "student_kd", "ensemble", n_resamples=50)
+    assert result["rates"]["ensemble"] > result["rates"]["student_kd"] > result["rates"]["baseline"]
+    assert result["gap_closed"] is None
+    assert result["gain"]["value"] == pytest.approx(-25.0)
+    summary = {"gap_closed_percent": None, "gain_wer_points": -25.0, "gain_ci": [-25.0, -25.0],
+               "compression_vs_ensemble": 10.0, "ensemble_strategy": "weighted", "top_k": 8,
+               "ensemble_strategies": {"weighted": 75.0}, "teacher_agreement": None}
+    assert "no better than the baseline: no gap to close" in summary_lines({"summary": summary})
+
+
 def test_table_and_summary_print_the_intervals():
     row = {"role": "student", "params": 1e5, "megabytes": 0.4, "frame_shift_ms": 20, "wer": 40.04,
            "cer": 9.0, "per_lang": {"en": 38.0}, "rtf": 0.01, "wer_ci": [35.0, 45.26], "cer_ci": [8.0, 10.0]}
