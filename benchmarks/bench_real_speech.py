@@ -68,6 +68,16 @@ def train_variant(name, overrides, args):
     return data_folder, output_folder
 
 
+def train_and_evaluate(name, overrides, args):
+    """Train the variant, then ``(synthetic, real)``: its evaluation on its corpus's test set and on ``args.real``."""
+    data_folder, model_folder = train_variant(name, overrides, args)
+    output = os.path.join(model_folder, "evaluate")
+    synthetic = evaluate_manifest(model_folder, os.path.join(data_folder, "test.csv"), data_root=data_folder,
+                                  threads=args.threads, output=output)
+    real = evaluate_manifest(model_folder, args.real, resample=True, threads=args.threads, output=output)
+    return synthetic, real
+
+
 def cell(rate):
     return "-" if rate["rate"] is None else f"{rate['rate']:.1f} [{rate['low']:.1f}, {rate['high']:.1f}]"
 
@@ -107,12 +117,7 @@ def main():
     variants = parse_variants(args)
     rows, start = {}, time.time()
     for name, overrides in variants.items():
-        data_folder, model_folder = train_variant(name, overrides, args)
-        synthetic = evaluate_manifest(model_folder, os.path.join(data_folder, "test.csv"), data_root=data_folder,
-                                      threads=args.threads, output=os.path.join(model_folder, "evaluate"))
-        real = evaluate_manifest(model_folder, args.real, resample=True, threads=args.threads,
-                                 output=os.path.join(model_folder, "evaluate"))
-        rows[name] = (synthetic, real)
+        synthetic, real = rows[name] = train_and_evaluate(name, overrides, args)
         print(f"{name}: synthetic {synthetic['wer']:.1f} % WER, real {real['wer']:.1f} % WER", file=sys.stderr)
     print(f"Recipe `{args.recipe}`, {args.epochs} epochs, corpus `{args.size}` ({','.join(args.languages)}); "
           f"real: `{os.path.relpath(args.real)}` ({next(iter(rows.values()))[1]['n_utts']} files); "

@@ -38,12 +38,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_real_speech import table, train_variant
+from bench_real_speech import table, train_and_evaluate
 
 from speechkd.data.augment import Augmentation
 from speechkd.data.corpus import to_pcm16, write_flac
 from speechkd.data.voices.base import SAMPLE_RATE
-from speechkd.evaluation import evaluate_manifest
 
 SOUNDS = ("aw", "ch", "th")
 """KLettres' English 'syllables' that are sounds, not words."""
@@ -155,12 +154,7 @@ def main():
                 added = add_clips(target, clips, args.copies, Augmentation.from_config(args.augment))
                 print(f"{variant}: {added['clips']} recorded clips x {args.copies} copies = {added['rows']} train "
                       f"rows, {added['minutes']:.1f} min; left out: {', '.join(added['left_out'])}")
-        data_folder, model_folder = train_variant(variant, overrides, args)
-        synthetic = evaluate_manifest(model_folder, os.path.join(data_folder, "test.csv"), data_root=data_folder,
-                                      threads=args.threads, output=os.path.join(model_folder, "evaluate"))
-        real = evaluate_manifest(model_folder, args.real, resample=True, threads=args.threads,
-                                 output=os.path.join(model_folder, "evaluate"))
-        rows[variant] = (synthetic, real)
+        rows[variant] = train_and_evaluate(variant, overrides, args)
     print(f"Recipe `{args.recipe}`, {args.epochs} epochs, corpus `{args.size}` ({','.join(args.languages)})\n")
     print(table(rows, sorted({lang for _, real in rows.values() for lang in real["intervals"]["per_lang"]})))
 
