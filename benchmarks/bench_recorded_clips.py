@@ -24,6 +24,7 @@ listed.
 
 import argparse
 import csv
+import json
 import os
 import re
 import shutil
@@ -45,7 +46,7 @@ from speechkd.data.corpus import to_pcm16, write_flac
 from speechkd.data.voices.base import SAMPLE_RATE
 
 SOUNDS = ("aw", "ch", "th")
-"""KLettres' English 'syllables' that are sounds, not words."""
+"""KLettres' English 'syllables' that are sounds, not words (left out in any language)."""
 
 KTUBERLING_SPELLING = {"palmtree": "palm tree", "fallingstar": "falling star", "sphynx": "sphinx",
                        "broccolli": "broccoli", "gafasdesol": "gafas de sol"}
@@ -141,6 +142,8 @@ def main():
     args.recipe_overrides = {}
     name, _, overrides = args.variant.partition("=")
     overrides = yaml.safe_load(overrides) or {}
+    if not os.path.exists(args.real):
+        raise SystemExit(f"{args.real}: no real-speech manifest (give --real)")
     clips = recorded_clips(Path(args.share), args.languages)
     if not clips:
         raise SystemExit(f"{args.share}: no klettres/ or ktuberling/ recordings for {args.languages} "
@@ -149,9 +152,13 @@ def main():
     for variant in (name, f"{name}+recorded"):
         if variant != name:
             source, target = Path(args.out, "data", name), Path(args.out, "data", variant)
-            if not target.exists():
+            settings = {"share": str(Path(args.share).resolve()), "copies": args.copies, "augment": args.augment}
+            marker = target / "recorded.json"
+            if not marker.exists() or json.loads(marker.read_text()) != settings:  # absent, half-made or other settings
+                shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(source, target)
                 added = add_clips(target, clips, args.copies, Augmentation.from_config(args.augment))
+                marker.write_text(json.dumps(settings))
                 print(f"{variant}: {added['clips']} recorded clips x {args.copies} copies = {added['rows']} train "
                       f"rows, {added['minutes']:.1f} min; left out: {', '.join(added['left_out'])}")
         rows[variant] = train_and_evaluate(variant, overrides, args)
