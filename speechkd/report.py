@@ -72,13 +72,37 @@ def gain_and_gap(intervals):
             "gap_closed_ci": [closed["low"], closed["high"]] if closed else None}
 
 
+def pooled_errors(reader, paths):
+    """Utterance ID -> ``(edits, reference units)`` summed over ``paths`` (runs of one system on one test set).
+
+    Parameters
+    ----------
+    reader : callable
+        :func:`~speechkd.metrics.read_utterance_errors` (words) or
+        :func:`~speechkd.metrics.read_utterance_char_errors` (characters).
+    paths : str or sequence of str
+        One ``wer_<set>.txt``, or one per seed: every file must score the same utterances.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    runs = [reader(path) for path in paths]
+    for path, errors in zip(paths[1:], runs[1:]):
+        if errors.keys() != runs[0].keys():
+            raise ValueError(f"{path} scores other utterances than {paths[0]}: runs pooled over seeds "
+                             "must decode the same test set")
+    return {utt: tuple(map(sum, zip(*(errors[utt] for errors in runs)))) for utt in runs[0]}
+
+
 def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=2000, seed=0):
     """95 % bootstrap intervals of every system's WER and CER, of the gain and of the gap closed.
 
     Parameters
     ----------
     wer_files : dict
-        System name -> its ``wer_<set>.txt`` (SpeechBrain's format, one block per utterance).
+        System name -> its ``wer_<set>.txt`` (SpeechBrain's format, one block per utterance),
+        or a list of them, one per seed: the system's errors are then pooled over its seeds
+        (:func:`pooled_errors`: its WER is the mean of the seeds' on one test set) and every
+        resample draws the same utterances for all of them. The interval covers the test
+        set's sampling, not the spread between seeds.
     baseline, student, ensemble : str
         The names (keys of ``wer_files``) of the student trained alone, the
         distilled student and the fused ensemble.
@@ -91,10 +115,10 @@ def confidence_intervals(wer_files, baseline, student, ensemble, n_resamples=200
         (in %, same keys; None when the ensemble is no better than the
         baseline), ``n_utts`` and ``n_resamples``.
     """
-    words = bootstrap_error_rates({name: read_utterance_errors(path) for name, path in wer_files.items()},
-                                  n_resamples, seed)
-    chars = bootstrap_error_rates({name: read_utterance_char_errors(path) for name, path in wer_files.items()},
-                                  n_resamples, seed)
+    words = bootstrap_error_rates({name: pooled_errors(read_utterance_errors, paths)
+                                   for name, paths in wer_files.items()}, n_resamples, seed)
+    chars = bootstrap_error_rates({name: pooled_errors(read_utterance_char_errors, paths)
+                                   for name, paths in wer_files.items()}, n_resamples, seed)
     rate, draw = words["rates"], words["draws"]
     gain_draws = draw[baseline] - draw[student]
     gain = {"value": rate[baseline] - rate[student], **dict(zip(("low", "high"), interval(gain_draws)))}

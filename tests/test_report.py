@@ -14,6 +14,7 @@ def write_wer_file(path, hyps, refs):
 
 
 def systems(tmp_path, baseline_hyps, student_hyps, ensemble_hyps, refs):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return {name: write_wer_file(tmp_path / f"wer_{name}.txt", hyps, refs)
             for name, hyps in (("baseline", baseline_hyps), ("student_kd", student_hyps),
                                ("ensemble", ensemble_hyps))}
@@ -70,6 +71,22 @@ def test_an_ensemble_worse_than_the_baseline_leaves_no_gap_to_close(tmp_path):
                "compression_vs_ensemble": 10.0, "ensemble_strategy": "weighted", "top_k": 8,
                "ensemble_strategies": {"weighted": 75.0}, "teacher_agreement": None}
     assert "no better than the baseline: no gap to close" in summary_lines({"summary": summary})
+
+
+def test_seeds_pool_into_one_paired_comparison(tmp_path):
+    refs = ["one two three four"] * 20
+    one_wrong, two_wrong = ["one too three four"] * 20, ["one too tree four"] * 20
+    seed_a = systems(tmp_path / "a", one_wrong, refs, refs, refs)  # baseline 25 %, student 0 %
+    seed_b = systems(tmp_path / "b", two_wrong, one_wrong, refs, refs)  # baseline 50 %, student 25 %
+    files = {name: [seed_a[name], seed_b[name]] for name in seed_a}
+    result = confidence_intervals(files, "baseline", "student_kd", "ensemble", n_resamples=100)
+    assert result["rates"]["baseline"] == pytest.approx(37.5)  # the mean of the two seeds' WER
+    assert result["rates"]["student_kd"] == pytest.approx(12.5)
+    assert result["gain"] == pytest.approx({"value": 25.0, "low": 25.0, "high": 25.0})
+    assert result["gap_closed"]["value"] == pytest.approx(100 * 25.0 / 37.5)
+    other = write_wer_file(tmp_path / "other.txt", refs[:5], refs[:5])  # a test set of 5 utterances
+    with pytest.raises(ValueError, match="other utterances"):
+        confidence_intervals({**files, "ensemble": [seed_a["ensemble"], other]}, "baseline", "student_kd", "ensemble")
 
 
 def test_table_and_summary_print_the_intervals():
