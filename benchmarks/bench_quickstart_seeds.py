@@ -125,7 +125,7 @@ def main():
 
     print("| seed | system | test WER % [95% CI] | epochs | s/epoch | wall s |")
     print("|---|---|---|---|---|---|")
-    summaries, paired = [], []
+    summaries, paired = [], {}  # paired: seed -> its own gain
     for seed in args.seeds:
         files = {STUDENT_STAGES[s]: os.path.join(folders[s, seed], "wer_test.txt")
                  for s in STUDENT_STAGES if folders.get((s, seed))}
@@ -147,26 +147,26 @@ def main():
                          f"of the gap to the {ensemble} at {with_interval(result['rates'][ensemble], result['wer'][ensemble])} "
                          f"({result['n_utts']} test utterances, {result['n_resamples']} paired resamples)"
                          if closed else f"- seed {seed}: no gap to close")
-        paired.append(seed)
+        paired[seed] = gain["value"]
     if len(paired) > 1:
         summaries.append(pooled_summary(folders, paired, ensemble_file, strategy))
     print("\n" + "\n".join(summaries))
 
 
-def pooled_summary(folders, seeds, ensemble_file, strategy):
-    """The line of the gain and gap closed pooled over ``seeds`` (each student paired with its seed's baseline).
+def pooled_summary(folders, seed_gains, ensemble_file, strategy):
+    """The line of the gain and gap closed pooled over the seeds of ``seed_gains`` (seed -> that seed's gain).
 
     A seed moves one student's WER by more than distillation does (twelve seeds of the TDNN
     student alone: standard deviation 3.6 points), so one seed's gain says little; pooled, each
     system's errors are summed over its seeds and the same resampled utterances score all.
     """
     ensemble = f"ensemble ({strategy})"
+    seeds, gains = list(seed_gains), list(seed_gains.values())
     files = {name: [os.path.join(folders[stage, seed], "wer_test.txt") for seed in seeds]
              for stage, name in STUDENT_STAGES.items()}
     result = confidence_intervals({**files, ensemble: [ensemble_file] * len(seeds)},
                                   "baseline", "student_kd", ensemble)
     gain, closed, rates = result["gain"], result["gap_closed"], result["rates"]
-    gains = [read_wer(alone) - read_wer(distilled) for alone, distilled in zip(files["baseline"], files["student_kd"])]
     text = (f"- pooled over seeds {', '.join(map(str, seeds))}: baseline {rates['baseline']:.1f}, "
             f"distilled {rates['student_kd']:.1f} % WER; gain "
             f"{with_interval(gain['value'], (gain['low'], gain['high']))} WER points")
