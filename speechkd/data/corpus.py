@@ -103,10 +103,13 @@ class SizeSpec:
 
 
 SIZES = {
-    "tiny": SizeSpec(0.4, 0.1, 0.1, {"train": 3, "dev": 2, "test": 2}),
-    "small": SizeSpec(5.0, 1.0, 1.0, {"train": 8, "dev": 2, "test": 2}),
-    "full": SizeSpec(180.0, 10.0, 10.0, {"train": 45, "dev": 8, "test": 8}),
+    "tiny": SizeSpec(0.4, 0.1, 0.1, {"train": 3, "dev": 2, "test": 2, "unlabelled": 3}),
+    "small": SizeSpec(5.0, 1.0, 1.0, {"train": 8, "dev": 2, "test": 2, "unlabelled": 24}),
+    "full": SizeSpec(180.0, 10.0, 10.0, {"train": 45, "dev": 8, "test": 8, "unlabelled": 90}),
 }
+"""``speakers["unlabelled"]``: pseudo-speakers of the transfer set, new ones of the train
+split's voices (other rates and pitches), three times as many as train has where they exist:
+a transfer set read by the train speakers teaches the student nothing about other voices."""
 
 EXPECTED_SECONDS = {"numbers": 1.9, "sentences": 3.5}
 """Mean utterance duration guessed before anything is synthesized (first round only)."""
@@ -157,36 +160,42 @@ def person_splits(engines) -> dict[str, str]:
     return splits
 
 
-def _espeak_voices(size: str, seed: int, split: str, count: int) -> list[Voice]:
+def _espeak_voices(size: str, seed: int, split: str, count: int,
+                   taken: tuple[Voice, ...] = ()) -> list[Voice]:
+    """``count`` distinct espeak-ng pseudo-speakers of ``split``'s variants, none of ``taken``;
+    the unlabelled split draws from train's variants."""
     rng = stable_rng("speakers", size, seed, split)
-    variants = SPLIT_VARIANTS[split]
+    variants = SPLIT_VARIANTS["train" if split == "unlabelled" else split]
     voices: list[Voice] = []
     while len(voices) < count:
         voice = Voice(variants[len(voices) % len(variants)],
                       int(rng.choice(RATES)), int(rng.choice(PITCHES)))
-        if voice not in voices:
+        if voice not in voices and voice not in taken:
             voices.append(voice)
     return voices
 
 
 def _recorded_voices(size: str, seed: int, lang: str, split: str, pool: list[EngineVoice],
-                     count: int) -> list[Voice]:
-    """``count`` distinct pseudo-speakers from ``pool``, taking its voices in turn; a voice
-    whose every rate and pitch is taken is passed over (Italian: festival's ``pc`` has one
-    pitch, so ten pseudo-speakers, beside Pico's woman)."""
+                     count: int, taken: tuple[Voice, ...] = ()) -> list[Voice]:
+    """``count`` distinct pseudo-speakers from ``pool``, none of ``taken``, taking its voices
+    in turn; a voice whose every rate and pitch is used is passed over (Italian: festival's
+    ``pc`` has one pitch, so ten pseudo-speakers, beside Pico's woman)."""
     rng = stable_rng("recorded speakers", size, seed, lang, split)
-    count = min(count, sum(len(v.rates) * len(v.pitches) for v in pool))
+
+    def used(base, voices):
+        return sum(voice.variant == base.variant and voice.engine == base.engine for voice in voices)
+
+    count = min(count, sum(len(v.rates) * len(v.pitches) - used(v, taken) for v in pool))
     voices: list[Voice] = []
     turn = 0
     while len(voices) < count:
         base = pool[turn % len(pool)]
-        taken = sum(voice.variant == base.variant and voice.engine == base.engine for voice in voices)
-        if taken == len(base.rates) * len(base.pitches):
+        if used(base, voices) + used(base, taken) == len(base.rates) * len(base.pitches):
             turn += 1
             continue
         voice = Voice(base.variant, int(rng.choice(base.rates)), int(rng.choice(base.pitches)),
                       base.engine)
-        if voice not in voices:
+        if voice not in voices and voice not in taken:
             voices.append(voice)
             turn += 1
     return voices
@@ -194,30 +203,34 @@ def _recorded_voices(size: str, seed: int, lang: str, split: str, pool: list[Eng
 
 def split_speakers(size: str, seed: int, lang: str, engines=("espeak",)
                    ) -> dict[str, list[Voice]]:
-    """Pseudo-speakers of each split for one language; unlabelled uses train's.
+    """Pseudo-speakers of each split for one language.
 
     With ``engines=("espeak",)`` these are the espeak-ng speakers every
     language had before other engines existed. Otherwise, where the split has
     recorded voices of ``lang``, half its speakers (rounded down) are those
     voices and they alternate with espeak-ng's in the list. A recorded person
-    is in the same split in every language (:func:`person_splits`).
+    is in the same split in every language (:func:`person_splits`). The
+    unlabelled split (the transfer set) has new pseudo-speakers of the train
+    split's voices and people: other rates and pitches, never a dev or test voice.
     """
     recorded_engines = [name for name in engines if name != "espeak"]
     pool = recorded_voices(lang, recorded_engines)
     person_split = person_splits(recorded_engines)
-    speakers = {}
-    for split in SPLITS:
+    speakers: dict[str, list[Voice]] = {}
+    for split in (*SPLITS, "unlabelled"):
         count = SIZES[size].speakers[split]
-        own = [voice for voice in pool if person_split[voice.speaker] == split]
-        recorded = _recorded_voices(size, seed, lang, split, own, count // 2) if own else []
-        espeak = (_espeak_voices(size, seed, split, count - len(recorded))
+        split_of_voices = "train" if split == "unlabelled" else split
+        taken = tuple(speakers.get("train", ())) if split == "unlabelled" else ()
+        own = [voice for voice in pool if person_split[voice.speaker] == split_of_voices]
+        recorded = (_recorded_voices(size, seed, lang, split, own, count // 2, taken)
+                    if own else [])
+        espeak = (_espeak_voices(size, seed, split, count - len(recorded), taken)
                   if "espeak" in engines else [])
         speakers[split] = [voice for pair in zip(espeak, recorded) for voice in pair] \
             + espeak[len(recorded):] + recorded[len(espeak):]
         if not speakers[split]:
             raise ValueError(f"no {split} speakers for {lang} with engines {list(engines)}: "
                              f"espeak-ng speaks every language, keep it among the engines")
-    speakers["unlabelled"] = speakers["train"]
     return speakers
 
 
@@ -408,6 +421,8 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
                                                for k, v in DEFAULT_OPTIONS.items()},
         # only when set, so an unaugmented corpus keeps its fingerprint from before augment.py
         **({"augment": augment.describe()} if augment is not None else {}),
+        # transfer sets of train's own pseudo-speakers (before) have another fingerprint
+        **({"unlabelled_speakers": spec.speakers["unlabelled"]} if unlabelled_minutes else {}),
     }
 
 
@@ -644,8 +659,9 @@ def build_corpus(task: str, size: str, out, seed: int = 0, languages=None,
     lang_minutes : dict, optional
         ``{lang: minutes}`` of labelled train audio, overriding the size's amount.
     unlabelled_minutes : dict or float, optional
-        ``{lang: minutes}`` of unlabelled audio (train speakers, utterances and
-        texts disjoint from train) written to ``unlabelled.csv``; a number
+        ``{lang: minutes}`` of unlabelled audio (new pseudo-speakers of the train
+        voices, utterances and texts disjoint from train) written to
+        ``unlabelled.csv``; a number
         gives every chosen language that many minutes (0: none). The labelled
         splits are the same with or without it.
     domains : sequence of str

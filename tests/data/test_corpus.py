@@ -138,15 +138,23 @@ def test_language_minutes_are_honoured(corpus):
             assert 6.0 <= total < 6.0 + longest
 
 
-def test_unlabelled_is_disjoint_from_train_with_train_speakers(corpus):
+def test_unlabelled_has_new_speakers_of_the_train_voices(corpus):
+    """The transfer set: texts, utterances and pseudo-speakers disjoint from train, drawn
+    from train's voices (never a dev or test voice), so the teachers label other voices."""
     out, summary = corpus
     train, unlabelled = manifest(out, "train.csv"), manifest(out, "unlabelled.csv")
     assert {r["lang"] for r in unlabelled} == {"uk"}
     assert 18.0 <= sum(r["duration"] for r in unlabelled) < 24.0
     assert not {r["ID"] for r in unlabelled} & {r["ID"] for r in train}
-    assert {r["spk_id"] for r in unlabelled} <= {r["spk_id"] for r in train}
+    assert not {r["spk_id"] for r in unlabelled} & {r["spk_id"] for r in train}
+    assert {r["spk_id"] for r in unlabelled} == \
+        {s["name"] for s in summary["speakers"]["unlabelled"]["uk"]}
+    assert len({r["spk_id"] for r in unlabelled}) == 3  # the tiny size's three
+    held_out = {(r["engine"], r["voice"]) for name in ("dev.csv", "test.csv")
+                for r in manifest(out, name)}
+    assert not {(r["engine"], r["voice"]) for r in unlabelled} & held_out
+    assert {r["voice"] for r in unlabelled if r["engine"] == "espeak"} <= set(SPLIT_VARIANTS["train"])
     assert all(r["wrd"] for r in unlabelled)
-    assert summary["speakers"]["unlabelled"] == summary["speakers"]["train"]
 
 
 def test_transcripts_are_normalized_text(corpus):
