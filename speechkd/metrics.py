@@ -373,13 +373,14 @@ def bootstrap_error_rates(errors_by_system: dict, n_resamples: int = 2000, seed:
         raise ValueError(f"the systems {sorted(errors_by_system)} share no utterance")
     counts = {name: np.array([errors[u] for u in shared], dtype=np.float64)
               for name, errors in errors_by_system.items()}
-    reference = next(iter(counts.values()))[:, 1]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(shared), (n_resamples, len(shared)))  # (resample, utterance)
-    words = np.maximum(reference[draws].sum(axis=1), 1.0)
+    # each system over its own reference length: a system pooled over seeds counts every
+    # utterance's words once per seed, beside one decoded once
     return {
-        "rates": {name: 100.0 * c[:, 0].sum() / max(reference.sum(), 1.0) for name, c in counts.items()},
-        "draws": {name: 100.0 * c[draws, 0].sum(axis=1) / words for name, c in counts.items()},
+        "rates": {name: 100.0 * c[:, 0].sum() / max(c[:, 1].sum(), 1.0) for name, c in counts.items()},
+        "draws": {name: 100.0 * c[draws, 0].sum(axis=1) / np.maximum(c[draws, 1].sum(axis=1), 1.0)
+                  for name, c in counts.items()},
         "n_utts": len(shared),
     }
 

@@ -84,6 +84,12 @@ def test_seeds_pool_into_one_paired_comparison(tmp_path):
     assert result["rates"]["student_kd"] == pytest.approx(12.5)
     assert result["gain"] == pytest.approx({"value": 25.0, "low": 25.0, "high": 25.0})
     assert result["gap_closed"]["value"] == pytest.approx(100 * 25.0 / 37.5)
+    # the ensemble decoded once beside students pooled over two seeds: its own WER (0 %
+    # here; a rate over the pooled reference length would halve any non-zero one)
+    once = confidence_intervals({**files, "ensemble": seed_b["baseline"]}, "baseline", "student_kd",
+                                "ensemble", n_resamples=100)
+    assert once["rates"]["ensemble"] == pytest.approx(50.0)
+    assert once["wer"]["ensemble"] == pytest.approx([50.0, 50.0])
     other = write_wer_file(tmp_path / "other.txt", refs[:5], refs[:5])  # a test set of 5 utterances
     with pytest.raises(ValueError, match="other utterances"):
         confidence_intervals({**files, "ensemble": [seed_a["ensemble"], other]}, "baseline", "student_kd", "ensemble")

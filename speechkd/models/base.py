@@ -216,11 +216,14 @@ class AcousticModel(nn.Module):
         batches : iterable of (torch.Tensor, torch.Tensor)
             Either un-normalized features ``(feats (batch, frames, n_mels),
             rel_lens)`` as given by :meth:`logmel`, or raw audio ``(wavs
-            (batch, samples), rel_lens)``; 2-D inputs are treated as audio.
+            (batch, samples), rel_lens)``; 2-D inputs are treated as audio. They
+            are moved to the model's device (a data loader gives CPU tensors).
         """
+        device = self.normalizer.mean.device
 
         def as_features():
             for x, lens in batches:
+                x, lens = x.to(device), lens.to(device)
                 if x.dim() == 2:  # audio: exact feature frames per utterance
                     yield self.logmel(x), self.feature_lengths(lens, x.shape[1])
                 else:
