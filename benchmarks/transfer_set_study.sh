@@ -1,24 +1,54 @@
 #!/bin/bash
-# The transfer-set lever (issue 12) on one teacher: a student trained alone, and distilled
-# without and with 5 unlabelled minutes per language (35 min, as much as the labelled train set),
-# at equal steps (12 epochs vs 6 over twice the audio) and at equal epochs (12).
-#   nice bash benchmarks/transfer_set_study.sh TEACHER_FOLDER [OUT]
-# TEACHER_FOLDER: a trained speechkd CTC teacher (e.g. results/quickstart/1234/teachers/conformer)
-# whose wer_test.txt is its test score. Run from the repository root; one process at a time.
+# The transfer-set lever (issue 12) on a main-job run's teachers: per seed, the student trained
+# alone (EPOCHS and 2 x EPOCHS, the second with the transfer-set student's steps) and distilled
+# without and with 5 unlabelled minutes per language of new voices (EPOCHS each), with the main
+# job's student and KD settings; then each system's test WER pooled over the seeds.
+#   bash benchmarks/transfer_set_study.sh RUN_FOLDER [OUT]
+#   SEEDS="1234 2024" EPOCHS=25 JOBS=2 DEVICE=cpu  (environment; the defaults shown)
+# RUN_FOLDER: a `speechkd run hparams/pipelines/quickstart.yaml` output (results/quickstart/1234):
+# its teachers/* are cached on the corpus with the transfer set, its evaluate/ has the ensemble's
+# test decoding. JOBS recipe runs at a time, one thread each; DEVICE=cuda:0 puts them all on one
+# GPU (RESULTS.md, "Issue 12: a transfer set of new voices", ran 16 there). Run from the
+# repository root with the project's python first on PATH. The 2026-11-29 one-teacher version:
+# `git show 119c3b8:benchmarks/transfer_set_study.sh`.
 set -euo pipefail
-TEACHER=$(realpath "$1"); OUT=${2:-/tmp/transfer-set-study}
+RUN=$(realpath "$1"); OUT=${2:-/tmp/transfer-set-study}
+SEEDS=${SEEDS:-"1234 2024"}; EPOCHS=${EPOCHS:-25}; JOBS=${JOBS:-2}; DEVICE=${DEVICE:-cpu}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-PY="nice python"
 D=$OUT/numbers-small-u
-mkdir -p "$OUT"
-$PY -c "from speechkd.data.corpus import build_corpus; build_corpus('numbers', 'small', '$D', unlabelled_minutes=5, progress=False)"
-COMMON="--data_folder=$D --corpus_unlabelled_minutes=5"
-$PY recipes/ctc/train.py hparams/ctc/student.yaml $COMMON --name=baseline --number_of_epochs=12 --output_folder=$OUT/base-12
-$PY recipes/distill/cache_teachers.py hparams/distill/cache.yaml $COMMON --teachers="[$TEACHER]" --cache_folder=$OUT/cache --top_k=8 \
-  --cache_splits="{train: $D/train.csv, dev: $D/dev.csv, unlabelled: $D/unlabelled.csv}"
-KD="recipes/distill/train.py hparams/distill/student.yaml $COMMON --teachers=[$TEACHER] --cache_folder=$OUT/cache
-    --strategy=average --alpha=0.5 --temperature=1.0 --teacher_delay=2 --name=student_kd"
-$PY $KD --number_of_epochs=12 --output_folder=$OUT/kd-12
-$PY $KD --number_of_epochs=6 --unlabelled_csv=$D/unlabelled.csv --output_folder=$OUT/kdU-6
-$PY $KD --number_of_epochs=12 --unlabelled_csv=$D/unlabelled.csv --output_folder=$OUT/kdU-12
-python benchmarks/compare_students.py --baseline $OUT/base-12 --ensemble $TEACHER $OUT/kd-12 $OUT/kdU-6 $OUT/kdU-12
+mkdir -p "$OUT/logs"
+MINUTES=$(for lang in en de es it fr ru uk; do printf -- '--unlabelled-minutes %s=5 ' $lang; done)
+python -m speechkd.data.corpus build --task numbers --size small --out "$D" --engines espeak --quiet $MINUTES
+TEACHERS="[$(ls -d "$RUN"/teachers/* | paste -sd, -)]"
+DATA=(--data_folder="$D" "--corpus_engines=[espeak]" --corpus_unlabelled_minutes=5 --device="$DEVICE")
+COMMON=("${DATA[@]}" "--dynamic_batching={max_batch_length: 16, num_buckets: 20}" --conv_channels=96 --gru_hidden=128)
+[ -f "$OUT/cache/meta.json" ] || python recipes/distill/cache_teachers.py hparams/distill/cache.yaml \
+    "${DATA[@]}" --teachers="$TEACHERS" --cache_folder="$OUT/cache" --top_k=8 \
+    --cache_splits="{train: $D/train.csv, dev: $D/dev.csv, unlabelled: $D/unlabelled.csv}" > "$OUT/logs/cache.log" 2>&1
+KD=(recipes/distill/train.py hparams/distill/student.yaml --name=student_kd --teachers="$TEACHERS"
+    --cache_folder="$OUT/cache" --top_k=8 --strategy=weighted --alpha=0.2 --temperature=1.0 --teacher_delay=0)
+mkdir -p "$OUT/jobs"
+job() { local name=$1; shift; printf '%q ' "$@" > "$OUT/jobs/$name.sh"; }  # one script per recipe run
+for seed in $SEEDS; do
+    job base_$seed python recipes/ctc/train.py hparams/ctc/student.yaml --name=baseline "${COMMON[@]}" \
+        --number_of_epochs=$EPOCHS --seed=$seed --output_folder=$OUT/base_$seed
+    job base2x_$seed python recipes/ctc/train.py hparams/ctc/student.yaml --name=baseline "${COMMON[@]}" \
+        --number_of_epochs=$((2 * EPOCHS)) --seed=$seed --output_folder=$OUT/base2x_$seed
+    job kd_$seed python "${KD[@]}" "${COMMON[@]}" --number_of_epochs=$EPOCHS --seed=$seed --output_folder=$OUT/kd_$seed
+    job kdU_$seed python "${KD[@]}" "${COMMON[@]}" --number_of_epochs=$EPOCHS --seed=$seed \
+        --unlabelled_csv=$D/unlabelled.csv --output_folder=$OUT/kdU_$seed
+done
+ls "$OUT"/jobs/*.sh | xargs -P "$JOBS" -I{} bash -c 'bash {} > {}.log 2>&1 || echo "failed: {}.log"'
+python - "$OUT" "$RUN" $SEEDS <<'EOF'
+import sys
+from speechkd.report import confidence_intervals
+out, run, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
+files = {kind: [f"{out}/{kind}_{seed}/wer_test.txt" for seed in seeds] for kind in ("base", "base2x", "kd", "kdU")}
+files["ensemble"] = f"{run}/evaluate/wer_test_ensemble_weighted.txt"
+for student, baseline in (("kd", "base"), ("kdU", "base"), ("kdU", "kd"), ("kdU", "base2x")):
+    ci = confidence_intervals(files, baseline, student, "ensemble")
+    gain, gap = ci["gain"], ci["gap_closed"]
+    print(f"{student} ({ci['rates'][student]:.1f} %) against {baseline} ({ci['rates'][baseline]:.1f} %) over seeds {' '.join(seeds)}: "
+          f"gain {gain['value']:.1f} [{gain['low']:.1f}, {gain['high']:.1f}] WER points"
+          + (f", gap closed {gap['value']:.0f} [{gap['low']:.0f}, {gap['high']:.0f}] %" if gap else ""))
+EOF
