@@ -16,7 +16,7 @@ per-seed gains' spread.
 A run folder that already holds a ``wer_test.txt`` is reused (rerunning the
 script only trains what is missing; ``--reuse distill:1234=FOLDER`` names an
 existing one). Unknown options are pipeline overrides that shape the stages
-as in ``speechkd run`` (e.g. ``--corpus_unlabelled_minutes=5``); ``--set
+as in ``speechkd run`` (e.g. ``--corpus_unlabelled_minutes=0``); ``--set
 STAGE.KEY=VALUE`` changes one recipe override (a lever), e.g.
 ``--set distill.alpha=0.2`` or ``--set distill.number_of_epochs=15``.
 

@@ -108,8 +108,9 @@ SIZES = {
     "full": SizeSpec(180.0, 10.0, 10.0, {"train": 45, "dev": 8, "test": 8, "unlabelled": 90}),
 }
 """``speakers["unlabelled"]``: pseudo-speakers of the transfer set, new ones of the train
-split's voices (other rates and pitches), three times as many as train has where they exist:
-a transfer set read by the train speakers teaches the student nothing about other voices."""
+split's voices (other rates and pitches; three times train's at size small, twice at full, as
+many at tiny): a transfer set read by the train speakers teaches the student nothing about
+other voices."""
 
 EXPECTED_SECONDS = {"numbers": 1.9, "sentences": 3.5}
 """Mean utterance duration guessed before anything is synthesized (first round only)."""
@@ -166,6 +167,11 @@ def _espeak_voices(size: str, seed: int, split: str, count: int,
     the unlabelled split draws from train's variants."""
     rng = stable_rng("speakers", size, seed, split)
     variants = SPLIT_VARIANTS["train" if split == "unlabelled" else split]
+    per_variant = -(-count // len(variants))  # variants are taken in turn
+    free = min(len(RATES) * len(PITCHES) - sum(v.variant == variant for v in taken) for variant in variants)
+    if per_variant > free:
+        raise ValueError(f"{count} {split} speakers need {per_variant} rate/pitch pairs of each espeak-ng "
+                         f"variant; {free} are free")
     voices: list[Voice] = []
     while len(voices) < count:
         voice = Voice(variants[len(voices) % len(variants)],
@@ -422,7 +428,8 @@ def _options(task, size, seed, languages, lang_minutes, unlabelled_minutes, doma
         # only when set, so an unaugmented corpus keeps its fingerprint from before augment.py
         **({"augment": augment.describe()} if augment is not None else {}),
         # transfer sets of train's own pseudo-speakers (before) have another fingerprint
-        **({"unlabelled_speakers": spec.speakers["unlabelled"]} if unlabelled_minutes else {}),
+        **({"unlabelled_speakers": spec.speakers["unlabelled"]}
+           if any(minutes > 0 for minutes in unlabelled_minutes.values()) else {}),
     }
 
 

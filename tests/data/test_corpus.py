@@ -157,6 +157,15 @@ def test_unlabelled_has_new_speakers_of_the_train_voices(corpus):
     assert all(r["wrd"] for r in unlabelled)
 
 
+def test_too_many_speakers_for_the_voices_is_an_error_not_a_hang():
+    from speechkd.data.corpus import PITCHES, RATES, _espeak_voices
+
+    pairs = len(RATES) * len(PITCHES)  # pseudo-speakers one espeak-ng variant has
+    assert len(_espeak_voices("small", 0, "dev", 2 * pairs)) == 2 * pairs  # dev: two variants
+    with pytest.raises(ValueError, match=f"need {pairs + 1} rate/pitch pairs"):
+        _espeak_voices("small", 0, "dev", 2 * pairs + 1)
+
+
 def test_transcripts_are_normalized_text(corpus):
     from speechkd.text import alphabet, normalize
 

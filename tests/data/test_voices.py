@@ -72,7 +72,11 @@ def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():
                   for split, voices in speakers.items()}
         persons = {split: {next(r.speaker for r in recorded_voices(lang, engines)
                                 if (r.engine, r.variant) == key) for key in keys}
-                   for split, keys in people.items() if split != "unlabelled"}
+                   for split, keys in people.items()}
+        # the transfer set: train's people and voices, other pseudo-speakers than train's
+        assert persons.pop("unlabelled") <= persons["train"]
+        assert not set(speakers["unlabelled"]) & set(speakers["train"])
+        assert len(speakers["unlabelled"]) == 90
         assert not persons["train"] & persons["dev"] and not persons["train"] & persons["test"]
         assert not persons["dev"] & persons["test"]
         assert all(len(set(voices)) == len(voices) for voices in speakers.values())
