@@ -164,8 +164,7 @@ def pooled_summary(folders, seed_gains, ensemble_file, strategy):
     seeds, gains = list(seed_gains), list(seed_gains.values())
     files = {name: [os.path.join(folders[stage, seed], "wer_test.txt") for seed in seeds]
              for stage, name in STUDENT_STAGES.items()}
-    result = confidence_intervals({**files, ensemble: [ensemble_file] * len(seeds)},
-                                  "baseline", "student_kd", ensemble)
+    result = confidence_intervals({**files, ensemble: ensemble_file}, "baseline", "student_kd", ensemble)
     gain, closed, rates = result["gain"], result["gap_closed"], result["rates"]
     text = (f"- pooled over seeds {', '.join(map(str, seeds))}: baseline {rates['baseline']:.1f}, "
             f"distilled {rates['student_kd']:.1f} % WER; gain "

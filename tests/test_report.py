@@ -84,8 +84,8 @@ def test_seeds_pool_into_one_paired_comparison(tmp_path):
     assert result["rates"]["student_kd"] == pytest.approx(12.5)
     assert result["gain"] == pytest.approx({"value": 25.0, "low": 25.0, "high": 25.0})
     assert result["gap_closed"]["value"] == pytest.approx(100 * 25.0 / 37.5)
-    # the ensemble decoded once beside students pooled over two seeds: its own WER (0 %
-    # here; a rate over the pooled reference length would halve any non-zero one)
+    # a system decoded once beside students pooled over two seeds: its own WER (50 %; a rate
+    # over the pooled reference length, twice its own, read 25)
     once = confidence_intervals({**files, "ensemble": seed_b["baseline"]}, "baseline", "student_kd",
                                 "ensemble", n_resamples=100)
     assert once["rates"]["ensemble"] == pytest.approx(50.0)
