@@ -12,7 +12,8 @@ rerun with unchanged inputs; see :mod:`speechkd.stages`):
     cache             cache the teachers' posteriors (recipes/distill/cache_teachers.py), on the
                       transfer set too when ``corpus_unlabelled_minutes`` > 0
     distill           distil the ensemble into the same student (recipes/distill/train.py),
-                      its KD term also on the transfer set
+                      its KD term also on the transfer set; with ``distill_from_baseline`` the
+                      student starts from the baseline's weights
     evaluate          WER/CER/RTF of every model, the fused ensemble, teacher agreement;
                       WER/CER on real speech (``real_speech_manifest``) when it is there
     export            ONNX fp32/int8 + streaming + TorchScript of the distilled student, parity-checked
@@ -321,11 +322,13 @@ class Pipeline:
         distill_spec = {**self.hparams["distill"], "overrides": {**self.hparams["student"]["overrides"],
                                                         **self.hparams["distill"]["overrides"]}}
         distill_spec.setdefault("threads", self.hparams["student"].get("threads", self.hparams["train_threads"]))
+        # distill_from_baseline: the distilled student continues the baseline's training (same size and tokens)
+        from_baseline = {"init_from": self.folder("baseline")} if self.hparams.get("distill_from_baseline") else {}
         stages.append(self.recipe_stage(
             "distill", "recipes/distill/train.py", distill_spec,
-            {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common,
-             **({} if transfer is None else {"unlabelled_csv": transfer})}, self.folder("distill"), after=("cache",),
-            parallel=True,
+            {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common, **from_baseline,
+             **({} if transfer is None else {"unlabelled_csv": transfer})}, self.folder("distill"),
+            after=("cache", "baseline") if from_baseline else ("cache",), parallel=True,
         ))
         models = ["baseline", "distill", *teacher_stages]
         stages.append(Stage("evaluate", self.folder("evaluate"), self.evaluate,

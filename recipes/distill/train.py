@@ -7,7 +7,9 @@ The objective's terms, the teacher target (fusion strategy, inventory
 mapping, delay) and the student are declared in the YAML. Teachers come from
 the posterior cache (recipes/distill/cache_teachers.py) or, with
 ``--online=True``, run inside the training step. ``--alpha=0`` needs no
-transcripts; ``--unlabelled_csv`` adds audio that only the teachers label.
+transcripts; ``--unlabelled_csv`` adds audio that only the teachers label;
+``--init_from=<model folder>`` starts the student from a trained model of its
+own architecture, size and tokens (the main job's: the baseline).
 
     python recipes/distill/train.py hparams/distill/student.yaml
     python recipes/distill/train.py hparams/distill/student.yaml --strategy=best --temperature=2
@@ -26,10 +28,12 @@ from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cach
 from speechkd.experiment import (
     build_model,
     load_hparams,
+    load_model,
     open_experiment,
     run_device,
     student_inventory,
 )
+from speechkd.models.surgery import init_from
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
@@ -50,6 +54,13 @@ if __name__ == "__main__":
                                   [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]],
                                   os.path.join(hparams["output_folder"], "tokens.txt"))
     model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
+    if hparams.get("init_from"):  # optional key; a resumed run recovers its own checkpoint over these weights
+        source, source_inventory = load_model(hparams["init_from"])
+        if source_inventory.fingerprint != inventory.fingerprint:
+            raise ValueError(f"init_from: {hparams['init_from']} speaks other tokens than this student "
+                             f"({len(source_inventory)} against {len(inventory)}); start from a model "
+                             "trained on the teachers' inventory")
+        init_from(model, source, setting="init_from")
     hparams["checkpointer"].add_recoverable("model", model)
 
     # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach

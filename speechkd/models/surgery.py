@@ -47,8 +47,15 @@ def freeze_for_adaptation(model, adapt_layers):
     return model
 
 
-def init_from(model, source):
+def init_from(model, source, setting="init_from_source"):
     """Copy a same-architecture source model's weights (and normalizer) into ``model`` (Li et al. 2017).
+
+    Parameters
+    ----------
+    model, source : speechkd.models.AcousticModel
+        Same class, sizes and output layer.
+    setting : str
+        The YAML key that asked for it, named in the error.
 
     Raises
     ------
@@ -58,6 +65,7 @@ def init_from(model, source):
     try:
         model.load_state_dict(source.state_dict())
     except RuntimeError as err:
-        raise ValueError("init_from_source needs a student of the source's architecture and "
-                         f"size (use init_from_source: False for a smaller student): {err}") from err
+        raise ValueError(f"{setting} needs a student of the source's architecture and "
+                         f"size (use {setting}: {'False' if setting == 'init_from_source' else 'null'} "
+                         f"for another student): {err}") from err
     return model

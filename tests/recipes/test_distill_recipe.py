@@ -97,3 +97,34 @@ def test_the_non_streaming_student_recipe_distils_a_tdnn(teachers, cache, tiny_c
     assert card["class"] == "speechkd.models.tdnn.TDNNCTC" and card["kwargs"]["channels"] == 32
     with open(os.path.join(folder, "train_log.txt")) as fin:
         assert re.search(r"train ctc: [\d.e+-]+, train kd: [\d.e+-]+", fin.read())
+
+
+def test_init_from_starts_the_student_from_a_trained_model_and_refuses_another_size(
+        teachers, cache, tiny_corpus, tmp_path):
+    """``init_from``: the student begins at the baseline's weights (at lr 0 it ends there too, the
+    feature normalizer included); a baseline of another size is refused, naming the key."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from helpers import REPO
+    from speechkd.experiment import load_model
+
+    baseline = str(tmp_path / "baseline")
+    run_recipe("ctc/train.py", "ctc/student.yaml", name="baseline", **tiny_overrides("student", tiny_corpus, baseline))
+    continued = str(tmp_path / "continued")
+    distill(teachers, cache, tiny_corpus, continued, init_from=baseline, lr=0.0)
+    source, _ = load_model(baseline)
+    student, _ = load_model(continued)
+    for name, value in source.state_dict().items():
+        assert torch.equal(student.state_dict()[name], value), name
+
+    overrides = tiny_overrides("student", tiny_corpus, str(tmp_path / "other_size"))
+    overrides.update(teachers="[" + ",".join(teachers) + "]", cache_folder=cache, init_from=baseline,
+                     gru_hidden=24)
+    args = [sys.executable, "recipes/distill/train.py", "hparams/distill/student.yaml"]
+    args += [f"--{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert "init_from needs a student of the source's architecture and size" in proc.stdout + proc.stderr
