@@ -3,9 +3,10 @@
 Reads a finished (or at least cached) ``speechkd run`` folder: its teachers,
 its posterior cache and its evaluate stage's fused-ensemble ``wer_test``
 file. For each seed it trains the ``baseline`` and ``distill`` stages'
-recipes exactly as the pipeline launches them (same scripts, YAMLs and
-overrides, from :class:`speechkd.pipeline.Pipeline`), with only ``seed`` and
-``output_folder`` changed, one recipe at a time; then prints each student's
+recipes exactly as the pipeline launches them (same scripts, YAMLs,
+overrides and processes, from :class:`speechkd.pipeline.Pipeline`), with only
+``seed`` and ``output_folder`` changed (and, with ``distill_from_baseline``,
+the distilled student starting from that seed's baseline), one recipe at a time; then prints each student's
 test WER with its 95 % bootstrap interval, the gain (baseline minus
 distilled) and the gap closed with their paired-bootstrap intervals
 (:func:`speechkd.report.confidence_intervals`), and each run's wall time
@@ -53,7 +54,7 @@ STUDENT_STAGES = {"baseline": "baseline", "distill": "student_kd"}
 
 
 def stage_runs(pipeline_file, run_folder, pipeline_overrides, settings):
-    """Stage name -> ``(script, hparams file, overrides, threads)`` as the pipeline launches it."""
+    """Stage name -> ``(script, hparams file, overrides, threads, nproc)`` as the pipeline launches it."""
     hparams, _ = load_hparams(pipeline_file, {**parse_overrides(pipeline_overrides), "output_folder": run_folder})
     pipeline = Pipeline(hparams)
     specs = {"baseline": hparams["student"], "distill": hparams["distill"]}
@@ -61,7 +62,8 @@ def stage_runs(pipeline_file, run_folder, pipeline_overrides, settings):
     for stage in pipeline.stages():
         if stage.name in STUDENT_STAGES:
             overrides = {**stage.config["overrides"], **settings.get(stage.name, {})}
-            runs[stage.name] = (stage.config["script"], specs[stage.name]["hparams"], overrides, stage.config["threads"])
+            runs[stage.name] = (stage.config["script"], specs[stage.name]["hparams"], overrides, stage.config["threads"],
+                                stage.config.get("nproc", 1))
     return runs, hparams["strategy"]
 
 
@@ -118,9 +120,15 @@ def main():
             folders[stage, seed] = folder if done or stage in args.stages else None
             if done or stage not in args.stages:
                 continue
-            script, hparams_file, overrides, threads = runs[stage]
+            script, hparams_file, overrides, threads, nproc = runs[stage]
+            overrides = {**overrides, "seed": seed, "output_folder": folder}
+            if "init_from" in overrides:  # distill_from_baseline: this seed's student continues this seed's baseline
+                if folders.get(("baseline", seed)) is None:
+                    raise SystemExit(f"the distilled student of seed {seed} continues its baseline: train it "
+                                     f"(--stages baseline distill) or name it (--reuse baseline:{seed}=FOLDER)")
+                overrides["init_from"] = folders["baseline", seed]
             start = time.time()
-            run_recipe(script, hparams_file, {**overrides, "seed": seed, "output_folder": folder}, threads)
+            run_recipe(script, hparams_file, overrides, threads, nproc)
             walls[stage, seed] = time.time() - start
 
     print("| seed | system | test WER % [95% CI] | epochs | s/epoch | wall s |")

@@ -76,7 +76,7 @@ def test_recorded_people_are_disjoint_across_splits_and_test_gets_one():
         # the transfer set: train's people and voices, other pseudo-speakers than train's
         assert persons.pop("unlabelled") <= persons["train"]
         assert not set(speakers["unlabelled"]) & set(speakers["train"])
-        assert len(speakers["unlabelled"]) == 90
+        assert len(speakers["unlabelled"]) == 270
         assert not persons["train"] & persons["dev"] and not persons["train"] & persons["test"]
         assert not persons["dev"] & persons["test"]
         assert all(len(set(voices)) == len(voices) for voices in speakers.values())

@@ -192,8 +192,8 @@ def test_a_guided_teacher_trains_on_the_guide_s_cached_posteriors_end_to_end(tin
 
 
 def test_the_main_job_trains_every_model_on_the_same_duration_bucketed_batches():
-    """Teachers, baseline and distilled student all get the pipeline's `dynamic_batching`, and the
-    two students differ only in what distillation adds (same epochs, same batches)."""
+    """Teachers, baseline and distilled student all get the pipeline's `dynamic_batching`; the
+    distilled student continues the baseline (same model, its weights), on two processes."""
     from speechkd.experiment import load_hparams
     from speechkd.pipeline import Pipeline
 
@@ -206,10 +206,16 @@ def test_the_main_job_trains_every_model_on_the_same_duration_bucketed_batches()
     for name in training:
         assert stages[name].config["overrides"]["dynamic_batching"] == batching, name
     baseline, distill = stages["baseline"].config["overrides"], stages["distill"].config["overrides"]
-    assert baseline["number_of_epochs"] == distill["number_of_epochs"]
-    # the cache and the distilled student run in their own processes as soon as the teachers are done
-    assert stages["cache"].parallel and stages["distill"].parallel
-    assert set(stages["distill"].after) == {"cache"}
+    assert {key: baseline[key] for key in ("conv_channels", "gru_hidden")} == \
+        {key: distill[key] for key in ("conv_channels", "gru_hidden")}
+    assert distill["init_from"] == os.path.join(hparams["output_folder"], "baseline")
+    assert set(stages["distill"].after) == {"cache", "baseline"}
+    # the cache and the distilled student take both cores, as two processes, once the teachers are done
+    for name in ("cache", "distill"):
+        assert stages[name].config["nproc"] == 2 and not stages[name].parallel, name
+    unchained, _ = load_hparams("hparams/pipelines/quickstart.yaml", {"distill_from_baseline": False})
+    distill = {stage.name: stage for stage in Pipeline(unchained).stages()}["distill"]
+    assert "init_from" not in distill.config["overrides"] and set(distill.after) == {"cache"}
 
 
 def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
