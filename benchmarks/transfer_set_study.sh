@@ -2,7 +2,9 @@
 # The transfer-set lever (issue 12) on a main-job run's teachers: per seed, the student trained
 # alone (EPOCHS, and as many steps as the transfer-set student takes: `baseM`) and distilled
 # without and with UNLABELLED minutes per language of new voices (EPOCHS each), with the main
-# job's student and KD settings; then each system's test WER pooled over the seeds.
+# job's student and KD settings of its 30-minute version (the distilled student from random
+# weights, one process; the 15-minute main job continues the baseline on two: RESULTS.md, "Issue
+# 12: the main job in 15 minutes"); then each system's test WER pooled over the seeds.
 #   bash benchmarks/transfer_set_study.sh RUN_FOLDER [OUT]
 #   SEEDS="1234 2024" EPOCHS=25 UNLABELLED=15 JOBS=2 DEVICE=cpu  (environment; the defaults shown)
 # RUN_FOLDER: a `speechkd run hparams/pipelines/quickstart.yaml` output (results/quickstart/1234):

@@ -107,8 +107,8 @@ def test_init_from_starts_the_student_from_a_trained_model_and_refuses_another_s
     import sys
 
     import torch
-
     from helpers import REPO
+
     from speechkd.experiment import load_model
 
     baseline = str(tmp_path / "baseline")
