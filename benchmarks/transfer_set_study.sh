@@ -4,7 +4,9 @@
 # without and with UNLABELLED minutes per language of new voices (EPOCHS each), with the main
 # job's student and KD settings of its 30-minute version (the distilled student from random
 # weights, one process; the 15-minute main job continues the baseline on two: RESULTS.md, "Issue
-# 12: the main job in 15 minutes"); then each system's test WER pooled over the seeds.
+# 12: the main job in 15 minutes"); then each system's test WER pooled over the seeds. It builds
+# its transfer set with the current corpus builder: 72 speakers per language at size small since
+# 2026-11-30 night (24 in the RESULTS sections before it).
 #   bash benchmarks/transfer_set_study.sh RUN_FOLDER [OUT]
 #   SEEDS="1234 2024" EPOCHS=25 UNLABELLED=15 JOBS=2 DEVICE=cpu  (environment; the defaults shown)
 # RUN_FOLDER: a `speechkd run hparams/pipelines/quickstart.yaml` output (results/quickstart/1234):

@@ -292,11 +292,12 @@ class Pipeline:
         stages = [self.corpus_stage()]
         guide_stages, teacher_script, teacher_overrides, teacher_after = self.teacher_guide_stages()
         baseline_guides = self.hparams.get("teacher_guide") == "baseline"
-        # Unless it guides the teachers, only the evaluation reads the baseline: it trains at low
-        # priority from the start, on the CPU time the stages towards the distilled student leave idle
+        # Unless it guides the teachers or starts the distilled student, only the evaluation reads the
+        # baseline: it trains at low priority from the start, on the CPU time the stages towards the
+        # distilled student leave idle
         baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                      self.folder("baseline"), after=("corpus",), parallel=True,
-                                     background=not baseline_guides)
+                                     background=not baseline_guides and not self.hparams.get("distill_from_baseline"))
         if baseline_guides:  # it goes first
             stages.append(baseline)
         stages += guide_stages

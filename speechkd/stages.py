@@ -66,7 +66,7 @@ class Stage:
         stages it reads are done (see ``launch`` in :func:`run_stages`).
     background : bool
         A parallel stage that no later stage is waiting on in a hurry (the
-        baseline student, which only the evaluation reads): it starts as
+        baseline student, when only the evaluation reads it): it starts as
         soon as it can, beside the ``workers`` others and not counted among
         them, at the lowest CPU priority (``nice`` 19), so that it takes the
         CPU time they leave idle and slows none of them. Its recorded wall
@@ -150,7 +150,7 @@ def run_stages(stages, start=None, stop=None, force=(), echo=print, launch=None,
         was just redone), which the process must be told (``--force``). With ``workers`` > 1,
         every ``parallel`` stage runs this way, up to ``workers`` at a time,
         as soon as the stages it reads are done: a stage does not wait for
-        unrelated ones (the distilled student trains beside the baseline once
+        unrelated ones (a distilled student from random weights trains beside the baseline once
         the teachers are cached). ``background`` stages run this way too,
         beside those and not counted in ``workers`` (``launch`` runs them at
         low priority). The other stages run in this process, when no

@@ -54,13 +54,13 @@ if __name__ == "__main__":
                                   [hparams["train_csv"], hparams["valid_csv"], *hparams["test_csvs"]],
                                   os.path.join(hparams["output_folder"], "tokens.txt"))
     model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
-    if hparams.get("init_from"):  # optional key; a resumed run recovers its own checkpoint over these weights
+    if hparams.get("init_from") and hparams["checkpointer"].find_checkpoint() is None:  # a resumed run has its own
         source, source_inventory = load_model(hparams["init_from"])
         if source_inventory.fingerprint != inventory.fingerprint:
             raise ValueError(f"init_from: {hparams['init_from']} speaks other tokens than this student "
                              f"({len(source_inventory)} against {len(inventory)}); start from a model "
-                             "trained on the teachers' inventory")
-        init_from(model, source, setting="init_from")
+                             "trained on this student's inventory (student_tokens)")
+        init_from(model, source, setting="init_from", off="null")
     hparams["checkpointer"].add_recoverable("model", model)
 
     # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach

@@ -47,15 +47,15 @@ def freeze_for_adaptation(model, adapt_layers):
     return model
 
 
-def init_from(model, source, setting="init_from_source"):
+def init_from(model, source, setting="init_from_source", off="False"):
     """Copy a same-architecture source model's weights (and normalizer) into ``model`` (Li et al. 2017).
 
     Parameters
     ----------
     model, source : speechkd.models.AcousticModel
         Same class, sizes and output layer.
-    setting : str
-        The YAML key that asked for it, named in the error.
+    setting, off : str
+        The YAML key that asked for it and its value that turns it off, named in the error.
 
     Raises
     ------
@@ -66,6 +66,6 @@ def init_from(model, source, setting="init_from_source"):
         model.load_state_dict(source.state_dict())
     except RuntimeError as err:
         raise ValueError(f"{setting} needs a student of the source's architecture and "
-                         f"size (use {setting}: {'False' if setting == 'init_from_source' else 'null'} "
+                         f"size (use {setting}: {off} "
                          f"for another student): {err}") from err
     return model

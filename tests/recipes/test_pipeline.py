@@ -244,7 +244,9 @@ def test_guided_teachers_wait_for_the_baseline_and_learn_its_timing():
     stages = {stage.name: stage for stage in Pipeline(unguided).stages()}
     assert "guide_cache" not in stages
     assert stages["teacher_tdnn"].after == ("corpus",) and stages["teacher_tdnn"].config["script"] == "recipes/ctc/train.py"
-    assert stages["baseline"].background  # only the evaluation reads it
+    assert not stages["baseline"].background  # the distilled student starts from it (distill_from_baseline)
+    unguided["distill_from_baseline"] = False
+    assert {stage.name: stage for stage in Pipeline(unguided).stages()}["baseline"].background  # only the evaluation reads it
     with pytest.raises(ValueError, match="teacher 'tdnn': hparams/distill/guided/tdnn.yaml does not fit teacher_guide: null"):
         Pipeline(load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": None})[0]).stages()
     with pytest.raises(ValueError, match="teacher_guide must be null, 'baseline' .* or 'student'"):
@@ -257,7 +259,10 @@ def test_a_short_student_run_guides_the_teachers_while_the_baseline_trains_besid
     from speechkd.experiment import load_hparams
     from speechkd.pipeline import Pipeline
 
-    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "student", "guide_epochs": 3})
+    chained, _ = load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "student", "guide_epochs": 3})
+    assert not {stage.name: stage for stage in Pipeline(chained).stages()}["baseline"].background  # distill starts from it
+    hparams, _ = load_hparams("hparams/pipelines/quickstart.yaml", {"teacher_guide": "student", "guide_epochs": 3,
+                                                                    "distill_from_baseline": False})
     stages = {stage.name: stage for stage in Pipeline(hparams).stages()}
     guide, cache, baseline = stages["guide"], stages["guide_cache"], stages["baseline"]
     assert guide.after == ("corpus",) and guide.parallel and guide.config["script"] == "recipes/ctc/train.py"
