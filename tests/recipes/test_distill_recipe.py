@@ -128,3 +128,34 @@ def test_init_from_starts_the_student_from_a_trained_model_and_refuses_another_s
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     assert "init_from needs a student of the source's architecture and size" in proc.stdout + proc.stderr
+
+
+def test_init_from_a_model_of_other_tokens_is_refused_naming_both_sizes(teachers, cache, tiny_corpus, tmp_path):
+    """A source model that speaks another inventory (here English letters only) is refused before
+    any training, naming the folder and both inventory sizes."""
+    import functools
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    from speechkd.checkpoints import Checkpointer
+    from speechkd.experiment import TOKENS_FILE, build_model
+    from speechkd.models import StreamingStudent
+    from speechkd.text import TokenInventory
+
+    source = str(tmp_path / "english_only")
+    inventory = TokenInventory.from_languages(["en"])
+    model = build_model(functools.partial(StreamingStudent, conv_channels=16, gru_hidden=16), inventory, source)
+    inventory.save(os.path.join(source, TOKENS_FILE))
+    Checkpointer(os.path.join(source, "save"), recoverables={"model": model}).save_checkpoint(meta={"WER": 50.0})
+
+    overrides = tiny_overrides("student", tiny_corpus, str(tmp_path / "student"))
+    overrides.update(teachers="[" + ",".join(teachers) + "]", cache_folder=cache, init_from=source)
+    args = [sys.executable, "recipes/distill/train.py", "hparams/distill/student.yaml"]
+    args += [f"--{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert re.search(rf"init_from: {re.escape(source)} speaks other tokens than this student \({len(inventory)} "
+                     r"against \d+\)", proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-2000:]
+    assert not os.path.exists(os.path.join(str(tmp_path / "student"), "train_log.txt"))
