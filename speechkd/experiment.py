@@ -24,7 +24,7 @@ import speechbrain as sb
 
 from speechkd.checkpoints import Checkpointer
 from speechkd.data.manifest import read_manifest
-from speechkd.models.surgery import extend_output_layer
+from speechkd.models.surgery import extend_output_layer, init_from
 from speechkd.stages import folder_lock
 from speechkd.text import UNK, TokenInventory
 
@@ -338,6 +338,33 @@ def load_model(folder, device="cpu", min_key="WER"):
                          f"{str(err).splitlines()[0] if str(err) else 'corrupt file'}); "
                          "restore the file or retrain the model") from None
     return model.to(device).eval(), inventory
+
+
+def init_from_folder(model, inventory, folder, setting="init_from"):
+    """Start ``model`` from the weights of the trained model in ``folder`` (best checkpoint).
+
+    Parameters
+    ----------
+    model : speechkd.models.AcousticModel
+        Freshly built, of the source's architecture and size.
+    inventory : speechkd.text.TokenInventory
+        ``model``'s tokens; the source must speak the same.
+    folder : str
+        Experiment folder of the source model.
+    setting : str
+        The YAML key that asked for it, named in the errors.
+
+    Raises
+    ------
+    ValueError
+        When the source speaks other tokens, or differs in architecture or size.
+    """
+    source, source_inventory = load_model(folder)
+    if source_inventory.fingerprint != inventory.fingerprint:
+        raise ValueError(f"{setting}: {folder} speaks other tokens than this student "
+                         f"({len(source_inventory)} against {len(inventory)}); start from a model "
+                         "trained on this student's inventory (student_tokens)")
+    return init_from(model, source, setting=setting, off="null")
 
 
 def adapted_model(teacher_folder, target_texts):

@@ -292,12 +292,14 @@ class Pipeline:
         stages = [self.corpus_stage()]
         guide_stages, teacher_script, teacher_overrides, teacher_after = self.teacher_guide_stages()
         baseline_guides = self.hparams.get("teacher_guide") == "baseline"
+        # distill_from_baseline: the distilled student continues the baseline's training (same size and tokens)
+        baseline_starts_student = bool(self.hparams.get("distill_from_baseline"))
         # Unless it guides the teachers or starts the distilled student, only the evaluation reads the
         # baseline: it trains at low priority from the start, on the CPU time the stages towards the
         # distilled student leave idle
         baseline = self.recipe_stage("baseline", "recipes/ctc/train.py", self.hparams["student"], {"name": "baseline"},
                                      self.folder("baseline"), after=("corpus",), parallel=True,
-                                     background=not baseline_guides and not self.hparams.get("distill_from_baseline"))
+                                     background=not baseline_guides and not baseline_starts_student)
         if baseline_guides:  # it goes first
             stages.append(baseline)
         stages += guide_stages
@@ -323,8 +325,7 @@ class Pipeline:
         distill_spec = {**self.hparams["distill"], "overrides": {**self.hparams["student"]["overrides"],
                                                         **self.hparams["distill"]["overrides"]}}
         distill_spec.setdefault("threads", self.hparams["student"].get("threads", self.hparams["train_threads"]))
-        # distill_from_baseline: the distilled student continues the baseline's training (same size and tokens)
-        from_baseline = {"init_from": self.folder("baseline")} if self.hparams.get("distill_from_baseline") else {}
+        from_baseline = {"init_from": self.folder("baseline")} if baseline_starts_student else {}
         stages.append(self.recipe_stage(
             "distill", "recipes/distill/train.py", distill_spec,
             {"name": "student_kd", "strategy": self.hparams["strategy"], **kd_common, **from_baseline,

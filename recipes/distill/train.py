@@ -27,13 +27,12 @@ from speechkd.data.subsets import concat_manifests
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
 from speechkd.experiment import (
     build_model,
+    init_from_folder,
     load_hparams,
-    load_model,
     open_experiment,
     run_device,
     student_inventory,
 )
-from speechkd.models.surgery import init_from
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
@@ -55,12 +54,7 @@ if __name__ == "__main__":
                                   os.path.join(hparams["output_folder"], "tokens.txt"))
     model = build_model(hparams["model"], inventory, hparams["output_folder"], hparams["name"])
     if hparams.get("init_from") and hparams["checkpointer"].find_checkpoint() is None:  # a resumed run has its own
-        source, source_inventory = load_model(hparams["init_from"])
-        if source_inventory.fingerprint != inventory.fingerprint:
-            raise ValueError(f"init_from: {hparams['init_from']} speaks other tokens than this student "
-                             f"({len(source_inventory)} against {len(inventory)}); start from a model "
-                             "trained on this student's inventory (student_tokens)")
-        init_from(model, source, setting="init_from", off="null")
+        init_from_folder(model, inventory, hparams["init_from"])
     hparams["checkpointer"].add_recoverable("model", model)
 
     # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach
