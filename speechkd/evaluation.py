@@ -266,15 +266,31 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
     -------
     speechkd.metrics.ErrorRates
     """
+    error_rates = ErrorRates()
+    for batch, hyps in fused_transcripts(teachers, inventory, dataset, strategy, strategy_options, dev_wer,
+                                         batch_size, decode):
+        error_rates.append(batch.id, batch.wrd, hyps, langs=batch.lang, domains=batch.domain)
+    return error_rates
+
+
+def fused_transcripts(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
+                      batch_size=16, decode=None):
+    """The ensemble's fused posteriors (``strategy`` at τ = 1) decoded, batch by batch.
+
+    Parameters are those of :func:`fused_error_rates` (``dataset`` needs no ``wrd``).
+
+    Yields
+    ------
+    batch : speechbrain.dataio.batch.PaddedBatch
+    hyps : list of str
+        One transcript per utterance of ``batch``.
+    """
     decode = decode or make_decoder(inventory)
     target = TeacherTarget(teachers, inventory.symbols, max(teachers.frame_shifts_ms), strategy=strategy,
                            strategy_options=strategy_options, dev_wer=dev_wer)
-    error_rates = ErrorRates()
     for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
         log_probs, frames = target.fused_log_probs(teachers.teacher_batch(batch))
-        error_rates.append(batch.id, batch.wrd, decode(log_probs, frames),
-                           langs=batch.lang, domains=batch.domain)
-    return error_rates
+        yield batch, decode(log_probs, frames)
 
 
 def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,

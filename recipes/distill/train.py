@@ -8,6 +8,8 @@ mapping, delay) and the student are declared in the YAML. Teachers come from
 the posterior cache (recipes/distill/cache_teachers.py) or, with
 ``--online=True``, run inside the training step. ``--alpha=0`` needs no
 transcripts; ``--unlabelled_csv`` adds audio that only the teachers label;
+``--unlabelled_transcripts=lexicon`` (or ``greedy``) also gives that audio the
+teachers' own transcripts as labels (sequence-level KD), where two decodings agree;
 ``--init_from=<model folder>`` starts the student from a trained model of its
 own architecture, size and tokens (the main job's: the baseline).
 
@@ -25,6 +27,7 @@ from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import concat_manifests
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
+from speechkd.distill.transcripts import pseudo_label_from_teachers
 from speechkd.experiment import (
     build_model,
     init_from_folder,
@@ -57,12 +60,21 @@ if __name__ == "__main__":
         init_from_folder(model, inventory, hparams["init_from"])
     hparams["checkpointer"].add_recoverable("model", model)
 
-    # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach
+    # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach,
+    # or also their transcripts (pseudo-labels: the teachers' fused posteriors decoded once)
     train_csv, labelled_ids = hparams["train_csv"], None
     if hparams.get("unlabelled_csv"):  # optional: a YAML without it trains on train_csv alone
-        labelled_ids = [row["ID"] for row in read_manifest(train_csv)]
-        train_csv = concat_manifests([train_csv, hparams["unlabelled_csv"]],
-                                     os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))
+        parts = [train_csv, hparams["unlabelled_csv"]]
+        if hparams["unlabelled_transcripts"]:
+            folder = os.path.join(hparams["output_folder"], "pseudo_labels")
+            sb.utils.distributed.run_on_main(pseudo_label_from_teachers, args=[
+                teachers, inventory, hparams["unlabelled_csv"], hparams["data_folder"], folder],
+                kwargs={"decoding": hparams["unlabelled_transcripts"], "lexicon_csv": train_csv,
+                        "strategy": hparams["strategy"], "strategy_options": hparams["strategy_options"],
+                        "max_disagreement": hparams["max_disagreement"]})
+            parts = [train_csv, *(os.path.join(folder, name) for name in ("pseudo_labelled.csv", "still_unlabelled.csv"))]
+        labelled_ids = [row["ID"] for part in parts[:-1] for row in read_manifest(part)]
+        train_csv = concat_manifests(parts, os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))
     train_set = make_dataset(train_csv, hparams["data_folder"], inventory, labelled_ids=labelled_ids,
                              need_text=hparams["objective"].needs_transcripts, sort=hparams["sorting"])
     valid_set = make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)

@@ -127,11 +127,11 @@ class DistillBrain(sb.Brain):
         return values["loss"]
 
     def log_terms(self, values):
-        """Accumulate each active term's value (and its statistics) for the epoch's train stats."""
-        if len(self.objective.active()) < 2:
+        """Accumulate each term's value (and its statistics) for the epoch's train stats."""
+        if len(self.objective.terms) < 2:
             return
         for key, value in values.items():
-            if key != "loss" and self.objective.weights.get(key) != 0:  # a weight-0 term is not computed
+            if key != "loss":
                 self.term_sums[key][0] += float(value.detach() if torch.is_tensor(value) else value)
                 self.term_sums[key][1] += 1
 

@@ -14,7 +14,6 @@ from speechkd.distill.objectives import (
     ObjectiveBatch,
     ObjectiveTerm,
     PosteriorKL,
-    TeacherTranscriptCTC,
 )
 from speechkd.distill.target import TeacherTarget
 from speechkd.distill.teachers import SpeechkdTeacher, Teacher, TeacherEnsemble
@@ -32,7 +31,6 @@ __all__ = [
     "Teacher",
     "TeacherEnsemble",
     "TeacherTarget",
-    "TeacherTranscriptCTC",
     "combine",
     "fingerprint_module",
     "make_meta",

@@ -188,89 +188,14 @@ class CTCTerm(ObjectiveTerm):
         self.blank_index = blank_index
 
     def forward(self, batch: ObjectiveBatch) -> torch.Tensor:
-        return mean_ctc(batch.log_probs, batch.frames, batch.tokens, batch.token_lens, batch.labelled,
-                        self.blank_index)
-
-
-def mean_ctc(log_probs: torch.Tensor, frames: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor,
-             rows: torch.Tensor, blank: int) -> torch.Tensor:
-    """Mean over the selected rows of CTC_u / |y_u| (``F.ctc_loss``'s ``mean``, ``zero_infinity``).
-
-    Parameters
-    ----------
-    log_probs : torch.Tensor
-        ``(batch, time, V)`` student log-probabilities.
-    frames : torch.Tensor
-        ``(batch,)`` valid frames.
-    tokens, token_lens : torch.Tensor
-        ``(batch, label_len)`` token ids and ``(batch,)`` their absolute lengths.
-    rows : torch.Tensor
-        ``(batch,)`` bool: the utterances counted.
-    blank : int
-
-    Returns
-    -------
-    torch.Tensor
-        Scalar; zero (with no gradient) when no row is selected.
-    """
-    if not bool(rows.any()):
-        return log_probs.new_zeros(())
-    if bool(rows.all()):
-        rows = slice(None)
-    return F.ctc_loss(log_probs[rows].transpose(0, 1), tokens[rows], frames[rows], token_lens[rows],
-                      blank=blank, reduction="mean", zero_infinity=True)
-
-
-class TeacherTranscriptCTC(ObjectiveTerm):
-    """Sequence-level distillation: CTC on the teachers' own transcript (Kim & Rush 2016).
-
-    The transcript is the best path of the fused teacher target at τ = 1 (the
-    tokens the ensemble would decode greedily: argmax per frame, repeats
-    merged, blanks dropped), so it costs nothing beyond the target the KL term
-    builds anyway. Where the frame-level KL pulls every frame towards the
-    teachers' distribution, this term asks only for their word sequence, with
-    any alignment: the student learns the transcript of audio nobody labelled
-    (the transfer set) the way it learns a labelled one.
-
-    Parameters
-    ----------
-    rows : {"unlabelled", "all"}
-        ``unlabelled``: only the utterances without a usable transcript (the
-        labelled ones have the CTC term on their true transcript); ``all``:
-        every utterance (e.g. when no transcript is used at all).
-    blank_index : int
-        The student's blank.
-
-    ``stats`` holds ``teacher_transcript_tokens``: the mean length of the
-    transcripts learnt from (an empty one says the teachers heard nothing).
-    """
-
-    needs_teacher = True
-    ROWS = ("unlabelled", "all")
-
-    def __init__(self, rows: str = "unlabelled", blank_index: int = 0):
-        super().__init__()
-        if rows not in self.ROWS:
-            raise ValueError(f"rows must be one of {self.ROWS}, got {rows!r}")
-        self.rows = rows
-        self.blank_index = blank_index
-        self.stats = {}
-
-    def forward(self, batch: ObjectiveBatch) -> torch.Tensor:
-        rows = ~batch.labelled if self.rows == "unlabelled" else torch.ones_like(batch.labelled)
-        self.stats = {}
+        rows = batch.labelled
         if not bool(rows.any()):
             return batch.log_probs.new_zeros(())
-        best = batch.teacher_target(1.0)[..., :-1].argmax(dim=-1)  # (batch, time): the OOV column is no token
-        best = best.masked_fill(~batch.valid, self.blank_index)
-        previous = F.pad(best, (1, 0), value=self.blank_index)[:, :-1]
-        keep = (best != self.blank_index) & (best != previous)  # (batch, time)
-        token_lens = keep.sum(dim=1)
-        # left-justify each row's kept tokens: a stable sort puts the kept positions first, in order
-        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-        tokens = torch.gather(best, 1, order)[:, : max(int(token_lens.max()), 1)]
-        self.stats["teacher_transcript_tokens"] = float(token_lens[rows].float().mean())
-        return mean_ctc(batch.log_probs, batch.frames, tokens, token_lens, rows, self.blank_index)
+        if bool(rows.all()):
+            rows = slice(None)
+        return F.ctc_loss(batch.log_probs[rows].transpose(0, 1), batch.tokens[rows], batch.frames[rows],
+                          batch.token_lens[rows], blank=self.blank_index, reduction="mean",
+                          zero_infinity=True)
 
 
 class PosteriorKL(ObjectiveTerm):

@@ -292,3 +292,96 @@ def filter_pseudo_labels(rows, transcripts, min_confidence=0.0, second_opinion=N
         else:
             kept.append({**row, "wrd": text})
     return kept, dropped
+
+
+TEACHER_DECODINGS = ("greedy", "lexicon")
+"""How :func:`pseudo_label_from_teachers` decodes the fused teachers."""
+
+
+def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder, output_folder, decoding="lexicon",
+                               lexicon_csv=None, strategy="weighted", strategy_options=None, max_disagreement=50.0,
+                               batch_size=16):
+    """The frame-level teachers' own transcripts of unlabelled audio, as its pseudo-labels.
+
+    Sequence-level distillation (Kim & Rush 2016) beside the frame-level KL:
+    the fused teacher posteriors at τ = 1 (the KD target's, read from the
+    posterior cache: no teacher runs) are decoded once, ``greedy`` (best
+    path) or ``lexicon`` (over the words and word bigram of ``lexicon_csv``,
+    :class:`~speechkd.decoding.LexiconDecoder`), and a decoded transcript
+    becomes the utterance's ``wrd``, which the CTC term then learns. With
+    ``lexicon`` the greedy transcript is a second opinion
+    (:func:`filter_pseudo_labels`): a row whose two transcripts differ by more
+    than ``max_disagreement`` % WER keeps no label, as does an empty
+    transcript. A spoken word the lexicon lacks is forced onto its words
+    (a German or Italian compound number the training transcripts never
+    spelled), and the greedy path, which spells it, then disagrees. Rows
+    without a label stay unlabelled: the KL term alone learns from them.
+
+    Parameters
+    ----------
+    teachers : PosteriorCache or TeacherEnsemble
+        Holding (or hearing) every row of ``unlabelled_csv``.
+    inventory : speechkd.text.TokenInventory
+        The inventory the fused posteriors are decoded in (the student's).
+    unlabelled_csv : str
+        Manifest of the unlabelled audio (its ``wrd``, if any, is never read).
+    data_folder : str
+        Replaces ``$data_root``.
+    output_folder : str
+        Gets ``pseudo_labelled.csv`` (the rows kept, ``wrd`` = their pseudo-label),
+        ``still_unlabelled.csv`` (the others) and ``pseudo_labels.json`` (the counts).
+    decoding : {"greedy", "lexicon"}
+    lexicon_csv : str, optional
+        Manifest whose transcripts give the lexicon's words and bigram (``lexicon`` only).
+    strategy, strategy_options
+        The ensemble strategy (:class:`~speechkd.distill.target.TeacherTarget`).
+    max_disagreement : float
+        Largest WER (percent) between the lexicon and greedy transcripts of a kept row.
+    batch_size : int
+
+    Returns
+    -------
+    labelled_csv, unlabelled_csv : str
+        The two manifests written.
+    """
+    from speechkd.data.manifest import read_manifest, write_manifest
+    from speechkd.data.pipelines import make_dataset
+    from speechkd.evaluation import fused_transcripts, make_decoder
+
+    if decoding not in TEACHER_DECODINGS:
+        raise ValueError(f"decoding must be one of {TEACHER_DECODINGS}, got {decoding!r}")
+    if decoding == "lexicon" and not lexicon_csv:
+        raise ValueError("lexicon decoding of the teachers needs lexicon_csv (a manifest whose transcripts "
+                         "give the words), e.g. the labelled train_csv")
+    rows = read_manifest(unlabelled_csv, allow_empty_wrd=True)
+    dataset = make_dataset(unlabelled_csv, data_folder, need_text=False, sort="none")
+    decoders = {"greedy": make_decoder(inventory)}
+    if decoding == "lexicon":
+        decoders["lexicon"] = make_decoder(inventory, lexicon_csv)
+
+    def decode(log_probs, frames):  # every decoder on one reading of the cache
+        return list(zip(*(decoder(log_probs, frames) for decoder in decoders.values())))
+
+    transcripts = {name: {} for name in decoders}
+    for batch, hyps in fused_transcripts(teachers, inventory, dataset, strategy, strategy_options,
+                                         batch_size=batch_size, decode=decode):
+        for utt, texts in zip(batch.id, hyps):
+            for name, text in zip(decoders, texts):
+                transcripts[name][utt] = Transcript(text, 1.0)
+    usable = [row for row in rows if row["ID"] in transcripts["greedy"]]  # make_dataset skipped bad audio
+    kept, dropped = filter_pseudo_labels(usable, transcripts[decoding],
+                                         second_opinion=transcripts["greedy"] if decoding == "lexicon" else None,
+                                         max_disagreement=max_disagreement)
+    dropped["unusable audio"] = len(rows) - len(usable)
+    kept_ids = {row["ID"] for row in kept}
+    os.makedirs(output_folder, exist_ok=True)
+    labelled_csv = os.path.join(output_folder, "pseudo_labelled.csv")
+    still_unlabelled_csv = os.path.join(output_folder, "still_unlabelled.csv")
+    write_manifest(labelled_csv, kept)
+    write_manifest(still_unlabelled_csv, [row for row in usable if row["ID"] not in kept_ids])
+    summary = {"decoding": decoding, "offered": len(rows), "pseudo_labelled": len(kept), "dropped": dropped}
+    with open(os.path.join(output_folder, "pseudo_labels.json"), "w", encoding="utf-8") as fout:
+        json.dump(summary, fout, indent=1)
+    logger.info("%s: %d of %d utterances pseudo-labelled with the teachers' %s transcripts (dropped: %s)",
+                unlabelled_csv, len(kept), len(rows), decoding, dropped)
+    return labelled_csv, still_unlabelled_csv

@@ -14,7 +14,6 @@ from speechkd.distill.objectives import (
     ObjectiveBatch,
     ObjectiveTerm,
     PosteriorKL,
-    TeacherTranscriptCTC,
 )
 from speechkd.distill.target import TeacherTarget
 
@@ -501,48 +500,6 @@ def test_ctc_term_on_labelled_rows_is_ctc_mean_over_those_rows():
     assert term(ObjectiveBatch(log_probs, lens, tokens, token_lens)).item() == pytest.approx(full.item(), abs=1e-12)
     none = term(ObjectiveBatch(log_probs, lens, tokens, token_lens, torch.zeros(4, dtype=torch.bool)))
     assert none.item() == 0.0
-
-
-def test_teacher_transcript_ctc_is_ctc_on_the_fused_teachers_best_path_of_unlabelled_rows():
-    # two teachers (weights 0.9 / 0.1) whose fused best paths are written by hand; the second
-    # teacher disagrees everywhere, so a term that read one teacher alone would learn other tokens
-    paths = [[2, 2, 0, 3, 3, 0, 0, 4, 0], [5, 0, 5, 5, 0, 6, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0]]
-    frames = torch.tensor([9, 9, 6])  # row 2: six valid frames, all blank
-    paths[2][6:] = [7, 8, 9]  # tokens past the last valid frame are padding: never learnt
-    first = torch.full((3, 9, V), -8.0, dtype=torch.float64)
-    second = torch.full((3, 9, V), -8.0, dtype=torch.float64)
-    for b, path in enumerate(paths):
-        for t, token in enumerate(path):
-            first[b, t, token] = 0.0
-            second[b, t, (token + 1) % V] = 0.0
-    first, second = first.log_softmax(-1), second.log_softmax(-1)
-    target = make_target(teacher_symbols=(SYMBOLS, SYMBOLS), shifts=(20, 20), strategy="weighted",
-                         strategy_options={"weights": [0.9, 0.1]})
-    teacher = exact_teacher_batch([first, second], torch.stack([frames, frames], 1), k=0)
-    g = torch.Generator().manual_seed(3)
-    log_probs = torch.log_softmax(torch.randn(3, 9, V, generator=g, dtype=torch.float64), -1)
-    lens = frames / 9
-    labelled = torch.tensor([True, False, False])
-    true_tokens, true_lens = torch.tensor([[9, 9, 9]]).expand(3, 3), torch.tensor([3, 3, 3])
-    term = TeacherTranscriptCTC()
-    got = term(ObjectiveBatch(log_probs, lens, true_tokens, true_lens, labelled, teacher, target))
-    # unlabelled rows only: row 1's path "5 _ 5 5 _ 6" reads "5 5 6", silent row 2 reads nothing
-    expected = F.ctc_loss(log_probs[1:].transpose(0, 1), torch.tensor([[5, 5, 6], [0, 0, 0]]), frames[1:],
-                          torch.tensor([3, 0]), reduction="mean", zero_infinity=True)
-    assert got.item() == pytest.approx(expected.item(), abs=1e-10)
-    assert term.stats["teacher_transcript_tokens"] == pytest.approx(1.5)
-    # rows: all adds row 0's path "2 2 _ 3 3 _ _ 4" = "2 3 4", whatever its true transcript
-    everywhere = TeacherTranscriptCTC(rows="all")(ObjectiveBatch(log_probs, lens, true_tokens, true_lens,
-                                                               labelled, teacher, target))
-    expected = F.ctc_loss(log_probs.transpose(0, 1), torch.tensor([[2, 3, 4], [5, 5, 6], [0, 0, 0]]), frames,
-                          torch.tensor([3, 3, 0]), reduction="mean", zero_infinity=True)
-    assert everywhere.item() == pytest.approx(expected.item(), abs=1e-10)
-    # a batch of labelled rows only: nothing to learn, no gradient
-    none = term(ObjectiveBatch(log_probs, lens, true_tokens, true_lens, torch.ones(3, dtype=torch.bool),
-                               teacher, target))
-    assert none.item() == 0.0 and not none.requires_grad
-    with pytest.raises(ValueError, match="rows must be one of"):
-        TeacherTranscriptCTC(rows="labelled")
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])

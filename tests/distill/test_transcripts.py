@@ -125,3 +125,66 @@ def test_whisper_fingerprint_covers_tokenizer_and_vocabulary(tmp_path, monkeypat
         (tmp_path / name).write_text("v2")
         prints.append(WhisperTeacher(str(tmp_path)).fingerprint())
     assert len(set(prints)) == 5
+
+
+class SpellingTeachers:
+    """A posterior source (what a posterior cache gives) whose one teacher spells a chosen text per utterance:
+    each character on one frame, a blank after it (and around it)."""
+
+    def __init__(self, inventory, texts):
+        self.inventory, self.texts = inventory, texts
+        self.teacher_names, self.symbols, self.frame_shifts_ms, self.k = ["speller"], [inventory.symbols], [20], 0
+
+    def dev_wer_list(self):
+        return None
+
+    def path(self, text):
+        ids = [self.inventory.blank_index]
+        for char in text:
+            ids += [self.inventory.symbols.index(char), self.inventory.blank_index]
+        return ids
+
+    def teacher_batch(self, batch):
+        paths = [self.path(self.texts[utt]) for utt in batch.id]
+        width, vocab = max(map(len, paths)), len(self.inventory.symbols)
+        log_probs = torch.full((len(paths), 1, width, vocab), -12.0)
+        for row, path in enumerate(paths):
+            log_probs[row, 0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+        log_probs = log_probs.log_softmax(-1)
+        ids = torch.arange(vocab).expand_as(log_probs)
+        return {"log_probs": log_probs, "ids": ids, "frames": torch.tensor([[len(p)] for p in paths])}
+
+
+def test_teachers_pseudo_label_unlabelled_audio_where_lexicon_and_greedy_transcripts_agree(tiny_corpus, tmp_path):
+    from speechkd.data.manifest import read_manifest
+    from speechkd.distill.transcripts import pseudo_label_from_teachers
+    from speechkd.text import TokenInventory
+
+    train_csv, dev_csv = (os.path.join(tiny_corpus, f"{split}.csv") for split in ("train", "dev"))
+    train_texts = [row["wrd"] for row in read_manifest(train_csv)]
+    inventory, _ = TokenInventory.from_training_texts(train_texts)
+    words = sorted({word for text in train_texts for word in text.split()})
+    unknown = "".join(sorted({char for char in "".join(words) if char.isalpha()}))[:6]  # no word of the lexicon
+    assert unknown not in words
+    dev = [row["ID"] for row in read_manifest(dev_csv)]
+    spoken = {utt: f"{words[i % len(words)]} {words[(i + 1) % len(words)]}" for i, utt in enumerate(dev)}
+    spoken[dev[1]], spoken[dev[2]] = unknown, ""  # a word outside the lexicon; silence
+    teachers = SpellingTeachers(inventory, spoken)
+
+    labelled_csv, rest_csv = pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus, str(tmp_path),
+                                                        decoding="lexicon", lexicon_csv=train_csv, strategy="average")
+    kept = {row["ID"]: row["wrd"] for row in read_manifest(labelled_csv)}
+    assert kept == {utt: text for utt, text in spoken.items() if utt not in (dev[1], dev[2])}
+    assert [row["ID"] for row in read_manifest(rest_csv, allow_empty_wrd=True)] == [dev[1], dev[2]]
+    with open(tmp_path / "pseudo_labels.json") as fin:
+        summary = json.load(fin)
+    assert summary["offered"] == len(dev) and summary["pseudo_labelled"] == len(dev) - 2
+    assert summary["dropped"] == {"empty": 1, "confidence": 0, "disagreement": 1, "unusable audio": 0}
+
+    # greedy: the best path itself, the unknown word included (only silence has no label)
+    labelled_csv, rest_csv = pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus,
+                                                        str(tmp_path / "greedy"), decoding="greedy", strategy="average")
+    assert {row["ID"]: row["wrd"] for row in read_manifest(labelled_csv)} == {
+        utt: text for utt, text in spoken.items() if utt != dev[2]}
+    with pytest.raises(ValueError, match="needs lexicon_csv"):
+        pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus, str(tmp_path), decoding="lexicon")

@@ -105,6 +105,15 @@ def test_transfer_set_is_cached_and_distilled_from_but_never_reaches_the_baselin
     assert transfer_ids <= cached
     distilled_on = {row["ID"] for row in read_manifest(os.path.join(out, "distill", "train_and_unlabelled.csv"))}
     assert transfer_ids <= distilled_on
+    # the teachers' lexicon transcripts label the transfer rows where the greedy path agrees: train words only
+    with open(os.path.join(out, "distill", "pseudo_labels", "pseudo_labels.json")) as fin:
+        counts = json.load(fin)
+    assert counts["offered"] == len(transfer_ids) and counts["decoding"] == "lexicon"
+    assert counts["pseudo_labelled"] + sum(counts["dropped"].values()) == counts["offered"]
+    pseudo = read_manifest(os.path.join(out, "distill", "pseudo_labels", "pseudo_labelled.csv"))
+    train_words = {word for row in read_manifest(os.path.join(tiny_corpus, "train.csv")) for word in row["wrd"].split()}
+    assert len(pseudo) == counts["pseudo_labelled"] and {row["ID"] for row in pseudo} <= transfer_ids
+    assert all(set(row["wrd"].split()) <= train_words for row in pseudo)
     assert not os.path.exists(os.path.join(out, "baseline", "train_and_unlabelled.csv"))
     with open(os.path.join(out, "baseline", "hyperparams.yaml")) as fin:
         assert "unlabelled_csv" not in fin.read()  # the baseline recipe is never handed the transfer set
