@@ -266,31 +266,45 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
     -------
     speechkd.metrics.ErrorRates
     """
+    decode = decode or make_decoder(inventory)
     error_rates = ErrorRates()
-    for batch, hyps in fused_transcripts(teachers, inventory, dataset, strategy, strategy_options, dev_wer,
-                                         batch_size, decode):
-        error_rates.append(batch.id, batch.wrd, hyps, langs=batch.lang, domains=batch.domain)
+    for batch, log_probs, frames in fused_posteriors(teachers, inventory, dataset, strategy, strategy_options,
+                                                      dev_wer=dev_wer, batch_size=batch_size):
+        error_rates.append(batch.id, batch.wrd, decode(log_probs, frames), langs=batch.lang, domains=batch.domain)
     return error_rates
 
 
-def fused_transcripts(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
-                      batch_size=16, decode=None):
-    """The ensemble's fused posteriors (``strategy`` at τ = 1) decoded, batch by batch.
+def fused_posteriors(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
+                      batch_size=16):
+    """The ensemble's fused posteriors (``strategy`` at τ = 1), batch by batch, for a decoder.
 
-    Parameters are those of :func:`fused_error_rates` (``dataset`` needs no ``wrd``).
+    Parameters
+    ----------
+    teachers : speechkd.distill.teachers.TeacherSource
+        A posterior cache holding ``dataset``, or a teacher ensemble run now.
+    inventory : speechkd.text.TokenInventory
+        The inventory the posteriors are fused in.
+    dataset : DynamicItemDataset
+        With ``id`` (and the audio an online ensemble hears).
+    strategy : str
+    strategy_options : dict, optional
+    dev_wer : list of float, optional
+        As in :func:`fused_error_rates`.
+    batch_size : int
 
     Yields
     ------
     batch : speechbrain.dataio.batch.PaddedBatch
-    hyps : list of str
-        One transcript per utterance of ``batch``.
+    log_probs : torch.Tensor
+        ``(batch, time, V)`` fused log-probabilities.
+    frames : torch.Tensor
+        ``(batch,)`` valid frames.
     """
-    decode = decode or make_decoder(inventory)
     target = TeacherTarget(teachers, inventory.symbols, max(teachers.frame_shifts_ms), strategy=strategy,
                            strategy_options=strategy_options, dev_wer=dev_wer)
     for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
         log_probs, frames = target.fused_log_probs(teachers.teacher_batch(batch))
-        yield batch, decode(log_probs, frames)
+        yield batch, log_probs, frames
 
 
 def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,

@@ -123,7 +123,8 @@ RESUMABLE_KEYS = ("number_of_epochs", "restart", "output_folder", "checkpointer"
 """Keys a rerun may change and still resume the run in its folder: train longer, start clean, a moved
 folder, how checkpoints and logs are written. A key the saved run did not have (added to the YAML
 since) is not compared either."""
-RUN_PRODUCTS = ("save", MODEL_CARD, TOKENS_FILE, HPARAMS_FILE, "train_log.txt", "results.json", "wer_*.txt")
+RUN_PRODUCTS = ("save", MODEL_CARD, TOKENS_FILE, HPARAMS_FILE, "train_log.txt", "results.json", "wer_*.txt",
+                "pseudo_labels")
 """What a training run writes into its folder, and :func:`clear_experiment` removes."""
 
 
@@ -248,8 +249,8 @@ def clear_experiment(folder):
         for path in glob.glob(os.path.join(folder, pattern)):
             logger.warning("restart: deleting %s", path)
             if os.path.isdir(path):
-                for child in os.listdir(path):
-                    shutil.rmtree(os.path.join(path, child))
+                for child in (os.path.join(path, name) for name in os.listdir(path)):
+                    shutil.rmtree(child) if os.path.isdir(child) else os.remove(child)
             else:
                 os.remove(path)
 

@@ -33,10 +33,7 @@ def pseudo_label(hparams):
             if row["lang"] in hparams["languages"] and row["ID"] not in labelled_ids]
     subset = os.path.join(out, "unlabelled.csv")
     write_manifest(subset, rows)
-    dataset = make_dataset(subset, hparams["data_folder"], need_text=False, sort="ascending")
-    usable = set(dataset.data_ids)  # rows with unusable audio were skipped and counted by make_dataset
-    unusable = len(rows) - len(usable)
-    rows = [row for row in rows if row["ID"] in usable]
+    dataset = make_dataset(subset, hparams["data_folder"], need_text=False, sort="ascending")  # skips bad audio
 
     transcripts = transcribe_dataset(hparams["transcript_teacher"], dataset, os.path.join(out, "transcripts"),
                                      hparams["batch_size"])
@@ -45,13 +42,12 @@ def pseudo_label(hparams):
                       transcribe_dataset(second, dataset, os.path.join(out, "second_opinion"), hparams["batch_size"]))
     kept, dropped = filter_pseudo_labels(rows, transcripts, hparams["min_confidence"], second_opinion,
                                          hparams["max_disagreement"])
-    dropped["unusable audio"] = unusable
 
     write_manifest(os.path.join(out, "train.csv"), labelled + kept)
     summary = {"labelled": len(labelled), "pseudo_labelled": len(kept), "dropped": dropped}
     with open(os.path.join(out, "pseudo_labels.json"), "w") as fout:
         json.dump(summary, fout, indent=1)
-    print(f"pseudo-labelled {len(kept)} of {len(rows) + unusable} utterances (dropped: {dropped}); "
+    print(f"pseudo-labelled {len(kept)} of {len(rows)} utterances (dropped: {dropped}); "
           f"{len(labelled)} labelled rows kept; manifest: {os.path.join(out, 'train.csv')}")
 
 

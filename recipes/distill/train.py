@@ -9,7 +9,8 @@ the posterior cache (recipes/distill/cache_teachers.py) or, with
 ``--online=True``, run inside the training step. ``--alpha=0`` needs no
 transcripts; ``--unlabelled_csv`` adds audio that only the teachers label;
 ``--unlabelled_transcripts=lexicon`` (or ``greedy``) also gives that audio the
-teachers' own transcripts as labels (sequence-level KD), where two decodings agree;
+teachers' own transcripts as labels (sequence-level KD; ``lexicon``: where the
+greedy path agrees);
 ``--init_from=<model folder>`` starts the student from a trained model of its
 own architecture, size and tokens (the main job's: the baseline).
 
@@ -17,6 +18,7 @@ own architecture, size and tokens (the main job's: the baseline).
     python recipes/distill/train.py hparams/distill/student.yaml --strategy=best --temperature=2
 """
 
+import logging
 import os
 import sys
 
@@ -27,7 +29,11 @@ from speechkd.data.manifest import read_manifest
 from speechkd.data.pipelines import make_dataset, test_sets
 from speechkd.data.subsets import concat_manifests
 from speechkd.distill.teachers import TeacherEnsemble, cache_features, open_cache_for
-from speechkd.distill.transcripts import pseudo_label_from_teachers
+from speechkd.distill.transcripts import (
+    PSEUDO_LABELLED_CSV,
+    STILL_UNLABELLED_CSV,
+    pseudo_label_from_teachers,
+)
 from speechkd.experiment import (
     build_model,
     init_from_folder,
@@ -36,6 +42,8 @@ from speechkd.experiment import (
     run_device,
     student_inventory,
 )
+
+logger = logging.getLogger(__name__)
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
@@ -61,20 +69,27 @@ if __name__ == "__main__":
     hparams["checkpointer"].add_recoverable("model", model)
 
     # Training rows: the labelled manifest, plus unlabelled audio only the teachers' targets reach,
-    # or also their transcripts (pseudo-labels: the teachers' fused posteriors decoded once)
+    # or also their transcripts (pseudo-labels: the fused teachers decoded at each start, on rank 0)
     train_csv, labelled_ids = hparams["train_csv"], None
-    if hparams.get("unlabelled_csv"):  # optional: a YAML without it trains on train_csv alone
-        parts = [train_csv, hparams["unlabelled_csv"]]
-        if hparams["unlabelled_transcripts"]:
-            folder = os.path.join(hparams["output_folder"], "pseudo_labels")
+    unlabelled_csv, transcripts = hparams.get("unlabelled_csv"), hparams.get("unlabelled_transcripts")
+    if transcripts and not (unlabelled_csv and hparams["objective"].needs_transcripts):
+        logger.warning("unlabelled_transcripts: %s ignored: %s", transcripts, "no term reads transcripts (alpha 0)"
+                       if unlabelled_csv else "there is no unlabelled_csv (transfer set) to label")
+        transcripts = None
+    if unlabelled_csv:  # optional: a YAML without it trains on train_csv alone
+        labelled_parts = [train_csv]
+        if transcripts:
+            pseudo_label_folder = os.path.join(hparams["output_folder"], "pseudo_labels")
             sb.utils.distributed.run_on_main(pseudo_label_from_teachers, args=[
-                teachers, inventory, hparams["unlabelled_csv"], hparams["data_folder"], folder],
-                kwargs={"decoding": hparams["unlabelled_transcripts"], "lexicon_csv": train_csv,
-                        "strategy": hparams["strategy"], "strategy_options": hparams["strategy_options"],
-                        "max_disagreement": hparams["max_disagreement"]})
-            parts = [train_csv, *(os.path.join(folder, name) for name in ("pseudo_labelled.csv", "still_unlabelled.csv"))]
-        labelled_ids = [row["ID"] for part in parts[:-1] for row in read_manifest(part)]
-        train_csv = concat_manifests(parts, os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))
+                teachers, inventory, unlabelled_csv, hparams["data_folder"], pseudo_label_folder],
+                kwargs={"decoding": transcripts, "lexicon_csv": train_csv, "strategy": hparams["strategy"],
+                        "strategy_options": hparams["strategy_options"],
+                        "max_disagreement": hparams["max_disagreement"], "beam": hparams["pseudo_label_beam"]})
+            labelled_parts.append(os.path.join(pseudo_label_folder, PSEUDO_LABELLED_CSV))
+            unlabelled_csv = os.path.join(pseudo_label_folder, STILL_UNLABELLED_CSV)
+        labelled_ids = [row["ID"] for part in labelled_parts for row in read_manifest(part)]
+        train_csv = concat_manifests([*labelled_parts, unlabelled_csv],
+                                     os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))
     train_set = make_dataset(train_csv, hparams["data_folder"], inventory, labelled_ids=labelled_ids,
                              need_text=hparams["objective"].needs_transcripts, sort=hparams["sorting"])
     valid_set = make_dataset(hparams["valid_csv"], hparams["data_folder"], inventory)

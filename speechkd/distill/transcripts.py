@@ -15,6 +15,11 @@ rerun transcribes only what is missing, a cache from another teacher is
 refused with both fingerprints named, and changing the filter thresholds
 needs no teacher run.
 
+Frame-level teachers give transcripts too (:func:`pseudo_label_from_teachers`):
+their fused posteriors decoded over a lexicon label the unlabelled audio
+where the greedy path agrees, which is how the main job's student learns
+words, not only frames, from its transfer set.
+
 Frame-level teachers and a transcript teacher train one student together:
 the pseudo-labelled manifest is the distillation recipe's ``train_csv``
 (its rows now labelled, so ``CTCTerm`` reads them), the posterior cache
@@ -40,7 +45,7 @@ import jiwer
 import speechbrain as sb
 import torch
 
-from speechkd.decoding import ctc_greedy
+from speechkd.decoding import ctc_greedy, greedy_transcripts
 from speechkd.distill.pretrained.base import hash_files
 from speechkd.distill.teachers import as_teacher
 from speechkd.text import normalize
@@ -263,7 +268,9 @@ def filter_pseudo_labels(rows, transcripts, min_confidence=0.0, second_opinion=N
     rows : list of dict
         Manifest rows (``ID``, ``lang``, ...).
     transcripts : dict
-        ID -> :class:`Transcript` of the teacher.
+        ID -> :class:`Transcript` of the teacher; a row without one (its audio
+        was unusable, and skipped when the teacher heard the manifest) is
+        dropped as ``unusable audio``.
     min_confidence : float
     second_opinion : dict, optional
         ID -> :class:`Transcript` of another teacher.
@@ -274,11 +281,14 @@ def filter_pseudo_labels(rows, transcripts, min_confidence=0.0, second_opinion=N
     -------
     kept : list of dict
     dropped : dict
-        Reason (``empty``, ``confidence``, ``disagreement``) -> count.
+        Reason (``unusable audio``, ``empty``, ``confidence``, ``disagreement``) -> count.
     """
-    kept, dropped = [], {"empty": 0, "confidence": 0, "disagreement": 0}
+    kept, dropped = [], {"unusable audio": 0, "empty": 0, "confidence": 0, "disagreement": 0}
     for row in rows:
-        transcript = transcripts[row["ID"]]
+        transcript = transcripts.get(row["ID"])
+        if transcript is None:
+            dropped["unusable audio"] += 1
+            continue
         text = normalize_transcript(transcript.text, row["lang"])
         if not text:
             dropped["empty"] += 1
@@ -296,26 +306,33 @@ def filter_pseudo_labels(rows, transcripts, min_confidence=0.0, second_opinion=N
 
 TEACHER_DECODINGS = ("greedy", "lexicon")
 """How :func:`pseudo_label_from_teachers` decodes the fused teachers."""
+PSEUDO_LABELLED_CSV = "pseudo_labelled.csv"
+"""The rows :func:`pseudo_label_from_teachers` labels (``wrd``: the teachers' transcript)."""
+STILL_UNLABELLED_CSV = "still_unlabelled.csv"
+"""The rows it leaves unlabelled (their ``wrd``, the manifest's own, is never to be read)."""
+PSEUDO_LABELS_JSON = "pseudo_labels.json"
+"""Its settings and counts."""
 
 
 def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder, output_folder, decoding="lexicon",
                                lexicon_csv=None, strategy="weighted", strategy_options=None, max_disagreement=50.0,
                                beam=10, batch_size=16):
-    """The frame-level teachers' own transcripts of unlabelled audio, as its pseudo-labels.
+    """Label unlabelled audio with the frame-level teachers' own transcripts of it.
 
     Sequence-level distillation (Kim & Rush 2016) beside the frame-level KL:
-    the fused teacher posteriors at τ = 1 (the KD target's, read from the
-    posterior cache: no teacher runs) are decoded once, ``greedy`` (best
+    the teachers' fused posteriors at τ = 1 (as the report decodes the
+    ensemble: :func:`speechkd.evaluation.fused_posteriors`, read from a
+    posterior cache, or the online teachers run) are decoded, ``greedy`` (best
     path) or ``lexicon`` (over the words and word bigram of ``lexicon_csv``,
-    :class:`~speechkd.decoding.LexiconDecoder`), and a decoded transcript
-    becomes the utterance's ``wrd``, which the CTC term then learns. With
-    ``lexicon`` the greedy transcript is a second opinion
-    (:func:`filter_pseudo_labels`): a row whose two transcripts differ by more
-    than ``max_disagreement`` % WER keeps no label, as does an empty
-    transcript. A spoken word the lexicon lacks is forced onto its words
-    (a German or Italian compound number the training transcripts never
-    spelled), and the greedy path, which spells it, then disagrees. Rows
-    without a label stay unlabelled: the KL term alone learns from them.
+    :class:`~speechkd.decoding.LexiconDecoder`), and a transcript becomes the
+    utterance's ``wrd``, which the CTC term then learns. With ``lexicon`` the
+    greedy transcript is a second opinion (:func:`filter_pseudo_labels`): a
+    row whose two transcripts differ by more than ``max_disagreement`` % WER
+    keeps no label, as does an empty transcript. A spoken word the lexicon
+    lacks is forced onto its words (a German or Italian compound number the
+    training transcripts never spelled), and the greedy path, which spells
+    it, then disagrees. Rows without a label stay unlabelled: the KL term
+    alone learns from them.
 
     Parameters
     ----------
@@ -324,17 +341,20 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     inventory : speechkd.text.TokenInventory
         The inventory the fused posteriors are decoded in (the student's).
     unlabelled_csv : str
-        Manifest of the unlabelled audio (its ``wrd``, if any, is never read).
+        Manifest of the unlabelled audio; its ``wrd``, if any, is never read.
     data_folder : str
         Replaces ``$data_root``.
     output_folder : str
-        Gets ``pseudo_labelled.csv`` (the rows kept, ``wrd`` = their pseudo-label),
-        ``still_unlabelled.csv`` (the others) and ``pseudo_labels.json`` (the counts).
+        Gets :data:`PSEUDO_LABELLED_CSV`, :data:`STILL_UNLABELLED_CSV` and
+        :data:`PSEUDO_LABELS_JSON` (the settings and the counts by reason).
     decoding : {"greedy", "lexicon"}
+        How the fused posteriors are decoded.
     lexicon_csv : str, optional
         Manifest whose transcripts give the lexicon's words and bigram (``lexicon`` only).
-    strategy, strategy_options
-        The ensemble strategy (:class:`~speechkd.distill.target.TeacherTarget`).
+    strategy : str
+        The ensemble strategy (:class:`~speechkd.distill.target.TeacherTarget`); not ``best``,
+        which picks a teacher per utterance by its errors against the manifest's ``wrd``.
+    strategy_options : dict, optional
     max_disagreement : float
         Largest WER (percent) between the lexicon and greedy transcripts of a kept row.
     beam : int
@@ -342,51 +362,52 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
         10 decoded in 8 s at 13.3 % WER against what was said, 50 (the report's) in
         20 s at 15.2 %, 5 in 6 s at 17.1 %.
     batch_size : int
+        Utterances decoded together.
 
     Returns
     -------
-    labelled_csv, unlabelled_csv : str
+    pseudo_labelled_csv, still_unlabelled_csv : str
         The two manifests written.
     """
     from speechkd.data.manifest import read_manifest, write_manifest
     from speechkd.data.pipelines import make_dataset
     from speechkd.decoding import LexiconDecoder
-    from speechkd.evaluation import fused_transcripts, make_decoder
+    from speechkd.evaluation import fused_posteriors
 
     if decoding not in TEACHER_DECODINGS:
         raise ValueError(f"decoding must be one of {TEACHER_DECODINGS}, got {decoding!r}")
     if decoding == "lexicon" and not lexicon_csv:
         raise ValueError("lexicon decoding of the teachers needs lexicon_csv (a manifest whose transcripts "
                          "give the words), e.g. the labelled train_csv")
+    if strategy == "best":
+        raise ValueError("the teachers' transcripts cannot use strategy 'best': it picks a teacher per utterance "
+                         "by its errors against the manifest's transcripts, which unlabelled audio must not reach")
     rows = read_manifest(unlabelled_csv, allow_empty_wrd=True)
     dataset = make_dataset(unlabelled_csv, data_folder, need_text=False, sort="none")
-    decoders = {"greedy": make_decoder(inventory)}
+    greedy, lexicon = {}, {}
+    lexicon_decoder = (LexiconDecoder.from_manifest(inventory, lexicon_csv, beam=beam)
+                       if decoding == "lexicon" else None)
+    for batch, log_probs, frames in fused_posteriors(teachers, inventory, dataset, strategy, strategy_options,
+                                                      batch_size=batch_size):
+        greedy.update(zip(batch.id, (Transcript(text, 1.0) for text in greedy_transcripts(log_probs, frames,
+                                                                                               inventory))))
+        if lexicon_decoder is not None:
+            lexicon.update(zip(batch.id, (Transcript(text, 1.0) for text in lexicon_decoder(log_probs, frames))))
     if decoding == "lexicon":
-        decoders["lexicon"] = LexiconDecoder.from_manifest(inventory, lexicon_csv, beam=beam)
-
-    def decode(log_probs, frames):  # every decoder on one reading of the cache
-        return list(zip(*(decoder(log_probs, frames) for decoder in decoders.values())))
-
-    transcripts = {name: {} for name in decoders}
-    for batch, hyps in fused_transcripts(teachers, inventory, dataset, strategy, strategy_options,
-                                         batch_size=batch_size, decode=decode):
-        for utt, texts in zip(batch.id, hyps):
-            for name, text in zip(decoders, texts):
-                transcripts[name][utt] = Transcript(text, 1.0)
-    usable = [row for row in rows if row["ID"] in transcripts["greedy"]]  # make_dataset skipped bad audio
-    kept, dropped = filter_pseudo_labels(usable, transcripts[decoding],
-                                         second_opinion=transcripts["greedy"] if decoding == "lexicon" else None,
-                                         max_disagreement=max_disagreement)
-    dropped["unusable audio"] = len(rows) - len(usable)
+        kept, dropped = filter_pseudo_labels(rows, lexicon, second_opinion=greedy, max_disagreement=max_disagreement)
+    else:
+        kept, dropped = filter_pseudo_labels(rows, greedy)
+    del dropped["confidence"]  # a decoded path has no confidence threshold here
     kept_ids = {row["ID"] for row in kept}
     os.makedirs(output_folder, exist_ok=True)
-    labelled_csv = os.path.join(output_folder, "pseudo_labelled.csv")
-    still_unlabelled_csv = os.path.join(output_folder, "still_unlabelled.csv")
-    write_manifest(labelled_csv, kept)
-    write_manifest(still_unlabelled_csv, [row for row in usable if row["ID"] not in kept_ids])
-    summary = {"decoding": decoding, "offered": len(rows), "pseudo_labelled": len(kept), "dropped": dropped}
-    with open(os.path.join(output_folder, "pseudo_labels.json"), "w", encoding="utf-8") as fout:
+    paths = os.path.join(output_folder, PSEUDO_LABELLED_CSV), os.path.join(output_folder, STILL_UNLABELLED_CSV)
+    write_manifest(paths[0], kept)
+    write_manifest(paths[1], [row for row in rows if row["ID"] in greedy and row["ID"] not in kept_ids])
+    summary = {"decoding": decoding, "strategy": strategy, "beam": beam if lexicon_decoder else None,
+               "max_disagreement": max_disagreement if lexicon_decoder else None,
+               "offered": len(rows), "pseudo_labelled": len(kept), "dropped": dropped}
+    with open(os.path.join(output_folder, PSEUDO_LABELS_JSON), "w", encoding="utf-8") as fout:
         json.dump(summary, fout, indent=1)
     logger.info("%s: %d of %d utterances pseudo-labelled with the teachers' %s transcripts (dropped: %s)",
                 unlabelled_csv, len(kept), len(rows), decoding, dropped)
-    return labelled_csv, still_unlabelled_csv
+    return paths

@@ -68,7 +68,7 @@ def test_pseudo_labels_are_normalized_and_filtered_by_confidence_and_agreement()
     kept, dropped = filter_pseudo_labels(rows, transcripts, min_confidence=0.5)
     assert [r["ID"] for r in kept] == ["u0", "u3", "u4"]
     assert kept[0]["wrd"] == "six thousand four hundred and ninety one"
-    assert dropped == {"empty": 1, "confidence": 1, "disagreement": 0}
+    assert dropped == {"unusable audio": 0, "empty": 1, "confidence": 1, "disagreement": 0}
     kept, dropped = filter_pseudo_labels(rows, transcripts, 0.5, second, max_disagreement=40)
     assert [r["ID"] for r in kept] == ["u0"] and dropped["disagreement"] == 2
     kept, _ = filter_pseudo_labels(rows, transcripts, 0.5, second, max_disagreement=50)
@@ -156,7 +156,7 @@ class SpellingTeachers:
 
 
 def test_teachers_pseudo_label_unlabelled_audio_where_lexicon_and_greedy_transcripts_agree(tiny_corpus, tmp_path):
-    from speechkd.data.manifest import read_manifest
+    from speechkd.data.manifest import read_manifest, write_manifest
     from speechkd.distill.transcripts import pseudo_label_from_teachers
     from speechkd.text import TokenInventory
 
@@ -166,10 +166,13 @@ def test_teachers_pseudo_label_unlabelled_audio_where_lexicon_and_greedy_transcr
     words = sorted({word for text in train_texts for word in text.split()})
     unknown = "".join(sorted({char for char in "".join(words) if char.isalpha()}))[:6]  # no word of the lexicon
     assert unknown not in words
-    dev = [row["ID"] for row in read_manifest(dev_csv)]
+    rows = read_manifest(dev_csv)
+    dev = [row["ID"] for row in rows]
     spoken = {utt: f"{words[i % len(words)]} {words[(i + 1) % len(words)]}" for i, utt in enumerate(dev)}
     spoken[dev[1]], spoken[dev[2]] = unknown, ""  # a word outside the lexicon; silence
     teachers = SpellingTeachers(inventory, spoken)
+    dev_csv = str(tmp_path / "unlabelled.csv")  # and a row whose audio is missing
+    write_manifest(dev_csv, [*rows, {**rows[0], "ID": "missing", "wav": "$data_root/nowhere.wav"}])
 
     labelled_csv, rest_csv = pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus, str(tmp_path),
                                                         decoding="lexicon", lexicon_csv=train_csv, strategy="average")
@@ -178,8 +181,8 @@ def test_teachers_pseudo_label_unlabelled_audio_where_lexicon_and_greedy_transcr
     assert [row["ID"] for row in read_manifest(rest_csv, allow_empty_wrd=True)] == [dev[1], dev[2]]
     with open(tmp_path / "pseudo_labels.json") as fin:
         summary = json.load(fin)
-    assert summary["offered"] == len(dev) and summary["pseudo_labelled"] == len(dev) - 2
-    assert summary["dropped"] == {"empty": 1, "confidence": 0, "disagreement": 1, "unusable audio": 0}
+    assert summary["offered"] == len(dev) + 1 and summary["pseudo_labelled"] == len(dev) - 2
+    assert summary["dropped"] == {"unusable audio": 1, "empty": 1, "disagreement": 1}
 
     # greedy: the best path itself, the unknown word included (only silence has no label)
     labelled_csv, rest_csv = pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus,
@@ -188,3 +191,6 @@ def test_teachers_pseudo_label_unlabelled_audio_where_lexicon_and_greedy_transcr
         utt: text for utt, text in spoken.items() if utt != dev[2]}
     with pytest.raises(ValueError, match="needs lexicon_csv"):
         pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus, str(tmp_path), decoding="lexicon")
+    with pytest.raises(ValueError, match="strategy 'best'"):  # it reads the errors against the true transcripts
+        pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus, str(tmp_path), decoding="greedy",
+                                   strategy="best")

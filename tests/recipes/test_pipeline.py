@@ -111,9 +111,13 @@ def test_transfer_set_is_cached_and_distilled_from_but_never_reaches_the_baselin
     assert counts["offered"] == len(transfer_ids) and counts["decoding"] == "lexicon"
     assert counts["pseudo_labelled"] + sum(counts["dropped"].values()) == counts["offered"]
     pseudo = read_manifest(os.path.join(out, "distill", "pseudo_labels", "pseudo_labelled.csv"))
+    still = read_manifest(os.path.join(out, "distill", "pseudo_labels", "still_unlabelled.csv"), allow_empty_wrd=True)
+    assert len(pseudo) == counts["pseudo_labelled"]
+    assert {row["ID"] for row in pseudo} | {row["ID"] for row in still} == transfer_ids
     train_words = {word for row in read_manifest(os.path.join(tiny_corpus, "train.csv")) for word in row["wrd"].split()}
-    assert len(pseudo) == counts["pseudo_labelled"] and {row["ID"] for row in pseudo} <= transfer_ids
     assert all(set(row["wrd"].split()) <= train_words for row in pseudo)
+    trained_on = {row["ID"]: row["wrd"] for row in read_manifest(os.path.join(out, "distill", "train_and_unlabelled.csv"))}
+    assert all(trained_on[row["ID"]] == row["wrd"] for row in pseudo)  # the student's transcript is the teachers'
     assert not os.path.exists(os.path.join(out, "baseline", "train_and_unlabelled.csv"))
     with open(os.path.join(out, "baseline", "hyperparams.yaml")) as fin:
         assert "unlabelled_csv" not in fin.read()  # the baseline recipe is never handed the transfer set
