@@ -29,7 +29,7 @@ from speechkd.data.pipelines import (
 from speechkd.decoding import BigramWordLM, LexiconDecoder, greedy_transcripts
 from speechkd.distill.agreement import spike_offsets, spike_tokens, teacher_agreement
 from speechkd.distill.cache import PosteriorCache
-from speechkd.distill.target import TeacherTarget
+from speechkd.distill.target import fused_posteriors
 from speechkd.distill.teachers import TeacherEnsemble, build_cache
 from speechkd.experiment import load_model, write_json
 from speechkd.inference import iterate_posteriors
@@ -272,39 +272,6 @@ def fused_error_rates(teachers, inventory, dataset, strategy="average", strategy
                                                       dev_wer=dev_wer, batch_size=batch_size):
         error_rates.append(batch.id, batch.wrd, decode(log_probs, frames), langs=batch.lang, domains=batch.domain)
     return error_rates
-
-
-def fused_posteriors(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
-                      batch_size=16):
-    """The ensemble's fused posteriors (``strategy`` at τ = 1), batch by batch, for a decoder.
-
-    Parameters
-    ----------
-    teachers : speechkd.distill.teachers.TeacherSource
-        A posterior cache holding ``dataset``, or a teacher ensemble run now.
-    inventory : speechkd.text.TokenInventory
-        The inventory the posteriors are fused in.
-    dataset : DynamicItemDataset
-        With ``id`` (and the audio an online ensemble hears).
-    strategy : str
-    strategy_options : dict, optional
-    dev_wer : list of float, optional
-        As in :func:`fused_error_rates`.
-    batch_size : int
-
-    Yields
-    ------
-    batch : speechbrain.dataio.batch.PaddedBatch
-    log_probs : torch.Tensor
-        ``(batch, time, V)`` fused log-probabilities.
-    frames : torch.Tensor
-        ``(batch,)`` valid frames.
-    """
-    target = TeacherTarget(teachers, inventory.symbols, max(teachers.frame_shifts_ms), strategy=strategy,
-                           strategy_options=strategy_options, dev_wer=dev_wer)
-    for batch in sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size):
-        log_probs, frames = target.fused_log_probs(teachers.teacher_batch(batch))
-        yield batch, log_probs, frames
 
 
 def evaluate_pipeline_models(model_folders, test_csv, data_folder, out, strategies, threads,

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from speechbrain.dataio.dataloader import make_dataloader
 
 from speechkd.distill.align import (
     build_inventory_maps,
@@ -286,3 +287,36 @@ class TeacherTarget:
         frames = self.pooled_frames(teacher)
         probs = self(teacher, frames, int(frames.max()))[..., : self.student_vocab]
         return probs.clamp_min(1e-12).log(), frames
+
+
+def fused_posteriors(teachers, inventory, dataset, strategy="average", strategy_options=None, dev_wer=None,
+                      batch_size=16):
+    """The ensemble's fused posteriors (``strategy`` at τ = 1), batch by batch, for a decoder.
+
+    Parameters
+    ----------
+    teachers : speechkd.distill.teachers.TeacherSource
+        A posterior cache holding ``dataset``, or a teacher ensemble run now.
+    inventory : speechkd.text.TokenInventory
+        The inventory the posteriors are fused in.
+    dataset : DynamicItemDataset
+        With ``id`` (and the audio an online ensemble hears).
+    strategy : str
+    strategy_options : dict, optional
+    dev_wer : list of float, optional
+        Teachers' dev WER for ``weighted`` (defaults to the teachers').
+    batch_size : int
+
+    Yields
+    ------
+    batch : speechbrain.dataio.batch.PaddedBatch
+    log_probs : torch.Tensor
+        ``(batch, time, V)`` fused log-probabilities.
+    frames : torch.Tensor
+        ``(batch,)`` valid frames.
+    """
+    target = TeacherTarget(teachers, inventory.symbols, max(teachers.frame_shifts_ms), strategy=strategy,
+                           strategy_options=strategy_options, dev_wer=dev_wer)
+    for batch in make_dataloader(dataset, batch_size=batch_size):
+        log_probs, frames = target.fused_log_probs(teachers.teacher_batch(batch))
+        yield batch, log_probs, frames

@@ -45,8 +45,11 @@ import jiwer
 import speechbrain as sb
 import torch
 
-from speechkd.decoding import ctc_greedy, greedy_transcripts
+from speechkd.data.manifest import read_manifest, write_manifest
+from speechkd.data.pipelines import make_dataset
+from speechkd.decoding import LexiconDecoder, ctc_greedy, greedy_transcripts
 from speechkd.distill.pretrained.base import hash_files
+from speechkd.distill.target import fused_posteriors
 from speechkd.distill.teachers import as_teacher
 from speechkd.text import normalize
 
@@ -321,7 +324,7 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
 
     Sequence-level distillation (Kim & Rush 2016) beside the frame-level KL:
     the teachers' fused posteriors at τ = 1 (as the report decodes the
-    ensemble: :func:`speechkd.evaluation.fused_posteriors`, read from a
+    ensemble: :func:`speechkd.distill.target.fused_posteriors`, read from a
     posterior cache, or the online teachers run) are decoded, ``greedy`` (best
     path) or ``lexicon`` (over the words and word bigram of ``lexicon_csv``,
     :class:`~speechkd.decoding.LexiconDecoder`), and a transcript becomes the
@@ -369,11 +372,6 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     pseudo_labelled_csv, still_unlabelled_csv : str
         The two manifests written.
     """
-    from speechkd.data.manifest import read_manifest, write_manifest
-    from speechkd.data.pipelines import make_dataset
-    from speechkd.decoding import LexiconDecoder
-    from speechkd.evaluation import fused_posteriors
-
     if decoding not in TEACHER_DECODINGS:
         raise ValueError(f"decoding must be one of {TEACHER_DECODINGS}, got {decoding!r}")
     if decoding == "lexicon" and not lexicon_csv:
@@ -389,10 +387,11 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
                        if decoding == "lexicon" else None)
     for batch, log_probs, frames in fused_posteriors(teachers, inventory, dataset, strategy, strategy_options,
                                                       batch_size=batch_size):
-        greedy.update(zip(batch.id, (Transcript(text, 1.0) for text in greedy_transcripts(log_probs, frames,
-                                                                                               inventory))))
+        for utt, text in zip(batch.id, greedy_transcripts(log_probs, frames, inventory)):
+            greedy[utt] = Transcript(text, 1.0)
         if lexicon_decoder is not None:
-            lexicon.update(zip(batch.id, (Transcript(text, 1.0) for text in lexicon_decoder(log_probs, frames))))
+            for utt, text in zip(batch.id, lexicon_decoder(log_probs, frames)):
+                lexicon[utt] = Transcript(text, 1.0)
     if decoding == "lexicon":
         kept, dropped = filter_pseudo_labels(rows, lexicon, second_opinion=greedy, max_disagreement=max_disagreement)
     else:
