@@ -250,7 +250,10 @@ def clear_experiment(folder):
             logger.warning("restart: deleting %s", path)
             if os.path.isdir(path):
                 for child in (os.path.join(path, name) for name in os.listdir(path)):
-                    shutil.rmtree(child) if os.path.isdir(child) else os.remove(child)
+                    if os.path.isdir(child):
+                        shutil.rmtree(child)
+                    else:
+                        os.remove(child)
             else:
                 os.remove(path)
 
