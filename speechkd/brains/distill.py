@@ -12,15 +12,18 @@ YAML: ``objective`` (:class:`speechkd.distill.Objective`), ``teacher_target``
 (a ``!name:speechkd.distill.TeacherTarget`` partial, when a term needs
 teachers), ``augment``, ``batch_size``, ``epoch_counter``, ``train_logger``,
 ``lr_annealing`` (optional), ``student_signal`` (optional, default ``sig``),
-``average_checkpoints`` (optional, default 1) and ``output_folder``.
+``average_checkpoints`` (optional, default 1), ``ema_decay`` (optional, default
+off) and ``output_folder``.
 """
 
 import collections
+import copy
 import logging
 import os
 
 import speechbrain as sb
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from speechkd.decoding import greedy_transcripts
 from speechkd.distill.cache import PosteriorCache
@@ -57,7 +60,11 @@ class DistillBrain(sb.Brain):
     ``wer_<name>.txt`` and merges ``<name>`` into ``results.json``. With
     ``average_checkpoints: N`` (N > 1) the N best-dev-WER checkpoints are kept
     and averaged after the last epoch into one more candidate
-    (:meth:`add_averaged_checkpoint`).
+    (:meth:`add_averaged_checkpoint`). With ``ema_decay`` set, an exponential
+    moving average of the weights (:meth:`update_moving_average`) is what dev
+    and test decode and the checkpoint's ``model`` (what ``transcribe``,
+    ``export`` and ``init_from`` load); the trained weights, from which a
+    killed run resumes, are its ``trained_model``.
     """
 
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None,
@@ -91,6 +98,51 @@ class DistillBrain(sb.Brain):
         self.average_count = int(getattr(self.hparams, "average_checkpoints", 1))
         if self.average_count < 1:
             raise ValueError(f"average_checkpoints must be >= 1 (1: off), got {self.average_count}")
+        self.moving_average = self.track_moving_average(getattr(self.hparams, "ema_decay", None), checkpointer)
+
+    def track_moving_average(self, decay, checkpointer):
+        """The model that dev and test decode: the student itself, or (``decay`` set) a copy of it
+        holding an exponential moving average of its weights, registered as the checkpoint's ``model``.
+
+        Parameters
+        ----------
+        decay : float or None
+            Weight of the average against each optimizer step's weights (e.g. 0.999);
+            None: no average.
+        checkpointer : Checkpointer or None
+            Gets the average as ``model`` and the trained weights as ``trained_model``.
+
+        Returns
+        -------
+        torch.nn.Module or None
+            The average (eval mode, no gradients), or None without ``decay``.
+        """
+        if decay is None:
+            return None
+        if not 0.0 < float(decay) < 1.0:
+            raise ValueError(f"ema_decay must be between 0 and 1 (e.g. 0.999), or null for no average; got {decay}")
+        self.average_step = get_ema_multi_avg_fn(float(decay))
+        average = copy.deepcopy(self.student).eval().requires_grad_(False)
+        if checkpointer is not None:
+            checkpointer.add_recoverable("model", average)
+            checkpointer.add_recoverable("trained_model", self.student)
+        return average
+
+    @property
+    def evaluated_model(self):
+        """The bare model that dev and test decode: the moving average when there is one, else the student."""
+        return self.student if self.moving_average is None else self.moving_average
+
+    @torch.no_grad()
+    def update_moving_average(self):
+        """Move the average's floating-point weights and buffers ``1 - ema_decay`` of the way to the
+        student's (torch's ``get_ema_multi_avg_fn``); other buffers (counters) are copied."""
+        averaged, trained = self.moving_average.state_dict(), self.student.state_dict()
+        floating = [name for name, value in trained.items() if value.is_floating_point()]
+        self.average_step([averaged[name] for name in floating], [trained[name] for name in floating], None)
+        for name, value in trained.items():
+            if not value.is_floating_point():
+                averaged[name].copy_(value)
 
     # ------------------------------------------------------------------ forward and objective
     def compute_forward(self, batch, stage):
@@ -99,8 +151,9 @@ class DistillBrain(sb.Brain):
         wavs, wav_lens = getattr(batch, signal)
         augment = stage == sb.Stage.TRAIN and self.hparams.augment
         layers = self.objective.student_layers if stage == sb.Stage.TRAIN else []
+        model = self.modules.model if stage == sb.Stage.TRAIN else self.evaluated_model
         with LayerRecorder(self.student, layers) as recorder:  # named layers for representation terms
-            log_probs = self.modules.model(wavs, wav_lens, spec_augment=augment)
+            log_probs = model(wavs, wav_lens, spec_augment=augment)
         self.student_states = recorder.states
         return log_probs, self.student.output_lengths(wav_lens, wavs.shape[1]).to(self.device)
 
@@ -125,6 +178,10 @@ class DistillBrain(sb.Brain):
                                                inputs=inputs, model=self.student, teachers=self.teachers))
         self.log_terms(values)
         return values["loss"]
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step and self.moving_average is not None:
+            self.update_moving_average()
 
     def log_terms(self, values):
         """Accumulate each term's value (and its statistics) for the epoch's train stats."""
@@ -151,7 +208,10 @@ class DistillBrain(sb.Brain):
         :meth:`train_loader_kwargs`). A training utterance missing from the
         posterior cache is refused here, before the first epoch. With
         ``average_checkpoints`` above 1 the best checkpoints are averaged
-        after the last epoch (:meth:`add_averaged_checkpoint`).
+        after the last epoch (:meth:`add_averaged_checkpoint`). The moving
+        average (``ema_decay``) starts from the student's weights as they arrive
+        (random, or ``init_from``'s) with its normalizer fitted; a resumed run
+        recovers it.
         """
         if self.target is not None and isinstance(self.teachers, PosteriorCache):
             self.teachers.require(train_set.data_ids, f"the training set ({len(train_set)} utterances)")
@@ -159,6 +219,8 @@ class DistillBrain(sb.Brain):
             _, world = distributed_rank_and_world()
             # in batches of the global batch: every rank fits what a single process would
             fit_normalizer(self.student, train_set, batch_size=self.hparams.batch_size * world)
+        if self.moving_average is not None:
+            self.moving_average.load_state_dict(self.student.state_dict())
         kwargs.setdefault("train_loader_kwargs", self.train_loader_kwargs(train_set))
         kwargs.setdefault("valid_loader_kwargs", self.eval_loader_kwargs(valid_set))
         super().fit(epoch_counter, train_set, valid_set, **kwargs)
@@ -201,7 +263,7 @@ class DistillBrain(sb.Brain):
         if len(best) < 2:
             return
         averaged = sb.utils.checkpoints.average_checkpoints(best, "model", averager=average_weights)
-        self.student.load_state_dict(averaged)
+        self.evaluated_model.load_state_dict(averaged)
         summary = self.score(valid_set)
         # Dated before every trained checkpoint: SpeechBrain resumes from the most recent checkpoint
         # (training more epochs must go on from the last epoch's weights, not from the average) and

@@ -34,6 +34,8 @@ class AveragingBrain(SimpleNamespace):
     """What :meth:`DistillBrain.add_averaged_checkpoint` reads of a Brain, with a dev set scored by a stub."""
 
     add_averaged_checkpoint = DistillBrain.add_averaged_checkpoint
+    evaluated_model = DistillBrain.evaluated_model
+    moving_average = None
 
     def score(self, dataset):
         self.scored = self.student.weight.detach().clone()  # the weights the dev WER was measured on
