@@ -4,6 +4,7 @@
 from types import SimpleNamespace
 
 import pytest
+import speechbrain as sb
 import torch
 from helpers import run_recipe, tiny_overrides
 
@@ -13,11 +14,29 @@ from speechkd.experiment import load_model
 
 
 class AveragingBrain(SimpleNamespace):
-    """What :meth:`DistillBrain.update_moving_average` reads of a Brain."""
+    """What :meth:`DistillBrain.update_moving_average` and :meth:`DistillBrain.compute_forward` read of a Brain."""
 
     track_moving_average = DistillBrain.track_moving_average
     update_moving_average = DistillBrain.update_moving_average
     evaluated_model = DistillBrain.evaluated_model
+    compute_forward = DistillBrain.compute_forward
+
+
+class ConstantModel(torch.nn.Module):
+    """Outputs its one weight at every frame: which model ran is read off the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, wavs, wav_lens, spec_augment=False):
+        return self.weight.expand(wavs.shape[0], 3, 1)
+
+    def output_lengths(self, wav_lens, n_samples):
+        return torch.full((len(wav_lens),), 3)
+
+    def layer_taps(self):
+        return {}
 
 
 def test_the_average_moves_one_minus_decay_toward_each_step_and_is_the_checkpoints_model(tmp_path):
@@ -47,6 +66,21 @@ def test_the_average_moves_one_minus_decay_toward_each_step_and_is_the_checkpoin
     assert float(torch.load(checkpoint.paramfiles["trained_model"])["weight"][0]) == pytest.approx(2.0)
 
 
+def test_training_runs_the_student_and_dev_and_test_decode_the_average():
+    student = ConstantModel()
+    brain = AveragingBrain(student=student, modules=SimpleNamespace(model=student), device="cpu",
+                           hparams=SimpleNamespace(augment=False), objective=SimpleNamespace(student_layers=[]))
+    brain.moving_average = brain.track_moving_average(0.5, None)
+    with torch.no_grad():
+        student.weight.fill_(3.0)
+    brain.update_moving_average()  # the average: 0.5 * 1 + 0.5 * 3
+    batch = SimpleNamespace(sig=(torch.zeros(2, 160), torch.ones(2)))
+    batch.to = lambda device: batch
+    outputs = {stage: float(brain.compute_forward(batch, stage)[0][0, 0, 0])
+               for stage in (sb.Stage.TRAIN, sb.Stage.VALID, sb.Stage.TEST)}
+    assert outputs == {sb.Stage.TRAIN: 3.0, sb.Stage.VALID: 2.0, sb.Stage.TEST: 2.0}
+
+
 @pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
 def test_a_decay_outside_zero_to_one_is_refused(decay):
     with pytest.raises(ValueError, match="ema_decay must be between 0 and 1"):
@@ -74,12 +108,14 @@ def test_a_run_decodes_its_average_and_resumes_both_weights_between_epochs(tiny_
     best = Checkpointer(f"{tmp_path}/straight/save").find_checkpoint(min_key="WER")
     for name, value in torch.load(best.paramfiles["model"]).items():
         assert torch.equal(record.state_dict()[name], value), name
+    best_trained = torch.load(best.paramfiles["trained_model"])
+    assert any(not torch.equal(record.state_dict()[name], value) for name, value in best_trained.items())
 
     # Stopped after the first epoch and rerun for two: the same trained weights and the same average
     run_recipe("ctc/train.py", "ctc/student.yaml", **overrides("stopped", 1))
     first_average, _ = saved_weights(tmp_path / "stopped")
     assert any(not torch.equal(value, average[name]) for name, value in first_average.items()), \
-        "the average did not move in the second epoch"
+        "the average did not move in the second epoch (is it updated after the optimizer steps?)"
     run_recipe("ctc/train.py", "ctc/student.yaml", **overrides("stopped", 2))
     resumed_average, resumed_trained = saved_weights(tmp_path / "stopped")
     for name in trained:
