@@ -346,5 +346,10 @@ class Objective(torch.nn.Module):
             values[name] = term(batch)
             loss = weight * values[name] if loss is None else loss + weight * values[name]
             values.update(getattr(term, "stats", {}))
-        values["loss"] = loss if loss is not None else 0.0 * batch.log_probs.sum()
+        if loss is None or (batch.log_probs.requires_grad and not loss.requires_grad):
+            # No active term reached the student on this batch (only CTC active, and every row of the
+            # batch unlabelled): a zero that still backpropagates, so the step (and DDP's all-reduce,
+            # which waits for every parameter's gradient) goes on with zero gradients
+            loss = (0.0 if loss is None else loss) + 0.0 * batch.log_probs.sum()
+        values["loss"] = loss
         return values

@@ -225,6 +225,14 @@ def test_alpha_zero_needs_no_targets_and_alpha_one_is_pure_ctc():
                     labelled=torch.tensor([False, False]))
     assert no_labels["ctc"].item() == 0.0
     assert no_labels["loss"].item() == pytest.approx(0.5 * kd_only["kd"].item(), abs=1e-12)
+    # CTC alone (alpha 1) on a batch of unlabelled rows only (a transfer set without transcripts
+    # for them): a zero loss that still backpropagates, zero gradients, instead of a failed step
+    logits = student.clone().requires_grad_(True)
+    ctc_only = run(make_loss(alpha=1.0), logits, lens, teacher, target, targets, target_lens,
+                   labelled=torch.tensor([False, False]))
+    assert ctc_only["loss"].item() == 0.0 and ctc_only["loss"].requires_grad
+    ctc_only["loss"].backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
     with pytest.raises(ValueError, match="no teachers"):
         run(make_loss(alpha=0.5), student, lens, None, None, targets, target_lens)
     with pytest.raises(ValueError, match="no teachers"):
