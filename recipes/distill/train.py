@@ -88,7 +88,11 @@ if __name__ == "__main__":
             labelled_parts.append(os.path.join(pseudo_label_folder, PSEUDO_LABELLED_CSV))
             unlabelled_csv = os.path.join(pseudo_label_folder, STILL_UNLABELLED_CSV)
         labelled_ids = [row["ID"] for part in labelled_parts for row in read_manifest(part)]
-        train_csv = concat_manifests([*labelled_parts, unlabelled_csv],
+        if not hparams["objective"].needs_teacher:  # only transcripts are learnt (alpha 1): rows without one are idle
+            logger.info("%d unlabelled rows without a transcript left out of training: no term reads the teachers",
+                        len(read_manifest(unlabelled_csv)))
+            unlabelled_csv = None
+        train_csv = concat_manifests([part for part in [*labelled_parts, unlabelled_csv] if part],
                                      os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))
     train_set = make_dataset(train_csv, hparams["data_folder"], inventory, labelled_ids=labelled_ids,
                              need_text=hparams["objective"].needs_transcripts, sort=hparams["sorting"])

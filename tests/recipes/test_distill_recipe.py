@@ -159,3 +159,24 @@ def test_init_from_a_model_of_other_tokens_is_refused_naming_both_sizes(teachers
     assert re.search(rf"init_from: {re.escape(source)} speaks other tokens than this student \({len(inventory)} "
                      r"against \d+\)", proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-2000:]
     assert not os.path.exists(os.path.join(str(tmp_path / "student"), "train_log.txt"))
+
+
+def test_transcripts_alone_leave_the_rows_without_one_out_of_training(teachers, cache, tiny_corpus, tmp_path):
+    """alpha 1 with the teachers' transcripts of a transfer set: no term reads the teachers, so the
+    rows they left without a transcript are not trained on (they would only add zero-loss steps),
+    and the log counts them."""
+    from speechkd.data.manifest import read_manifest
+
+    folder = str(tmp_path / "transcripts_only")
+    # the cached dev split stands in for the transfer set: the labeller never reads its wrd
+    distill(teachers, cache, tiny_corpus, folder, alpha=1.0, unlabelled_csv=os.path.join(tiny_corpus, "dev.csv"),
+            unlabelled_transcripts="greedy")
+    labels = os.path.join(folder, "pseudo_labels")
+    pseudo = {row["ID"] for row in read_manifest(os.path.join(labels, "pseudo_labelled.csv"), allow_empty_wrd=True)}
+    still = {row["ID"] for row in read_manifest(os.path.join(labels, "still_unlabelled.csv"), allow_empty_wrd=True)}
+    assert still  # one-epoch teachers: mostly blank, so most rows get no transcript (pseudo may be empty)
+    train = {row["ID"] for row in read_manifest(os.path.join(tiny_corpus, "train.csv"))}
+    trained_on = {row["ID"] for row in read_manifest(os.path.join(folder, "train_and_unlabelled.csv"))}
+    assert trained_on == train | pseudo
+    with open(os.path.join(folder, "log.txt")) as fin:
+        assert f"{len(still)} unlabelled rows without a transcript left out of training" in fin.read()
