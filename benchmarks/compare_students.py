@@ -5,12 +5,15 @@ Each argument is an experiment folder holding ``wer_test.txt`` (or a
 their intervals, the gain over the baseline and the share of the
 baseline-to-ensemble gap closed with theirs (:func:`speechkd.report.confidence_intervals`:
 the same resampled test utterances score all three systems), its epochs and
-median seconds per epoch.
+median seconds per epoch. Folders joined by commas are one system's runs over
+seeds (the baseline's and each student's in the same seed order): their errors are
+pooled (:func:`speechkd.report.pooled_errors`), the epochs and seconds are the first's.
 
 Usage::
 
     python benchmarks/compare_students.py --baseline /tmp/kd/base-12 --ensemble /tmp/kd/teacher_wer_test.txt \\
         /tmp/kd/kd-12 /tmp/kd/kdU-6 /tmp/kd/kdU-12
+    python benchmarks/compare_students.py --baseline /tmp/c-1234,/tmp/c-2024 --ensemble ... /tmp/s-1234,/tmp/s-2024
 """
 
 import argparse
@@ -27,6 +30,11 @@ from machine import machine_line
 from speechkd.report import confidence_intervals, parse_train_log, with_interval
 
 
+def wer_files(spec):
+    """The ``wer_test.txt`` of each comma-separated folder (or file) of ``spec``, a list of one or more."""
+    return [wer_file(path) for path in spec.split(",")]
+
+
 def wer_file(path):
     """``path`` itself when it is a file, else its folder's ``wer_test.txt``; exits naming it when absent."""
     found = path if os.path.isfile(path) else os.path.join(path, "wer_test.txt")
@@ -41,8 +49,8 @@ def main():
     parser.add_argument("--ensemble", required=True, help="the target the gap is measured to")
     parser.add_argument("students", nargs="+")
     args = parser.parse_args()
-    baseline, ensemble = wer_file(args.baseline), wer_file(args.ensemble)
-    students = {student: wer_file(student) for student in args.students}  # every file found before the table
+    baseline, ensemble = wer_files(args.baseline), wer_file(args.ensemble)
+    students = {student: wer_files(student) for student in args.students}  # every file found before the table
     print(machine_line())
     print("| student | epochs | s/epoch | test WER % [95% CI] | CER % [95% CI] | gain, WER points | gap closed % |")
     print("|---|---:|---:|---|---|---|---|")
@@ -50,9 +58,11 @@ def main():
         files = {"baseline": baseline, "student": student_file, "ensemble": ensemble}
         result = confidence_intervals(files, "baseline", "student", "ensemble")
         gain, closed = result["gain"], result["gap_closed"]
-        log = os.path.join(student, "train_log.txt")
+        first = student.split(",")[0]
+        log = os.path.join(first, "train_log.txt")
         epochs = len(parse_train_log(log)) if os.path.exists(log) else "-"
-        print(f"| {os.path.basename(student.rstrip('/'))} | {epochs} | {seconds_per_epoch(student) or 0:.1f} | "
+        name = ", ".join(os.path.basename(path.rstrip("/")) for path in student.split(","))
+        print(f"| {name} | {epochs} | {seconds_per_epoch(first) or 0:.1f} | "
               f"{with_interval(result['rates']['student'], result['wer']['student'])} | "
               f"{with_interval(result['cer_rates']['student'], result['cer']['student'])} | "
               f"{with_interval(gain['value'], (gain['low'], gain['high']))} | "
