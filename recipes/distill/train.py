@@ -88,9 +88,9 @@ if __name__ == "__main__":
             labelled_parts.append(os.path.join(pseudo_label_folder, PSEUDO_LABELLED_CSV))
             unlabelled_csv = os.path.join(pseudo_label_folder, STILL_UNLABELLED_CSV)
         labelled_ids = [row["ID"] for part in labelled_parts for row in read_manifest(part)]
-        if not hparams["objective"].needs_teacher:  # only transcripts are learnt (alpha 1): rows without one are idle
-            logger.info("%d unlabelled rows without a transcript left out of training: no term reads the teachers",
-                        len(read_manifest(unlabelled_csv)))
+        if not hparams["objective"].reads_unlabelled:  # e.g. CTC alone (alpha 1): rows without a transcript idle
+            logger.info("%d unlabelled rows without a transcript left out of training: no term reads them",
+                        len(read_manifest(unlabelled_csv, allow_empty_wrd=True)))
             unlabelled_csv = None
         train_csv = concat_manifests([part for part in [*labelled_parts, unlabelled_csv] if part],
                                      os.path.join(hparams["output_folder"], "train_and_unlabelled.csv"))

@@ -150,6 +150,10 @@ class ObjectiveTerm(torch.nn.Module):
         The term reads the teacher target (the brain then fetches teacher batches).
     needs_transcripts : bool
         The term reads transcripts (the brain then loads tokens).
+    reads_unlabelled : bool
+        The term learns from utterances without a transcript (a KL to the teachers, a peer's
+        posteriors, ...); False for a term that reads the labelled rows only (CTC). A recipe
+        leaves unlabelled rows out of training when no active term reads them.
 
     student_layers : tuple of str
         Student layers the term reads (the brain records them during ``forward``).
@@ -161,6 +165,7 @@ class ObjectiveTerm(torch.nn.Module):
 
     needs_teacher = False
     needs_transcripts = False
+    reads_unlabelled = True
     student_layers = ()
     teacher_layers = ()
     needs_inputs = False
@@ -182,6 +187,7 @@ class CTCTerm(ObjectiveTerm):
     """
 
     needs_transcripts = True
+    reads_unlabelled = False
 
     def __init__(self, blank_index: int = 0):
         super().__init__()
@@ -309,6 +315,11 @@ class Objective(torch.nn.Module):
         return any(term.needs_transcripts for _, term, _ in self.active())
 
     @property
+    def reads_unlabelled(self) -> bool:
+        """Whether any active term learns from utterances without a transcript."""
+        return any(term.reads_unlabelled for _, term, _ in self.active())
+
+    @property
     def needs_inputs(self) -> bool:
         return any(term.needs_inputs for _, term, _ in self.active())
 
@@ -346,10 +357,12 @@ class Objective(torch.nn.Module):
             values[name] = term(batch)
             loss = weight * values[name] if loss is None else loss + weight * values[name]
             values.update(getattr(term, "stats", {}))
-        if loss is None or (batch.log_probs.requires_grad and not loss.requires_grad):
+        if loss is None or (batch.log_probs.requires_grad and not (torch.is_tensor(loss) and loss.requires_grad)):
             # No active term reached the student on this batch (only CTC active, and every row of the
             # batch unlabelled): a zero that still backpropagates, so the step (and DDP's all-reduce,
-            # which waits for every parameter's gradient) goes on with zero gradients
+            # which waits for every parameter's gradient) goes on with zero gradients. The optimizer
+            # still steps (AdamW's momentum and weight decay move the weights): recipes leave such
+            # rows out of training where they can (`reads_unlabelled`)
             loss = (0.0 if loss is None else loss) + 0.0 * batch.log_probs.sum()
         values["loss"] = loss
         return values

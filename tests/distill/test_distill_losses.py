@@ -233,6 +233,8 @@ def test_alpha_zero_needs_no_targets_and_alpha_one_is_pure_ctc():
     assert ctc_only["loss"].item() == 0.0 and ctc_only["loss"].requires_grad
     ctc_only["loss"].backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
+    # ... and a recipe may leave such rows out: CTC alone reads none of them, the KL does
+    assert not make_loss(alpha=1.0).reads_unlabelled and make_loss(alpha=0.5).reads_unlabelled
     with pytest.raises(ValueError, match="no teachers"):
         run(make_loss(alpha=0.5), student, lens, None, None, targets, target_lens)
     with pytest.raises(ValueError, match="no teachers"):

@@ -162,14 +162,16 @@ def test_init_from_a_model_of_other_tokens_is_refused_naming_both_sizes(teachers
 
 
 def test_transcripts_alone_leave_the_rows_without_one_out_of_training(teachers, cache, tiny_corpus, tmp_path):
-    """alpha 1 with the teachers' transcripts of a transfer set: no term reads the teachers, so the
-    rows they left without a transcript are not trained on (they would only add zero-loss steps),
-    and the log counts them."""
-    from speechkd.data.manifest import read_manifest
+    """alpha 1 with the teachers' transcripts of a transfer set: CTC reads the labelled rows only, so
+    the rows the teachers left without a transcript are not trained on (they would only add
+    zero-loss steps), and the log counts them."""
+    from speechkd.data.manifest import read_manifest, write_manifest
 
     folder = str(tmp_path / "transcripts_only")
-    # the cached dev split stands in for the transfer set: the labeller never reads its wrd
-    distill(teachers, cache, tiny_corpus, folder, alpha=1.0, unlabelled_csv=os.path.join(tiny_corpus, "dev.csv"),
+    # the cached dev split, its transcripts blanked, stands in for the transfer set
+    transfer = [{**row, "wrd": ""} for row in read_manifest(os.path.join(tiny_corpus, "dev.csv"))]
+    write_manifest(str(tmp_path / "unlabelled.csv"), transfer)
+    distill(teachers, cache, tiny_corpus, folder, alpha=1.0, unlabelled_csv=str(tmp_path / "unlabelled.csv"),
             unlabelled_transcripts="greedy")
     labels = os.path.join(folder, "pseudo_labels")
     pseudo = {row["ID"] for row in read_manifest(os.path.join(labels, "pseudo_labelled.csv"), allow_empty_wrd=True)}
@@ -177,6 +179,6 @@ def test_transcripts_alone_leave_the_rows_without_one_out_of_training(teachers, 
     assert still  # one-epoch teachers: mostly blank, so most rows get no transcript (pseudo may be empty)
     train = {row["ID"] for row in read_manifest(os.path.join(tiny_corpus, "train.csv"))}
     trained_on = {row["ID"] for row in read_manifest(os.path.join(folder, "train_and_unlabelled.csv"))}
-    assert trained_on == train | pseudo
+    assert trained_on == train | pseudo and len(pseudo) + len(still) == len(transfer)
     with open(os.path.join(folder, "log.txt")) as fin:
         assert f"{len(still)} unlabelled rows without a transcript left out of training" in fin.read()
