@@ -50,11 +50,11 @@ def main():
     parser.add_argument("students", nargs="+")
     args = parser.parse_args()
     baseline, ensemble = wer_files(args.baseline), wer_file(args.ensemble)
-    students = {student: wer_files(student) for student in args.students}
+    students = {student: wer_files(student) for student in args.students}  # every file found before the table
     for student, files in students.items():
         if len(files) != len(baseline):
             sys.exit(f"compare_students: error: {student} has {len(files)} runs, the baseline {len(baseline)}: "
-                     "pooled systems need one run per seed each")  # every file found before the table
+                     "pooled systems need one run per seed each")
     print(machine_line())
     print("| student | epochs | s/epoch | test WER % [95% CI] | CER % [95% CI] | gain, WER points | gap closed % |")
     print("|---|---:|---:|---|---|---|---|")
