@@ -62,11 +62,11 @@ def main():
         files = {"baseline": baseline, "student": student_file, "ensemble": ensemble}
         result = confidence_intervals(files, "baseline", "student", "ensemble")
         gain, closed = result["gain"], result["gap_closed"]
-        first = student.split(",")[0]
-        log = os.path.join(first, "train_log.txt")
+        runs = student.split(",")
+        log = os.path.join(runs[0], "train_log.txt")
         epochs = len(parse_train_log(log)) if os.path.exists(log) else "-"
-        name = ", ".join(os.path.basename(path.rstrip("/")) for path in student.split(","))
-        print(f"| {name} | {epochs} | {seconds_per_epoch(first) or 0:.1f} | "
+        name = ", ".join(os.path.basename(path.rstrip("/")) for path in runs)
+        print(f"| {name} | {epochs} | {seconds_per_epoch(runs[0]) or 0:.1f} | "
               f"{with_interval(result['rates']['student'], result['wer']['student'])} | "
               f"{with_interval(result['cer_rates']['student'], result['cer']['student'])} | "
               f"{with_interval(gain['value'], (gain['low'], gain['high']))} | "
