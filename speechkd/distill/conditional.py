@@ -33,6 +33,7 @@ utterances only::
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -72,38 +73,44 @@ def ctc_forced_alignment(
         utterance too short for its label (no CTC path exists).
     """
     batch, time, _ = log_probs.shape
-    labels = targets.long().cpu()
-    n_labels = target_lens.long().cpu()
-    n_states = 2 * max(int(labels.shape[1]), 1) + 1
-    ext = torch.full((batch, n_states), blank, dtype=torch.long)
+    labels = targets.long().cpu().numpy()
+    n_labels = target_lens.long().cpu().tolist()
+    n_frames = frames.long().cpu().tolist()
+    n_states = 2 * max(labels.shape[1], 1) + 1
+    ext = np.full((batch, n_states), blank, dtype=np.int64)  # blank, y1, blank, y2, ..., blank
     ext[:, 1 : 2 * labels.shape[1] : 2] = labels
-    emit = log_probs.detach().double().cpu().gather(2, ext[:, None, :].expand(batch, time, n_states))
-    skip = torch.zeros(batch, n_states, dtype=torch.bool)
-    skip[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
-    neg = torch.tensor(float("-inf"), dtype=torch.float64)
-    scores = torch.full((batch, time, n_states), float("-inf"), dtype=torch.float64)
-    scores[:, 0, :2] = emit[:, 0, :2]
-    back = torch.zeros(batch, time, n_states, dtype=torch.long)
+    emit = np.take_along_axis(log_probs.detach().double().cpu().numpy(),
+                              np.broadcast_to(ext[:, None, :], (batch, time, n_states)), axis=2)
+    # a label state may be entered from two states back (over a blank) unless it repeats that label
+    no_skip = np.ones((batch, n_states), dtype=bool)
+    no_skip[:, 2:] = (ext[:, 2:] == blank) | (ext[:, 2:] == ext[:, :-2])
+    # Viterbi over the time axis, the states padded with two -inf on the left so that the
+    # predecessors of state s (s, s - 1, s - 2) are slices; back[b, t, s]: how many states back
+    padded = np.full((batch, n_states + 2), -np.inf)
+    padded[:, 2:4] = emit[:, 0, :2]
+    scores = np.empty((batch, time, n_states))
+    scores[:, 0] = padded[:, 2:]
+    back = np.zeros((batch, time, n_states), dtype=np.int64)
     for t in range(1, time):
-        delta = scores[:, t - 1]
-        step = torch.cat([delta.new_full((batch, 1), neg), delta[:, :-1]], 1)
-        jump = torch.cat([delta.new_full((batch, 2), neg), delta[:, :-2]], 1)
-        best, back[:, t] = torch.stack([delta, step, torch.where(skip, jump, neg)], 0).max(0)
-        scores[:, t] = best + emit[:, t]
-    alignment = torch.full((batch, time), -1, dtype=torch.long)
+        stay, step, jump = padded[:, 2:], padded[:, 1:-1], np.where(no_skip, -np.inf, padded[:, :-2])
+        from_step, best = step > stay, np.maximum(stay, step)  # ties go to the fewest states back
+        from_jump = jump > best
+        back[:, t] = np.where(from_jump, 2, from_step)
+        scores[:, t] = np.maximum(best, jump) + emit[:, t]
+        padded[:, 2:] = scores[:, t]
+    alignment = np.full((batch, time), -1, dtype=np.int64)
     for b in range(batch):
-        n_frames, n_lab = int(frames[b]), int(n_labels[b])
-        if n_frames <= 0:
+        if n_frames[b] <= 0:
             continue
-        last = scores[b, n_frames - 1]
-        end = max({2 * n_lab, max(2 * n_lab - 1, 0)}, key=lambda s: float(last[s]))
-        if not torch.isfinite(last[end]):
+        last = scores[b, n_frames[b] - 1]
+        ends = [2 * n_labels[b] - 1, 2 * n_labels[b]] if n_labels[b] else [0]  # on the last label or after it
+        state = max(ends, key=lambda s: last[s])
+        if not np.isfinite(last[state]):
             continue
-        state = end
-        for t in range(n_frames - 1, -1, -1):
+        for t in range(n_frames[b] - 1, -1, -1):
             alignment[b, t] = ext[b, state]
-            state -= int(back[b, t, state])
-    return alignment.to(log_probs.device)
+            state -= back[b, t, state]
+    return torch.from_numpy(alignment).to(log_probs.device)
 
 
 def greedy_matches_reference(

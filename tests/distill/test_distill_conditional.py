@@ -1,5 +1,6 @@
 """Conditional T/S: forced alignment, frame/utterance selection, and the adaptation objective."""
 
+import itertools
 import math
 
 import pytest
@@ -42,6 +43,37 @@ def test_forced_alignment_follows_the_teacher_and_the_reference():
     alignment = ctc_forced_alignment(probs.log()[None], torch.tensor([1]),
                                      torch.tensor([[A, A]]), torch.tensor([2]))
     assert alignment.tolist() == [[-1, -1, -1, -1]]
+
+
+def best_ctc_path_by_enumeration(log_probs, labels):
+    """The best score of any frame labelling that CTC-collapses to ``labels`` (every path tried)."""
+    time, vocab = log_probs.shape
+    best = -math.inf
+    for path in itertools.product(range(vocab), repeat=time):
+        collapsed = [token for index, token in enumerate(path)
+                     if token != BLANK and (index == 0 or token != path[index - 1])]
+        if collapsed == labels:
+            best = max(best, sum(float(log_probs[t, token]) for t, token in enumerate(path)))
+    return best
+
+
+def test_forced_alignment_is_the_best_ctc_path_of_every_batch_row():
+    # random posteriors, labels with repeats, rows of other lengths and one with no path:
+    # the alignment's score is the best of all paths that collapse to the reference
+    generator = torch.Generator().manual_seed(0)
+    log_probs = torch.randn(4, 6, 4, generator=generator, dtype=torch.float64).log_softmax(-1)
+    targets = torch.tensor([[A, A, B], [B, A, 0], [A, 0, 0], [A, B, A]])
+    target_lens, frames = torch.tensor([3, 2, 1, 3]), torch.tensor([6, 5, 6, 2])
+    alignment = ctc_forced_alignment(log_probs, frames, targets, target_lens, blank=BLANK)
+    assert alignment[3].tolist() == [-1] * 6  # 2 frames cannot carry "a b a"
+    for row in range(3):
+        n_frames, labels = int(frames[row]), targets[row, : int(target_lens[row])].tolist()
+        path = alignment[row, :n_frames].tolist()
+        assert alignment[row, n_frames:].tolist() == [-1] * (6 - n_frames)
+        score = sum(float(log_probs[row, t, token]) for t, token in enumerate(path))
+        assert score == pytest.approx(best_ctc_path_by_enumeration(log_probs[row, :n_frames], labels), abs=1e-9)
+        collapsed = [token for index, token in enumerate(path) if token != BLANK and (index == 0 or token != path[index - 1])]
+        assert collapsed == labels
 
 
 def test_frame_level_selection_on_a_hand_built_case():
