@@ -74,6 +74,15 @@ def test_forced_alignment_is_the_best_ctc_path_of_every_batch_row():
         assert score == pytest.approx(best_ctc_path_by_enumeration(log_probs[row, :n_frames], labels), abs=1e-9)
         collapsed = [token for index, token in enumerate(path) if token != BLANK and (index == 0 or token != path[index - 1])]
         assert collapsed == labels
+    assert alignment.dtype == torch.long
+
+
+def test_forced_alignment_of_an_empty_reference_and_of_no_frames():
+    # an empty reference (padded label columns ignored) is blank on every valid frame; no frames: all -1
+    log_probs = peaked([A, B, BLANK, A]).log()[None].expand(2, -1, -1)
+    alignment = ctc_forced_alignment(log_probs, torch.tensor([3, 0]), torch.tensor([[A, B], [A, B]]),
+                                     torch.tensor([0, 2]))
+    assert alignment.tolist() == [[BLANK, BLANK, BLANK, -1], [-1, -1, -1, -1]]
 
 
 def test_frame_level_selection_on_a_hand_built_case():
