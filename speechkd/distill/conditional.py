@@ -86,23 +86,21 @@ def ctc_forced_alignment(
     no_skip[:, 2:] = (ext[:, 2:] == blank) | (ext[:, 2:] == ext[:, :-2])
     # Viterbi over the time axis, the states padded with two -inf on the left so that the
     # predecessors of state s (s, s - 1, s - 2) are slices; back[b, t, s]: how many states back
-    padded = np.full((batch, n_states + 2), -np.inf)
-    padded[:, 2:4] = emit[:, 0, :2]
-    scores = np.empty((batch, time, n_states))
-    scores[:, 0] = padded[:, 2:]
-    back = np.zeros((batch, time, n_states), dtype=np.int64)
+    scores = np.full((batch, time, n_states + 2), -np.inf)
+    scores[:, 0, 2:4] = emit[:, 0, :2]
+    back = np.zeros((batch, time, n_states), dtype=np.int8)
     for t in range(1, time):
-        stay, step, jump = padded[:, 2:], padded[:, 1:-1], np.where(no_skip, -np.inf, padded[:, :-2])
+        previous = scores[:, t - 1]
+        stay, step = previous[:, 2:], previous[:, 1:-1]
+        jump = np.where(no_skip, -np.inf, previous[:, :-2])
         from_step, best = step > stay, np.maximum(stay, step)  # ties go to the fewest states back
-        from_jump = jump > best
-        back[:, t] = np.where(from_jump, 2, from_step)
-        scores[:, t] = np.maximum(best, jump) + emit[:, t]
-        padded[:, 2:] = scores[:, t]
+        back[:, t] = np.where(jump > best, 2, from_step)
+        scores[:, t, 2:] = np.maximum(best, jump) + emit[:, t]
     alignment = np.full((batch, time), -1, dtype=np.int64)
     for b in range(batch):
         if n_frames[b] <= 0:
             continue
-        last = scores[b, n_frames[b] - 1]
+        last = scores[b, n_frames[b] - 1, 2:]
         ends = [2 * n_labels[b] - 1, 2 * n_labels[b]] if n_labels[b] else [0]  # on the last label or after it
         state = max(ends, key=lambda s: last[s])
         if not np.isfinite(last[state]):

@@ -45,14 +45,17 @@ def test_forced_alignment_follows_the_teacher_and_the_reference():
     assert alignment.tolist() == [[-1, -1, -1, -1]]
 
 
+def collapse(path):
+    """A CTC frame labelling's tokens: repeats merged, blanks dropped."""
+    return [token for index, token in enumerate(path) if token != BLANK and (index == 0 or token != path[index - 1])]
+
+
 def best_ctc_path_by_enumeration(log_probs, labels):
     """The best score of any frame labelling that CTC-collapses to ``labels`` (every path tried)."""
     time, vocab = log_probs.shape
     best = -math.inf
     for path in itertools.product(range(vocab), repeat=time):
-        collapsed = [token for index, token in enumerate(path)
-                     if token != BLANK and (index == 0 or token != path[index - 1])]
-        if collapsed == labels:
+        if collapse(path) == labels:
             best = max(best, sum(float(log_probs[t, token]) for t, token in enumerate(path)))
     return best
 
@@ -72,8 +75,7 @@ def test_forced_alignment_is_the_best_ctc_path_of_every_batch_row():
         assert alignment[row, n_frames:].tolist() == [-1] * (6 - n_frames)
         score = sum(float(log_probs[row, t, token]) for t, token in enumerate(path))
         assert score == pytest.approx(best_ctc_path_by_enumeration(log_probs[row, :n_frames], labels), abs=1e-9)
-        collapsed = [token for index, token in enumerate(path) if token != BLANK and (index == 0 or token != path[index - 1])]
-        assert collapsed == labels
+        assert collapse(path) == labels
     assert alignment.dtype == torch.long
 
 
