@@ -107,7 +107,7 @@ def ctc_forced_alignment(
             continue
         for t in range(n_frames[b] - 1, -1, -1):
             alignment[b, t] = ext[b, state]
-            state -= back[b, t, state]
+            state -= int(back[b, t, state])  # a NumPy int8 would make the state int8 (NEP 50)
     return torch.from_numpy(alignment).to(log_probs.device)
 
 

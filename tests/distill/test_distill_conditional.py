@@ -79,6 +79,15 @@ def test_forced_alignment_is_the_best_ctc_path_of_every_batch_row():
     assert alignment.dtype == torch.long
 
 
+def test_forced_alignment_of_a_reference_longer_than_a_hundred_labels():
+    # 140 labels (281 states): the state index outgrows a small integer type on the way back
+    labels = [A, B] * 70
+    path = [token for label in labels for token in (label, BLANK)]
+    alignment = ctc_forced_alignment(peaked(path).log()[None], torch.tensor([len(path)]),
+                                     torch.tensor([labels]), torch.tensor([len(labels)]))
+    assert alignment[0].tolist() == path
+
+
 def test_forced_alignment_of_an_empty_reference_and_of_no_frames():
     # an empty reference (padded label columns ignored) is blank on every valid frame; no frames: all -1
     log_probs = peaked([A, B, BLANK, A]).log()[None].expand(2, -1, -1)
