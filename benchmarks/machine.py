@@ -5,15 +5,33 @@ import platform
 from pathlib import Path
 
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or what the platform says)."""
+def cpu_fields() -> dict:
+    """The first processor's ``/proc/cpuinfo`` fields (empty where there is none)."""
+    fields = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return fields
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_model() -> str:
+    """CPU model name, with its family and model numbers and AVX-512 when it has it.
+
+    Cloud machines often report only ``AMD EPYC``: the family and model tell
+    apart generations that run the same epochs 1.3-1.7x apart (RESULTS.md,
+    "Run of 2026-12-02 (afternoon)").
+    """
+    fields = cpu_fields()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields and "model" in fields else []
+    if "avx512f" in fields.get("flags", "").split():
+        details.append("AVX-512")
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def machine_line() -> str:
