@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from speechkd.experiment import write_json
+from speechkd.experiment import HPARAMS_FILE, write_json, yaml_values
 from speechkd.metrics import (
     bootstrap_error_rates,
     interval,
@@ -214,8 +214,23 @@ def collect(out, model_folders, teacher_names, strategy):
         "ensemble_strategies": {name: s["wer"] for name, s in ensemble_eval["strategies"].items()},
         "teacher_agreement": ensemble_eval["agreement"].get("overall"),
         "baseline_spike_delay_frames": ensemble_eval.get("baseline_spike_delay"),
+        **distillation_settings(model_folders.get("student_kd")),
     }
     return {"models": rows, "summary": summary}
+
+
+def distillation_settings(folder):
+    """``{"alpha": ..., "teacher_delay": ...}`` of the distilled student's run (from its ``hyperparams.yaml``).
+
+    A value the file does not hold (or a folder without the file) is ``None``.
+    """
+    path = os.path.join(folder, HPARAMS_FILE) if folder else None
+    if path is None or not os.path.exists(path):
+        return {"alpha": None, "teacher_delay": None}
+    with open(path, encoding="utf-8") as fin:
+        values = yaml_values(fin.read())
+    return {key: values.get(key) if isinstance(values.get(key), (int, float)) else None
+            for key in ("alpha", "teacher_delay")}
 
 
 def markdown_table(report):
@@ -319,11 +334,29 @@ def summary_lines(report):
                      f"token in another teacher): {100 * s['teacher_agreement']:.0f}%")
     delay = s.get("baseline_spike_delay_frames")
     if delay:
-        lines.append("- The student trained alone spikes "
-                     + ", ".join(f"{v:+.0f}" for v in delay.values() if v is not None)
-                     + " frames after the teachers (median); distillation delays the teacher "
-                     "targets by `teacher_delay` frames to match")
+        lines.append(spike_delay_line(delay, s.get("alpha"), s.get("teacher_delay")))
     return "\n".join(lines)
+
+
+def spike_delay_line(delay, alpha=None, teacher_delay=None):
+    """The summary line on how late the baseline spikes against each teacher, and what the KL does about it.
+
+    Parameters
+    ----------
+    delay : dict
+        Teacher name -> median frames by which the baseline's spikes follow the teacher's (or None).
+    alpha : float, optional
+        The distilled student's CTC weight: at 1 no frame-level KL reads the teachers' frames.
+    teacher_delay : int, optional
+        Frames by which the distill stage delayed the teachers' frame targets.
+    """
+    offsets = ", ".join(f"{v:+.0f}" for v in delay.values() if v is not None)
+    line = f"- The student trained alone spikes {offsets} frames after the teachers (median); "
+    if alpha is not None and alpha >= 1:
+        return line + "the distilled student reads no teacher frames (α = 1: no KL term), so no delay applies"
+    if teacher_delay is None:
+        return line + "distillation delays the teacher targets by `teacher_delay` frames to match"
+    return line + f"distillation delays the teacher targets by {teacher_delay} frames (`teacher_delay`)"
 
 
 def lexicon_lines(lexicon):

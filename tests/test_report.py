@@ -108,3 +108,21 @@ def test_table_and_summary_print_the_intervals():
     assert "12.0 [6.0, 18.0] WER points" in text and "the interval excludes zero" in text
     report["summary"]["gain_ci"] = [-1.0, 18.0]
     assert "includes zero" in summary_lines(report)
+
+
+def test_the_spike_delay_line_follows_the_distilled_students_settings(tmp_path):
+    from speechkd.report import distillation_settings, spike_delay_line
+
+    (tmp_path / "hyperparams.yaml").write_text(
+        "alpha: 1.0\nteacher_delay: 2\nmodel: !new:torch.nn.Linear\n    in_features: 2\n    out_features: 2\n")
+    settings = distillation_settings(str(tmp_path))
+    assert settings == {"alpha": 1.0, "teacher_delay": 2}
+    assert distillation_settings(str(tmp_path / "absent")) == {"alpha": None, "teacher_delay": None}
+    assert distillation_settings(None) == {"alpha": None, "teacher_delay": None}
+
+    delay = {"tdnn": 2.0, "conformer": None}
+    line = spike_delay_line(delay, **settings)
+    assert line.startswith("- The student trained alone spikes +2 frames after the teachers")
+    assert "reads no teacher frames" in line and "delays" not in line
+    assert "delays the teacher targets by 2 frames" in spike_delay_line(delay, alpha=0.5, teacher_delay=2)
+    assert "by `teacher_delay` frames" in spike_delay_line(delay)
