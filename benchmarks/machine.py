@@ -23,7 +23,7 @@ def cpu_model() -> str:
     """CPU model name, with its family and model numbers and AVX-512 when it has it.
 
     Cloud machines often report only ``AMD EPYC``: the family and model tell
-    apart generations that run the same epochs 1.3-1.7x apart (RESULTS.md,
+    apart generations that ran the main job's stages 1.6-2.1x apart (1.8x the whole job) (RESULTS.md,
     "Run of 2026-12-02 (afternoon)").
     """
     fields = cpu_fields()
