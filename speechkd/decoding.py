@@ -266,7 +266,7 @@ class LexiconDecoder:
         if " " not in inventory.symbols:
             raise ValueError("the inventory has no space: a lexicon decoder needs the word boundary")
         self.inventory, self.lm = inventory, lm
-        spellable = [word for word in lm.words if all(char in inventory for char in word)]
+        spellable = [word for word in lm.words if all(char in inventory for char in self.characters(word))]
         self.words = spellable
         if not spellable:
             raise ValueError("none of the LM's words can be spelled with the model's inventory")
@@ -279,13 +279,26 @@ class LexiconDecoder:
         with tempfile.TemporaryDirectory(prefix="speechkd-lexicon-") as folder:
             lexicon, lm_dict = os.path.join(folder, "lexicon.txt"), os.path.join(folder, "words.txt")
             with open(lexicon, "w", encoding="utf-8") as out:
-                out.writelines(f"{word}\t{' '.join(word)} |\n" for word in spellable)
+                out.writelines(f"{word}\t{self.spelling(word)}\n" for word in spellable)
             with open(lm_dict, "w", encoding="utf-8") as out:
                 out.writelines(f"{word}\n" for word in entries)
             self._decoder = ctc_decoder(
                 lexicon=lexicon, tokens=tokens, lm=_flashlight_bigram(lm, entries), lm_dict=lm_dict,
                 nbest=1, beam_size=beam, lm_weight=lm_weight, word_score=word_score, sil_score=0.0,
                 blank_token=inventory.symbols[inventory.blank_index], sil_token="|", unk_word="<unk>")
+
+    @staticmethod
+    def characters(entry: str) -> str:
+        """The characters a lexicon entry spells (a word: itself)."""
+        return entry
+
+    def spelling(self, entry: str) -> str:
+        """The entry's line in flashlight's lexicon: its tokens, then the word boundary."""
+        return f"{' '.join(entry)} |"
+
+    def text(self, entries: list[str]) -> str:
+        """The transcript of a decoded entry sequence."""
+        return " ".join(entries)
 
     @classmethod
     def from_transcripts(cls, inventory, texts, prior: float = 5.0, **options) -> LexiconDecoder:
@@ -320,7 +333,139 @@ class LexiconDecoder:
         closed[rows, lengths] = _CLOSED_FLOOR  # the frame after each utterance's last: a space
         closed[rows, lengths, self._space] = 0.0
         results = self._decoder(closed.contiguous(), lengths + 1)
-        return [" ".join(hypotheses[0].words) if hypotheses else "" for hypotheses in results]
+        return [self.text(hypotheses[0].words) if hypotheses else "" for hypotheses in results]
+
+
+class MorphSegmenter:
+    """Words split into morphs learnt from a word list (Morfessor Baseline; Creutz & Lagus 2007).
+
+    Morfessor finds the parts that many words share ("drei", "und",
+    "zwanzig", "cento") by minimum description length, without knowing the
+    language. Trained on word types (each word once), as is usual for finding
+    morphs rather than frequent words. Deterministic: Python's ``random``
+    is seeded for the training and restored after it.
+
+    Parameters
+    ----------
+    words : iterable of str
+        The vocabulary, e.g. every word of the training transcripts.
+    seed : int
+
+    Example
+    -------
+    >>> segmenter = MorphSegmenter(num2words(n, lang="de") for n in range(1, 200) if n != 87)  # doctest: +SKIP
+    >>> segmenter.units("siebenundachtzig hundert")  # doctest: +SKIP
+    ['siebenund+', 'achtzig', 'hundert']
+    """
+
+    CONTINUES = "+"
+    """Marks a morph that does not end its word."""
+
+    def __init__(self, words, seed: int = 0):
+        import random
+
+        import morfessor
+        import morfessor.utils
+
+        morfessor.utils.show_progress_bar = False  # its dots would interleave with the recipes' logs
+        self.vocabulary = sorted(set(words))
+        if not self.vocabulary:
+            raise ValueError("MorphSegmenter needs at least one word")
+        marked = [word for word in self.vocabulary if self.CONTINUES in word]
+        if marked:
+            raise ValueError(f"words hold the morph marker {self.CONTINUES!r}: {marked[:3]}")
+        self._model = morfessor.BaselineModel()
+        self._model.load_data([(1, word) for word in self.vocabulary])
+        state = random.getstate()
+        random.seed(seed)
+        try:
+            self._model.train_batch()
+        finally:
+            random.setstate(state)
+        self._morphs: dict[str, list[str]] = {}
+
+    def segment(self, word: str) -> list[str]:
+        """The morphs of ``word`` (a word never seen is split by the learnt morphs too)."""
+        if word not in self._morphs:
+            self._morphs[word] = list(self._model.viterbi_segment(word)[0])
+        return self._morphs[word]
+
+    def units(self, text: str) -> list[str]:
+        """``"dreiundzwanzig eins"`` -> ``["drei+", "und+", "zwanzig", "eins"]``."""
+        units = []
+        for word in text.split():
+            morphs = self.segment(word)
+            units += [morph + self.CONTINUES for morph in morphs[:-1]] + [morphs[-1]]
+        return units
+
+    @classmethod
+    def join(cls, units: list[str]) -> str:
+        """The inverse of :meth:`units`: ``["drei+", "und+", "zwanzig"]`` -> ``"dreiundzwanzig"``."""
+        return " ".join(units).replace(cls.CONTINUES + " ", "").replace(cls.CONTINUES, "")
+
+
+class MorphLexiconDecoder(LexiconDecoder):
+    """A lexicon decoder that also spells words the training transcripts never did, from their morphs.
+
+    In German and Italian a number is one word ("dreihundertvierundzwanzig",
+    "centoventitré"): few of them are in any training list, and a word
+    lexicon forces the others onto the words it has. Here the lexicon's
+    entries are the training words and their morphs (:class:`MorphSegmenter`):
+    a word-internal morph (``drei+``) is spelled without the word boundary, a
+    word-final one (``zwanzig``) and a whole word with it, so a hypothesis may
+    compose a new word. The bigram (:class:`BigramWordLM`) learns each
+    training transcript twice, as whole words (a known word keeps its word
+    bigram) and as morphs (how morphs follow each other). The composed words
+    are not checked here: :func:`speechkd.distill.transcripts.filter_pseudo_labels`
+    keeps a new word only where the greedy path spells it too.
+
+    Parameters
+    ----------
+    inventory : speechkd.text.TokenInventory
+        The acoustic model's symbols; ``" "`` separates words, and ``"+"`` must not be one.
+    texts : list of str
+        Training transcripts.
+    segmenter : MorphSegmenter, optional
+        Default: one trained on the words of ``texts``.
+    prior : float
+        The bigram's smoothing (:class:`BigramWordLM`).
+    **options
+        ``beam``, ``lm_weight``, ``word_score`` (:class:`LexiconDecoder`).
+
+    Attributes
+    ----------
+    segmenter : MorphSegmenter
+    """
+
+    def __init__(self, inventory, texts, segmenter: MorphSegmenter | None = None, prior: float = 5.0, **options):
+        if MorphSegmenter.CONTINUES in inventory.symbols:
+            raise ValueError(f"the inventory holds {MorphSegmenter.CONTINUES!r}, which marks a word-internal morph")
+        texts = [text for text in texts if text.split()]
+        self.segmenter = segmenter or MorphSegmenter(word for text in texts for word in text.split())
+        morphs = [" ".join(self.segmenter.units(text)) for text in texts]
+        super().__init__(inventory, BigramWordLM([*texts, *morphs], prior=prior), **options)
+
+    @classmethod
+    def from_manifest(cls, inventory, manifest, prior: float = 5.0, **options) -> MorphLexiconDecoder:
+        """A decoder from the ``wrd`` column of a manifest (the model's ``train.csv``)."""
+        from speechkd.data.manifest import read_manifest
+
+        texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
+        if not texts:
+            raise ValueError(f"{manifest}: no transcript to build a lexicon from")
+        return cls(inventory, texts, prior=prior, **options)
+
+    @staticmethod
+    def characters(entry: str) -> str:
+        return entry.removesuffix(MorphSegmenter.CONTINUES)
+
+    def spelling(self, entry: str) -> str:
+        if entry.endswith(MorphSegmenter.CONTINUES):
+            return " ".join(self.characters(entry))
+        return super().spelling(entry)
+
+    def text(self, entries: list[str]) -> str:
+        return MorphSegmenter.join(entries)
 
 
 def _flashlight_bigram(lm: BigramWordLM, words: list[str]):

@@ -8,6 +8,8 @@ import torch
 from speechkd.decoding import (
     BigramWordLM,
     LexiconDecoder,
+    MorphLexiconDecoder,
+    MorphSegmenter,
     ctc_greedy,
     ctc_path_log_prob,
     ctc_prefix_beam,
@@ -163,3 +165,42 @@ def test_the_bigram_decides_between_words_the_audio_leaves_open():
 
 def _greedy_text(log_probs, inventory):
     return inventory.decode(ctc_greedy(log_probs.unsqueeze(0), [len(log_probs)])[0])
+
+
+def _german_numbers(held_out):
+    """German number words 1-199 (num2words), but ``held_out``."""
+    from num2words import num2words
+
+    return [num2words(n, lang="de") for n in range(1, 200) if n not in held_out]
+
+
+def test_morphs_are_parts_the_training_words_share_and_join_back():
+    words = _german_numbers(held_out=(87, 143))
+    segmenter = MorphSegmenter(words)
+    for unseen in ("siebenundachtzig", "hundertdreiundvierzig"):  # split by the morphs learnt
+        parts = segmenter.segment(unseen)
+        assert len(parts) >= 2 and "".join(parts) == unseen
+    units = segmenter.units("hundertdreiundvierzig zwanzig")
+    assert all(unit.endswith("+") for unit in units[:-2]) and units[-2:] == [units[-2].rstrip("+"), "zwanzig"]
+    assert MorphSegmenter.join(units) == "hundertdreiundvierzig zwanzig"
+    assert MorphSegmenter(words).segment("hundertdreiundvierzig") == segmenter.segment("hundertdreiundvierzig")
+    with pytest.raises(ValueError, match="morph marker"):
+        MorphSegmenter(["drei+"])
+
+
+def test_the_morph_decoder_spells_a_word_the_transcripts_never_did():
+    texts = [*_german_numbers(held_out=(87,)), "dreiundzwanzig vierzig"]
+    inventory = TokenInventory.from_training_texts([*texts, "siebenundachtzig"])[0]
+    unseen = _spelled(inventory, "siebenundachtzig").unsqueeze(0)
+    frames = torch.tensor([unseen.shape[1]])
+    words = LexiconDecoder.from_transcripts(inventory, texts, lm_weight=0.0)
+    morphs = MorphLexiconDecoder(inventory, texts, lm_weight=0.0)
+    assert words(unseen, frames)[0] != "siebenundachtzig"  # forced onto a known word
+    assert morphs(unseen, frames) == ["siebenundachtzig"]
+    # known words and sequences decode as the word lexicon decodes them
+    for text in ("dreiundzwanzig vierzig", "zwanzig", "einhundertneunundneunzig"):
+        known = _spelled(inventory, text).unsqueeze(0)
+        assert morphs(known, torch.tensor([known.shape[1]])) == [text]
+    assert any(unit.endswith("+") for unit in morphs.words) and "zwanzig" in morphs.words
+    with pytest.raises(ValueError, match="marks a word-internal morph"):
+        MorphLexiconDecoder(TokenInventory(["<blank>", " ", "+", "x"]), ["x"])

@@ -84,7 +84,8 @@ if __name__ == "__main__":
                 teachers, inventory, unlabelled_csv, hparams["data_folder"], pseudo_label_folder],
                 kwargs={"decoding": transcripts, "lexicon_csv": train_csv, "strategy": hparams["strategy"],
                         "strategy_options": hparams["strategy_options"],
-                        "max_disagreement": hparams["max_disagreement"], "beam": hparams["pseudo_label_beam"]})
+                        "max_disagreement": hparams["max_disagreement"], "beam": hparams["pseudo_label_beam"],
+                        "compounds": hparams["pseudo_label_compounds"]})
             labelled_parts.append(os.path.join(pseudo_label_folder, PSEUDO_LABELLED_CSV))
             unlabelled_csv = os.path.join(pseudo_label_folder, STILL_UNLABELLED_CSV)
         labelled_ids = [row["ID"] for part in labelled_parts for row in read_manifest(part)]

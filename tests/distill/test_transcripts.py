@@ -194,3 +194,60 @@ def test_teachers_pseudo_label_unlabelled_audio_where_lexicon_and_greedy_transcr
     with pytest.raises(ValueError, match="strategy 'best'"):  # it reads the errors against the true transcripts
         pseudo_label_from_teachers(teachers, inventory, dev_csv, tiny_corpus, str(tmp_path), decoding="greedy",
                                    strategy="best")
+
+
+def test_a_word_outside_the_known_words_is_kept_only_where_the_second_opinion_spells_it():
+    rows = [{"ID": f"u{i}", "lang": "de", "wrd": ""} for i in range(3)]
+    composed = {"u0": Transcript("siebenundachtzig", 1.0), "u1": Transcript("zwanzig vierzig siebenundachtzig", 1.0),
+                "u2": Transcript("zwanzig vierzig", 1.0)}
+    greedy = {"u0": Transcript("siebenundachtzig", 1.0), "u1": Transcript("zwanzig vierzig siebenundachtzg", 1.0),
+              "u2": Transcript("zwanzig vierzg", 1.0)}
+    known = {"zwanzig", "vierzig"}
+    kept, dropped = filter_pseudo_labels(rows, composed, second_opinion=greedy, max_disagreement=50,
+                                         known_words=known)
+    assert [(row["ID"], row["wrd"]) for row in kept] == [("u0", "siebenundachtzig"), ("u2", "zwanzig vierzig")]
+    assert dropped == {"unusable audio": 0, "empty": 0, "confidence": 0, "disagreement": 0, "unseen word": 1}
+    kept, dropped = filter_pseudo_labels(rows, composed, second_opinion=greedy, max_disagreement=50)
+    assert len(kept) == 3 and "unseen word" not in dropped  # without known_words: the WER rule alone
+    with pytest.raises(ValueError, match="needs a second_opinion"):
+        filter_pseudo_labels(rows, composed, known_words=known)
+
+
+def test_compounds_label_the_words_the_lexicon_lacks_from_their_morphs(tiny_corpus, tmp_path):
+    """German numbers 1-199 but 87 are the lexicon; the teachers spell 87 ("siebenundachtzig"): the word
+    lexicon forces it onto a known word and drops it, the second pass composes it from morphs."""
+    from num2words import num2words
+
+    from speechkd.data.manifest import read_manifest, write_manifest
+    from speechkd.distill.transcripts import pseudo_label_from_teachers
+    from speechkd.text import TokenInventory
+
+    numbers = [num2words(n, lang="de") for n in range(1, 200) if n != 87]
+    template = read_manifest(os.path.join(tiny_corpus, "train.csv"))[0]
+    lexicon_csv = str(tmp_path / "train.csv")
+    write_manifest(lexicon_csv, [{**template, "ID": f"t{i}", "lang": "de", "wrd": text}
+                                 for i, text in enumerate(numbers)])
+    inventory, _ = TokenInventory.from_training_texts([*numbers, "siebenundachtzig"])
+    rows = read_manifest(os.path.join(tiny_corpus, "dev.csv"))[:3]
+    spoken = {rows[0]["ID"]: "siebenundachtzig", rows[1]["ID"]: "dreiundzwanzig vierzig", rows[2]["ID"]: ""}
+    unlabelled_csv = str(tmp_path / "unlabelled.csv")  # their own wrd ("falsch") must never become a label
+    write_manifest(unlabelled_csv, [{**row, "lang": "de", "wrd": "falsch"} for row in rows])
+    teachers = SpellingTeachers(inventory, spoken)
+
+    def labels(folder, **options):
+        labelled_csv, _ = pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, tiny_corpus, str(folder),
+                                                     decoding="lexicon", lexicon_csv=lexicon_csv,
+                                                     strategy="average", **options)
+        with open(folder / "pseudo_labels.json") as fin:
+            return {row["ID"]: row["wrd"] for row in read_manifest(labelled_csv)}, json.load(fin)
+
+    kept, summary = labels(tmp_path / "words")
+    assert kept == {rows[1]["ID"]: "dreiundzwanzig vierzig"}
+    assert "composed_from_morphs" not in summary
+    kept, summary = labels(tmp_path / "morphs", compounds=True)
+    assert kept == {rows[0]["ID"]: "siebenundachtzig", rows[1]["ID"]: "dreiundzwanzig vierzig"}
+    assert summary["composed_from_morphs"] == 1 and summary["pseudo_labelled"] == 2
+    assert summary["dropped"] == {"unusable audio": 0, "empty": 1, "disagreement": 0, "unseen word": 0}
+    with pytest.raises(ValueError, match="follows a lexicon pass"):
+        pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, tiny_corpus, str(tmp_path),
+                                   decoding="greedy", strategy="average", compounds=True)
