@@ -388,7 +388,7 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
         ``lexicon`` only: the second pass over morphs, above. On the main job's
         transfer set it labelled 2,415 utterances instead of 2,123 (German 26 ->
         44 %, Italian 26 -> 57 %) at 5.0 % WER against what was said instead of 4.3
-        (benchmarks/RESULTS.md, "Run of 2026-12-02 (afternoon)").
+        (benchmarks/RESULTS.md, "Run of 2026-12-02 (late afternoon)").
 
     Returns
     -------
