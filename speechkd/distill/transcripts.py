@@ -331,6 +331,25 @@ PSEUDO_LABELS_JSON = "pseudo_labels.json"
 """Its settings and counts."""
 
 
+def decoded_transcripts(teachers, inventory, dataset, strategy, strategy_options=None, batch_size=16, decoder=None):
+    """The fused teachers' greedy transcripts of ``dataset``, and ``decoder``'s.
+
+    Returns
+    -------
+    greedy, decoded : dict
+        ID -> :class:`Transcript` (confidence 1); ``decoded`` is empty without a decoder.
+    """
+    greedy, decoded = {}, {}
+    for batch, log_probs, frames in fused_posteriors(teachers, inventory, dataset, strategy, strategy_options,
+                                                      batch_size=batch_size):
+        for utt, text in zip(batch.id, greedy_transcripts(log_probs, frames, inventory)):
+            greedy[utt] = Transcript(text, 1.0)
+        if decoder is not None:
+            for utt, text in zip(batch.id, decoder(log_probs, frames)):
+                decoded[utt] = Transcript(text, 1.0)
+    return greedy, decoded
+
+
 def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder, output_folder, decoding="lexicon",
                                lexicon_csv=None, strategy="weighted", strategy_options=None, max_disagreement=50.0,
                                beam=10, batch_size=16, compounds=False):
@@ -408,25 +427,19 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     if compounds and decoding != "lexicon":
         raise ValueError(f"compounds: the second pass over morphs follows a lexicon pass (decoding: lexicon), "
                          f"not {decoding!r}")
-    greedy, lexicon, composed = {}, {}, {}
     lexicon_decoder = (LexiconDecoder.from_manifest(inventory, lexicon_csv, beam=beam)
                        if decoding == "lexicon" else None)
-    morph_decoder = MorphLexiconDecoder.from_manifest(inventory, lexicon_csv, beam=beam) if compounds else None
-    for batch, log_probs, frames in fused_posteriors(teachers, inventory, dataset, strategy, strategy_options,
-                                                      batch_size=batch_size):
-        for utt, text in zip(batch.id, greedy_transcripts(log_probs, frames, inventory)):
-            greedy[utt] = Transcript(text, 1.0)
-        if lexicon_decoder is not None:
-            for utt, text in zip(batch.id, lexicon_decoder(log_probs, frames)):
-                lexicon[utt] = Transcript(text, 1.0)
-        if morph_decoder is not None:
-            for utt, text in zip(batch.id, morph_decoder(log_probs, frames)):
-                composed[utt] = Transcript(text, 1.0)
+    decode = {"teachers": teachers, "inventory": inventory, "strategy": strategy,
+              "strategy_options": strategy_options, "batch_size": batch_size}
+    greedy, lexicon = decoded_transcripts(dataset=dataset, decoder=lexicon_decoder, **decode)
     composed_kept = []
     if decoding == "lexicon":
         kept, dropped = filter_pseudo_labels(rows, lexicon, second_opinion=greedy, max_disagreement=max_disagreement)
-        if morph_decoder is not None:  # the rows the words left unlabelled, over morphs
+        if compounds:  # the rows the words left unlabelled, again over morphs
             labelled = {row["ID"]: row for row in kept}
+            morph_decoder = MorphLexiconDecoder.from_manifest(inventory, lexicon_csv, beam=beam)
+            unlabelled = dataset.filtered_sorted(key_test={"id": lambda utt: utt in greedy and utt not in labelled})
+            _, composed = decoded_transcripts(dataset=unlabelled, decoder=morph_decoder, **decode)
             composed_kept, dropped = filter_pseudo_labels(
                 [row for row in rows if row["ID"] not in labelled], composed, second_opinion=greedy,
                 max_disagreement=max_disagreement, known_words=set(morph_decoder.segmenter.vocabulary))
@@ -443,7 +456,7 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     summary = {"decoding": decoding, "strategy": strategy, "beam": beam if lexicon_decoder else None,
                "max_disagreement": max_disagreement if lexicon_decoder else None,
                "offered": len(rows), "pseudo_labelled": len(kept),
-               **({"composed_from_morphs": len(composed_kept)} if morph_decoder else {}), "dropped": dropped}
+               **({"composed_from_morphs": len(composed_kept)} if compounds else {}), "dropped": dropped}
     with open(os.path.join(output_folder, PSEUDO_LABELS_JSON), "w", encoding="utf-8") as fout:
         json.dump(summary, fout, indent=1)
     logger.info("%s: %d of %d utterances pseudo-labelled with the teachers' %s transcripts (dropped: %s)",
