@@ -350,6 +350,7 @@ class MorphSegmenter:
     words : iterable of str
         The vocabulary, e.g. every word of the training transcripts.
     seed : int
+        Seeds Python's ``random`` for Morfessor's training (restored after).
 
     Example
     -------
@@ -367,7 +368,6 @@ class MorphSegmenter:
         import morfessor
         import morfessor.utils
 
-        morfessor.utils.show_progress_bar = False  # its dots would interleave with the recipes' logs
         self.vocabulary = sorted(set(words))
         if not self.vocabulary:
             raise ValueError("MorphSegmenter needs at least one word")
@@ -376,16 +376,18 @@ class MorphSegmenter:
             raise ValueError(f"words hold the morph marker {self.CONTINUES!r}: {marked[:3]}")
         self._model = morfessor.BaselineModel()
         self._model.load_data([(1, word) for word in self.vocabulary])
-        state = random.getstate()
+        state, progress = random.getstate(), morfessor.utils.show_progress_bar
         random.seed(seed)
+        morfessor.utils.show_progress_bar = False  # its dots would interleave with the recipes' logs
         try:
             self._model.train_batch()
         finally:
             random.setstate(state)
+            morfessor.utils.show_progress_bar = progress
         self._morphs: dict[str, list[str]] = {}
 
     def segment(self, word: str) -> list[str]:
-        """The morphs of ``word`` (a word never seen is split by the learnt morphs too)."""
+        """The morphs of ``word``: its Viterbi split over the learnt morphs (a training word's and a new one's alike)."""
         if word not in self._morphs:
             self._morphs[word] = list(self._model.viterbi_segment(word)[0])
         return self._morphs[word]
@@ -419,6 +421,16 @@ class MorphLexiconDecoder(LexiconDecoder):
     are not checked here: :func:`speechkd.distill.transcripts.filter_pseudo_labels`
     keeps a new word only where the greedy path spells it too.
 
+    Known limits: flashlight lets the word boundary through as silence after
+    any entry, so a hypothesis may also join two spoken words through a
+    word-internal morph (only the bigram argues against it), and a character
+    spoken over several frames costs a word-internal morph a little (its
+    repeats are scored as that silence). On the main job's transfer set the
+    rows this decoder labelled after the word lexicon had 21 % WER against
+    what was said (the word pass's 4.3 %): mostly a wrong composed word that
+    the greedy path spells the same way (benchmarks/RESULTS.md, "Run of
+    2026-12-02 (late afternoon)").
+
     Parameters
     ----------
     inventory : speechkd.text.TokenInventory
@@ -446,6 +458,11 @@ class MorphLexiconDecoder(LexiconDecoder):
         super().__init__(inventory, BigramWordLM([*texts, *morphs], prior=prior), **options)
 
     @classmethod
+    def from_transcripts(cls, inventory, texts, prior: float = 5.0, **options) -> MorphLexiconDecoder:
+        """A decoder whose words, morphs and bigram come from ``texts`` (training transcripts)."""
+        return cls(inventory, texts, prior=prior, **options)
+
+    @classmethod
     def from_manifest(cls, inventory, manifest, prior: float = 5.0, **options) -> MorphLexiconDecoder:
         """A decoder from the ``wrd`` column of a manifest (the model's ``train.csv``)."""
         from speechkd.data.manifest import read_manifest
@@ -457,14 +474,17 @@ class MorphLexiconDecoder(LexiconDecoder):
 
     @staticmethod
     def characters(entry: str) -> str:
+        """A morph's characters, without the word-internal marker."""
         return entry.removesuffix(MorphSegmenter.CONTINUES)
 
     def spelling(self, entry: str) -> str:
+        """A word-internal morph's tokens have no word boundary after them; a word-final one's do."""
         if entry.endswith(MorphSegmenter.CONTINUES):
             return " ".join(self.characters(entry))
         return super().spelling(entry)
 
     def text(self, entries: list[str]) -> str:
+        """Morphs joined back into words (:meth:`MorphSegmenter.join`)."""
         return MorphSegmenter.join(entries)
 
 

@@ -220,17 +220,19 @@ def collect(out, model_folders, teacher_names, strategy):
 
 
 def distillation_settings(folder):
-    """``{"alpha": ..., "teacher_delay": ...}`` of the distilled student's run (from its ``hyperparams.yaml``).
+    """``{"alpha": ..., "teacher_delay": ..., "w_kd": ...}`` of the distilled student's run (its ``hyperparams.yaml``).
 
-    A value the file does not hold (or a folder without the file) is ``None``.
+    ``w_kd`` is the KL weight of a recipe that sets it apart from ``alpha``
+    (``hparams/distill/student_hint.yaml``). A value the file does not hold
+    (or a folder without the file) is ``None``.
     """
     path = os.path.join(folder, HPARAMS_FILE) if folder else None
     if path is None or not os.path.exists(path):
-        return {"alpha": None, "teacher_delay": None}
+        return {"alpha": None, "teacher_delay": None, "w_kd": None}
     with open(path, encoding="utf-8") as fin:
         values = yaml_values(fin.read())
     return {key: values.get(key) if isinstance(values.get(key), (int, float)) else None
-            for key in ("alpha", "teacher_delay")}
+            for key in ("alpha", "teacher_delay", "w_kd")}
 
 
 def markdown_table(report):
@@ -338,7 +340,7 @@ def summary_lines(report):
     return "\n".join(lines)
 
 
-def spike_delay_line(delay, alpha=None, teacher_delay=None):
+def spike_delay_line(delay, alpha=None, teacher_delay=None, w_kd=None):
     """The summary line on how late the baseline spikes against each teacher, and what the KL does about it.
 
     Parameters
@@ -349,13 +351,22 @@ def spike_delay_line(delay, alpha=None, teacher_delay=None):
         The distilled student's CTC weight: at 1 no frame-level KL reads the teachers' frames.
     teacher_delay : int, optional
         Frames by which the distill stage delayed the teachers' frame targets.
+    w_kd : float, optional
+        The KL weight where a recipe sets it apart from ``alpha`` (else ``1 - alpha``).
+
+    Returns
+    -------
+    str
     """
     offsets = ", ".join(f"{v:+.0f}" for v in delay.values() if v is not None)
     line = f"- The student trained alone spikes {offsets} frames after the teachers (median); "
-    if alpha is not None and alpha >= 1:
-        return line + "the distilled student reads no teacher frames (α = 1: no KL term), so no delay applies"
+    kl_weight = w_kd if w_kd is not None else None if alpha is None else 1 - alpha
+    if kl_weight is not None and kl_weight <= 0:
+        return line + "the distilled student reads no teacher frames (no KL term), so no delay applies"
     if teacher_delay is None:
         return line + "distillation delays the teacher targets by `teacher_delay` frames to match"
+    if teacher_delay == 0:
+        return line + "distillation does not delay the teacher targets (`teacher_delay` 0)"
     return line + f"distillation delays the teacher targets by {teacher_delay} frames (`teacher_delay`)"
 
 

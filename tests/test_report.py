@@ -116,13 +116,17 @@ def test_the_spike_delay_line_follows_the_distilled_students_settings(tmp_path):
     (tmp_path / "hyperparams.yaml").write_text(
         "alpha: 1.0\nteacher_delay: 2\nmodel: !new:torch.nn.Linear\n    in_features: 2\n    out_features: 2\n")
     settings = distillation_settings(str(tmp_path))
-    assert settings == {"alpha": 1.0, "teacher_delay": 2}
-    assert distillation_settings(str(tmp_path / "absent")) == {"alpha": None, "teacher_delay": None}
-    assert distillation_settings(None) == {"alpha": None, "teacher_delay": None}
+    assert settings == {"alpha": 1.0, "teacher_delay": 2, "w_kd": None}
+    assert distillation_settings(str(tmp_path / "absent")) == {"alpha": None, "teacher_delay": None, "w_kd": None}
+    assert distillation_settings(None) == {"alpha": None, "teacher_delay": None, "w_kd": None}
 
     delay = {"tdnn": 2.0, "conformer": None}
     line = spike_delay_line(delay, **settings)
     assert line.startswith("- The student trained alone spikes +2 frames after the teachers")
     assert "reads no teacher frames" in line and "delays" not in line
     assert "delays the teacher targets by 2 frames" in spike_delay_line(delay, alpha=0.5, teacher_delay=2)
+    assert "does not delay" in spike_delay_line(delay, alpha=0.5, teacher_delay=0)
     assert "by `teacher_delay` frames" in spike_delay_line(delay)
+    # a recipe that weighs the KL apart from alpha (student_hint.yaml): alpha 1 with a KL still delays
+    assert "by 2 frames" in spike_delay_line(delay, alpha=1.0, teacher_delay=2, w_kd=0.5)
+    assert "reads no teacher frames" in spike_delay_line(delay, alpha=0.5, teacher_delay=2, w_kd=0.0)

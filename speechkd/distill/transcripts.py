@@ -334,6 +334,19 @@ PSEUDO_LABELS_JSON = "pseudo_labels.json"
 def decoded_transcripts(teachers, inventory, dataset, strategy, strategy_options=None, batch_size=16, decoder=None):
     """The fused teachers' greedy transcripts of ``dataset``, and ``decoder``'s.
 
+    Parameters
+    ----------
+    teachers : PosteriorCache or TeacherEnsemble
+        Holding (or hearing) every utterance of ``dataset``.
+    inventory : speechkd.text.TokenInventory
+    dataset : DynamicItemDataset
+    strategy : str
+    strategy_options : dict, optional
+    batch_size : int
+    decoder : callable, optional
+        ``(log_probs (batch, time, V), frames (batch,)) -> list of str``, e.g. a
+        :class:`~speechkd.decoding.LexiconDecoder`.
+
     Returns
     -------
     greedy, decoded : dict
@@ -404,7 +417,10 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     batch_size : int
         Utterances decoded together.
     compounds : bool
-        ``lexicon`` only: the second pass over morphs, above. On the main job's
+        ``lexicon`` only: the second pass over morphs, above. The summary then
+        also has ``labelled_by_morph_pass`` and ``dropped_by_word_pass`` (the
+        first pass's reasons); ``dropped`` counts what neither pass labelled,
+        by the second pass's reasons. On the main job's
         transfer set it labelled 2,415 utterances instead of 2,123 (German 26 ->
         44 %, Italian 26 -> 57 %) at 5.0 % WER against what was said instead of 4.3
         (benchmarks/RESULTS.md, "Run of 2026-12-02 (late afternoon)").
@@ -432,10 +448,11 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     decode = {"teachers": teachers, "inventory": inventory, "strategy": strategy,
               "strategy_options": strategy_options, "batch_size": batch_size}
     greedy, lexicon = decoded_transcripts(dataset=dataset, decoder=lexicon_decoder, **decode)
-    composed_kept = []
+    composed_kept, word_pass_dropped = [], None
     if decoding == "lexicon":
         kept, dropped = filter_pseudo_labels(rows, lexicon, second_opinion=greedy, max_disagreement=max_disagreement)
         if compounds:  # the rows the words left unlabelled, again over morphs
+            word_pass_dropped = {reason: count for reason, count in dropped.items() if reason != "confidence"}
             labelled = {row["ID"]: row for row in kept}
             morph_decoder = MorphLexiconDecoder.from_manifest(inventory, lexicon_csv, beam=beam)
             unlabelled = dataset.filtered_sorted(key_test={"id": lambda utt: utt in greedy and utt not in labelled})
@@ -456,7 +473,8 @@ def pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, data_folder,
     summary = {"decoding": decoding, "strategy": strategy, "beam": beam if lexicon_decoder else None,
                "max_disagreement": max_disagreement if lexicon_decoder else None,
                "offered": len(rows), "pseudo_labelled": len(kept),
-               **({"composed_from_morphs": len(composed_kept)} if compounds else {}), "dropped": dropped}
+               **({"labelled_by_morph_pass": len(composed_kept), "dropped_by_word_pass": word_pass_dropped}
+                  if compounds else {}), "dropped": dropped}
     with open(os.path.join(output_folder, PSEUDO_LABELS_JSON), "w", encoding="utf-8") as fout:
         json.dump(summary, fout, indent=1)
     logger.info("%s: %d of %d utterances pseudo-labelled with the teachers' %s transcripts (dropped: %s)",

@@ -243,10 +243,12 @@ def test_compounds_label_the_words_the_lexicon_lacks_from_their_morphs(tiny_corp
 
     kept, summary = labels(tmp_path / "words")
     assert kept == {rows[1]["ID"]: "dreiundzwanzig vierzig"}
-    assert "composed_from_morphs" not in summary
+    assert "labelled_by_morph_pass" not in summary
+    assert summary["dropped"] == {"unusable audio": 0, "empty": 1, "disagreement": 1}
     kept, summary = labels(tmp_path / "morphs", compounds=True)
     assert kept == {rows[0]["ID"]: "siebenundachtzig", rows[1]["ID"]: "dreiundzwanzig vierzig"}
-    assert summary["composed_from_morphs"] == 1 and summary["pseudo_labelled"] == 2
+    assert summary["labelled_by_morph_pass"] == 1 and summary["pseudo_labelled"] == 2
+    assert summary["dropped_by_word_pass"] == {"unusable audio": 0, "empty": 1, "disagreement": 1}
     assert summary["dropped"] == {"unusable audio": 0, "empty": 1, "disagreement": 0, "unseen word": 0}
     with pytest.raises(ValueError, match="follows a lexicon pass"):
         pseudo_label_from_teachers(teachers, inventory, unlabelled_csv, tiny_corpus, str(tmp_path),
