@@ -23,12 +23,14 @@ def cpu_model() -> str:
     """CPU model name, with its family and model numbers and AVX-512 when it has it.
 
     Cloud machines often report only ``AMD EPYC``: the family and model tell
-    apart generations that ran the main job's stages 1.6-2.1x apart (1.8x the whole job) (RESULTS.md,
-    "Run of 2026-12-02 (afternoon)").
+    apart generations that ran the main job's stages 1.6-2.1x apart (1.8x the
+    whole job; RESULTS.md, "Run of 2026-12-02 (afternoon)").
     """
     fields = cpu_fields()
     name = fields.get("model name") or platform.processor() or platform.machine()
-    details = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields and "model" in fields else []
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append(f"family {fields['cpu family']} model {fields['model']}")
     if "avx512f" in fields.get("flags", "").split():
         details.append("AVX-512")
     return f"{name} ({', '.join(details)})" if details else name

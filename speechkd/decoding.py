@@ -148,6 +148,16 @@ def greedy_transcripts(log_probs: torch.Tensor, frames: torch.Tensor, inventory)
     return [inventory.decode(ids) for ids in ctc_greedy(log_probs, frames, inventory.blank_index)]
 
 
+def manifest_transcripts(manifest) -> list[str]:
+    """The non-empty ``wrd`` of a manifest's rows (the training transcripts a lexicon and LM come from)."""
+    from speechkd.data.manifest import read_manifest
+
+    texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
+    if not texts:
+        raise ValueError(f"{manifest}: no transcript to build a lexicon from")
+    return texts
+
+
 class BigramWordLM:
     """Word bigram language model with Dirichlet smoothing towards an add-one unigram.
 
@@ -195,12 +205,7 @@ class BigramWordLM:
     @classmethod
     def from_manifest(cls, manifest, prior: float = 5.0) -> BigramWordLM:
         """The bigram of a manifest's ``wrd`` column (the model's ``train.csv``)."""
-        from speechkd.data.manifest import read_manifest
-
-        texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
-        if not texts:
-            raise ValueError(f"{manifest}: no transcript to build a lexicon from")
-        return cls(texts, prior=prior)
+        return cls(manifest_transcripts(manifest), prior=prior)
 
     def log_prob(self, word: str, previous: str) -> float:
         """Natural log of ``P(word | previous)``; ``previous`` may be ``"<s>"``, ``word`` ``"</s>"``.
@@ -308,7 +313,7 @@ class LexiconDecoder:
     @classmethod
     def from_manifest(cls, inventory, manifest, prior: float = 5.0, **options) -> LexiconDecoder:
         """A decoder from the ``wrd`` column of a manifest (the model's ``train.csv``)."""
-        return cls(inventory, BigramWordLM.from_manifest(manifest, prior=prior), **options)
+        return cls.from_transcripts(inventory, manifest_transcripts(manifest), prior=prior, **options)
 
     def __call__(self, log_probs: torch.Tensor, frames: torch.Tensor) -> list[str]:
         """Transcripts of a batch.
@@ -460,16 +465,6 @@ class MorphLexiconDecoder(LexiconDecoder):
     @classmethod
     def from_transcripts(cls, inventory, texts, prior: float = 5.0, **options) -> MorphLexiconDecoder:
         """A decoder whose words, morphs and bigram come from ``texts`` (training transcripts)."""
-        return cls(inventory, texts, prior=prior, **options)
-
-    @classmethod
-    def from_manifest(cls, inventory, manifest, prior: float = 5.0, **options) -> MorphLexiconDecoder:
-        """A decoder from the ``wrd`` column of a manifest (the model's ``train.csv``)."""
-        from speechkd.data.manifest import read_manifest
-
-        texts = [row["wrd"] for row in read_manifest(manifest) if row.get("wrd", "").strip()]
-        if not texts:
-            raise ValueError(f"{manifest}: no transcript to build a lexicon from")
         return cls(inventory, texts, prior=prior, **options)
 
     @staticmethod

@@ -336,7 +336,7 @@ def summary_lines(report):
                      f"token in another teacher): {100 * s['teacher_agreement']:.0f}%")
     delay = s.get("baseline_spike_delay_frames")
     if delay:
-        lines.append(spike_delay_line(delay, s.get("alpha"), s.get("teacher_delay")))
+        lines.append(spike_delay_line(delay, s.get("alpha"), s.get("teacher_delay"), s.get("w_kd")))
     return "\n".join(lines)
 
 

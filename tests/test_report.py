@@ -130,3 +130,12 @@ def test_the_spike_delay_line_follows_the_distilled_students_settings(tmp_path):
     # a recipe that weighs the KL apart from alpha (student_hint.yaml): alpha 1 with a KL still delays
     assert "by 2 frames" in spike_delay_line(delay, alpha=1.0, teacher_delay=2, w_kd=0.5)
     assert "reads no teacher frames" in spike_delay_line(delay, alpha=0.5, teacher_delay=2, w_kd=0.0)
+
+
+def test_the_summary_passes_the_kl_weight_to_the_delay_line():
+    summary = {"gap_closed_percent": None, "gain_wer_points": 1.0, "compression_vs_ensemble": 10.0,
+               "ensemble_strategy": "average", "top_k": 8, "ensemble_strategies": {"average": 30.0},
+               "teacher_agreement": None, "baseline_spike_delay_frames": {"tdnn": 2.0},
+               "alpha": 1.0, "teacher_delay": 2, "w_kd": 0.5}
+    assert "delays the teacher targets by 2 frames" in summary_lines({"summary": summary})
+    assert "reads no teacher frames" in summary_lines({"summary": {**summary, "w_kd": None}})
